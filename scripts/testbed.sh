@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# A real, local test bed: etcd, kube-apiserver, kube-controller-manager (TTL-after-finished and
+# garbage collector only), and two OCI registries (olareg with the OCI 1.1 referrers API, and
+# Debian's docker-registry, CNCF distribution 2.8). Everything listens on 127.0.0.1 on ports
+# picked free at `up`, so two test beds (two state directories) never collide.
+#
+#   scripts/testbed.sh build   build or reuse the cached binaries
+#   scripts/testbed.sh up      build if needed, start everything, wait until it answers
+#   scripts/testbed.sh down    stop everything this state directory started
+#   scripts/testbed.sh env     print the shell exports tests and tools use
+#   scripts/testbed.sh status  say what runs
+#
+# Binaries are cached by version under $RETAINER_CACHE (default ~/.cache/retainer-testbed);
+# state (certificates, data, logs, pids) lives in $RETAINER_TESTBED_DIR (default ./.testbed).
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-v1.36.3}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+# zot's module host is not reachable through the Go module proxy available here, so the
+# referrers-API registry is olareg (also a `go install`able OCI 1.1 registry with referrers).
+OLAREG_VERSION=${OLAREG_VERSION:-v0.1.2}
+CRANE_VERSION=${CRANE_VERSION:-v0.22.1}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
+DISTRIBUTION_DEB=${DISTRIBUTION_DEB:-docker-registry}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${RETAINER_CACHE:-$HOME/.cache/retainer-testbed}
+STATE=${RETAINER_TESTBED_DIR:-$ROOT/.testbed}
+K8S_BIN=$CACHE/kubernetes-$K8S_VERSION/bin
+ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
+TOOLS_BIN=$CACHE/tools/bin
+
+export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
+
+log() { printf '[testbed] %s\n' "$*" >&2; }
+die() { printf '[testbed] error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# build
+
+build_kubernetes() {
+  local want=(kube-apiserver kube-controller-manager kubectl) missing=0 b
+  for b in "${want[@]}"; do [ -x "$K8S_BIN/$b" ] || missing=1; done
+  [ $missing = 0 ] && return 0
+  log "building Kubernetes $K8S_VERSION from its Go modules (first time: 15-30 minutes on 2 cores)"
+  local src=$CACHE/src/kubernetes-$K8S_VERSION
+  rm -rf "$src" && mkdir -p "$src" "$K8S_BIN"
+  (
+    cd "$src"
+    go mod init retainer.dev/testbed/kubernetes >/dev/null 2>&1
+    # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with
+    # ./staging paths that do not exist outside its repository. Read the list from its own go.mod
+    # (it changes between minors) and point each one at the published v0.<minor>.<patch>.
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    [ -f "$gomod" ] || die "could not download k8s.io/kubernetes@$K8S_VERSION"
+    local staging_version="v0.${K8S_VERSION#v1.}"
+    local mods
+    mods=$(awk '/=> \.\/staging\/src\// {print $1}' "$gomod" | sort -u)
+    [ -n "$mods" ] || die "no staging replace lines found in $gomod"
+    {
+      echo
+      echo "replace ("
+      for m in $mods; do echo "	$m => $m $staging_version"; done
+      echo ")"
+    } >>go.mod
+    log "replaced $(echo "$mods" | wc -w) staging modules with $staging_version"
+    go get "k8s.io/kubernetes@$K8S_VERSION" \
+      "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
+      "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
+      "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION"
+    local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+    local ld="" pkg
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+      ld+=" -X $pkg.gitCommit=module-build -X $pkg.gitTreeState=clean"
+      ld+=" -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
+    for b in "${want[@]}"; do
+      log "go build $b"
+      go build -trimpath -ldflags "-s -w $ld" -o "$K8S_BIN/$b.tmp" "k8s.io/kubernetes/cmd/$b"
+      mv "$K8S_BIN/$b.tmp" "$K8S_BIN/$b"
+    done
+  )
+}
+
+build_etcd() {
+  [ -x "$ETCD_BIN/etcd" ] && return 0
+  log "building etcd $ETCD_VERSION from go.etcd.io/etcd/server/v3"
+  local src=$CACHE/src/etcd-$ETCD_VERSION
+  rm -rf "$src" && mkdir -p "$src" "$ETCD_BIN"
+  (
+    cd "$src"
+    go mod init retainer.dev/testbed/etcd >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    go build -trimpath -ldflags "-s -w" -o "$ETCD_BIN/etcd.tmp" go.etcd.io/etcd/server/v3
+    mv "$ETCD_BIN/etcd.tmp" "$ETCD_BIN/etcd"
+  )
+}
+
+go_install_tool() { # name module@version
+  local name=$1 spec=$2 stamp=$TOOLS_BIN/.$1.version
+  if [ -x "$TOOLS_BIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$spec" ]; then return 0; fi
+  log "go install $spec"
+  mkdir -p "$TOOLS_BIN"
+  GOBIN=$TOOLS_BIN go install -trimpath -ldflags "-s -w" "$spec"
+  echo "$spec" >"$stamp"
+}
+
+# `go install pkg@version` also reads the module's version list to check for deprecations; the
+# proxy here refuses that list for some modules (olareg). Building from the downloaded module
+# directory with its own go.sum needs only the version itself.
+go_build_module_tool() { # name module version package-dir
+  local name=$1 mod=$2 ver=$3 pkg=$4 stamp=$TOOLS_BIN/.$1.version
+  if [ -x "$TOOLS_BIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$mod@$ver" ]; then return 0; fi
+  log "building $mod@$ver"
+  mkdir -p "$TOOLS_BIN"
+  local dir
+  dir=$(go mod download -json "$mod@$ver" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$dir" ] || die "could not download $mod@$ver"
+  (cd "$dir" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/$name" "$pkg")
+  echo "$mod@$ver" >"$stamp"
+}
+
+build_distribution() {
+  local stamp=$TOOLS_BIN/.docker-registry.version
+  [ -x "$TOOLS_BIN/docker-registry" ] && [ -f "$stamp" ] && return 0
+  log "extracting Debian's $DISTRIBUTION_DEB (no service is started)"
+  local tmp
+  tmp=$(mktemp -d)
+  (
+    cd "$tmp"
+    if ! apt-get download "$DISTRIBUTION_DEB" >/dev/null 2>&1; then
+      apt-get update -qq >/dev/null 2>&1 || true
+      apt-get download "$DISTRIBUTION_DEB" >/dev/null || die "apt-get download $DISTRIBUTION_DEB failed"
+    fi
+    dpkg-deb -x ./*.deb root
+    mkdir -p "$TOOLS_BIN"
+    cp root/usr/bin/docker-registry "$TOOLS_BIN/docker-registry"
+    dpkg-deb -f ./*.deb Version >"$stamp"
+  )
+  rm -rf "$tmp"
+}
+
+cmd_build() {
+  command -v go >/dev/null || die "go is required"
+  command -v openssl >/dev/null || die "openssl is required"
+  build_etcd
+  go_build_module_tool olareg github.com/olareg/olareg "$OLAREG_VERSION" ./cmd/olareg
+  go_install_tool crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
+  go_install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  build_distribution
+  build_kubernetes
+  log "binaries ready under $CACHE"
+}
+
+# ---------------------------------------------------------------------------------------------
+# up / down
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+start() { # name cmd...
+  local name=$1; shift
+  "$@" >"$STATE/logs/$name.log" 2>&1 &
+  echo $! >"$STATE/pids/$name"
+}
+
+wait_for() { # what seconds cmd...
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      log "$what did not come up within ${secs}s; last log lines:"
+      tail -n 30 "$STATE/logs/$what.log" >&2 || true
+      return 1
+    fi
+    sleep 0.3
+  done
+}
+
+make_certs() {
+  local d=$STATE/pki
+  mkdir -p "$d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 \
+      -subj "/CN=retainer-testbed-ca" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -keyout serving.key -out serving.csr \
+      -subj "/CN=kube-apiserver" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >serving.ext
+    openssl x509 -req -in serving.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out serving.crt \
+      -days 30 -extfile serving.ext >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr \
+      -subj "/O=system:masters/CN=retainer-admin" >/dev/null 2>&1
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out admin.crt \
+      -days 30 -extfile client.ext >/dev/null 2>&1
+    openssl genrsa -out sa.key 2048 >/dev/null 2>&1
+    openssl rsa -in sa.key -pubout -out sa.pub >/dev/null 2>&1
+  )
+}
+
+write_kubeconfig() { # port
+  local d=$STATE/pki
+  cat >"$STATE/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: testbed
+  cluster:
+    server: https://127.0.0.1:$1
+    certificate-authority-data: $(base64 -w0 <"$d/ca.crt")
+users:
+- name: admin
+  user:
+    client-certificate-data: $(base64 -w0 <"$d/admin.crt")
+    client-key-data: $(base64 -w0 <"$d/admin.key")
+contexts:
+- name: testbed
+  context: {cluster: testbed, user: admin}
+current-context: testbed
+EOF
+}
+
+write_registry_config() { # port dir
+  cat >"$STATE/docker-registry.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $2
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$1
+EOF
+}
+
+cmd_up() {
+  if [ -f "$STATE/ports" ] && cmd_status >/dev/null 2>&1; then
+    log "already up ($STATE)"; return 0
+  fi
+  cmd_down >/dev/null 2>&1 || true
+  cmd_build
+  rm -rf "$STATE" && mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/etcd" "$STATE/olareg" "$STATE/distribution"
+  trap 'log "start-up failed; stopping what started"; cmd_down; exit 1' ERR
+  make_certs
+  local etcd_port etcd_peer api_port kcm_port olareg_port dist_port
+  etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port); kcm_port=$(free_port)
+  olareg_port=$(free_port); dist_port=$(free_port)
+  cat >"$STATE/ports" <<EOF
+ETCD_PORT=$etcd_port
+API_PORT=$api_port
+KCM_PORT=$kcm_port
+OLAREG_PORT=$olareg_port
+DISTRIBUTION_PORT=$dist_port
+EOF
+
+  start etcd "$ETCD_BIN/etcd" --name testbed --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "testbed=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync \
+    --quota-backend-bytes 8589934592 --log-level warn
+  wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
+
+  local pki=$STATE/pki
+  start kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" --bind-address 127.0.0.1 --secure-port "$api_port" \
+    --cert-dir "$STATE/apiserver-certs" \
+    --tls-cert-file "$pki/serving.crt" --tls-private-key-file "$pki/serving.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --service-account-issuer https://localhost --service-account-key-file "$pki/sa.pub" \
+    --service-account-signing-key-file "$pki/sa.key" --api-audiences https://localhost \
+    --service-cluster-ip-range 10.0.0.0/24 --authorization-mode RBAC --allow-privileged=true \
+    --disable-admission-plugins ServiceAccount --enable-priority-and-fairness=false
+  write_kubeconfig "$api_port"
+  wait_for kube-apiserver 120 "$K8S_BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get --raw /readyz
+
+  if [ "${TESTBED_NO_KCM:-}" != 1 ]; then
+    start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+      --kubeconfig "$STATE/kubeconfig" --authentication-kubeconfig "$STATE/kubeconfig" \
+      --authorization-kubeconfig "$STATE/kubeconfig" --leader-elect=false \
+      --bind-address 127.0.0.1 --secure-port "$kcm_port" \
+      --controllers ttl-after-finished-controller,garbage-collector-controller
+    wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$kcm_port/healthz"
+  fi
+
+  start olareg "$TOOLS_BIN/olareg" serve --addr 127.0.0.1 --dir "$STATE/olareg" --port "$olareg_port" \
+    --api-delete --gc-frequency -1
+  wait_for olareg 30 curl -sf "http://127.0.0.1:$olareg_port/v2/"
+
+  write_registry_config "$dist_port" "$STATE/distribution"
+  start docker-registry "$TOOLS_BIN/docker-registry" serve "$STATE/docker-registry.yml"
+  wait_for docker-registry 30 curl -sf "http://127.0.0.1:$dist_port/v2/"
+  trap - ERR
+  log "up: $STATE"
+}
+
+cmd_down() {
+  [ -d "$STATE/pids" ] || return 0
+  local f pid
+  for f in "$STATE"/pids/*; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || true
+  done
+  for f in "$STATE"/pids/*; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+  log "down"
+}
+
+cmd_env() {
+  [ -f "$STATE/ports" ] || die "not up: run scripts/testbed.sh up"
+  # shellcheck disable=SC1091
+  . "$STATE/ports"
+  cat <<EOF
+export KUBECONFIG=$STATE/kubeconfig
+export RETAINER_E2E=1
+export RETAINER_TESTBED_DIR=$STATE
+export RETAINER_OLAREG=127.0.0.1:$OLAREG_PORT
+export RETAINER_DISTRIBUTION=127.0.0.1:$DISTRIBUTION_PORT
+export PATH=$K8S_BIN:$TOOLS_BIN:\$PATH
+EOF
+}
+
+cmd_status() {
+  [ -d "$STATE/pids" ] || { echo "not up"; return 1; }
+  local f rc=0
+  for f in "$STATE"/pids/*; do
+    [ -f "$f" ] || continue
+    if kill -0 "$(cat "$f")" 2>/dev/null; then echo "$(basename "$f"): running"; else echo "$(basename "$f"): stopped"; rc=1; fi
+  done
+  return $rc
+}
+
+case "${1:-}" in
+  build) cmd_build ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  env) cmd_env ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 build|up|down|env|status" >&2; exit 2 ;;
+esac

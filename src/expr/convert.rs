@@ -1,0 +1,101 @@
+//! serde_json → CEL values, borrowing strings from the object and converting only the fields
+//! the policy's expressions read.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
+use serde_json::Value as Json;
+
+/// The object fields a set of expressions reads: a trie of field names whose leaves are bound
+/// whole. An empty trie reads nothing; `whole` at the root binds the entire object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldTree {
+    whole: bool,
+    children: BTreeMap<String, FieldTree>,
+}
+
+impl FieldTree {
+    /// The tree that binds everything.
+    pub fn everything() -> FieldTree {
+        FieldTree {
+            whole: true,
+            children: BTreeMap::new(),
+        }
+    }
+
+    pub fn is_whole(&self) -> bool {
+        self.whole
+    }
+
+    pub fn insert(&mut self, path: &[String]) {
+        if self.whole {
+            return;
+        }
+        match path.split_first() {
+            None => {
+                self.whole = true;
+                self.children.clear();
+            }
+            Some((head, rest)) => self.children.entry(head.clone()).or_default().insert(rest),
+        }
+    }
+
+    pub fn merge(&mut self, other: &FieldTree) {
+        if other.whole {
+            self.insert(&[]);
+            return;
+        }
+        for (k, v) in &other.children {
+            if self.whole {
+                return;
+            }
+            self.children.entry(k.clone()).or_default().merge(v);
+        }
+    }
+}
+
+/// The whole JSON value as a CEL value. Strings are borrowed.
+pub fn json_to_val(j: &Json) -> Box<dyn Val + '_> {
+    match j {
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Box::new(CelInt::from(i))
+            } else if let Some(u) = n.as_u64() {
+                Box::new(CelUInt::from(u))
+            } else {
+                Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
+            }
+        }
+        Json::String(s) => Box::new(CelString::from(s.as_str())),
+        Json::Array(items) => Box::new(CelList::from(
+            items.iter().map(json_to_val).collect::<Vec<_>>(),
+        )),
+        Json::Object(map) => Box::new(CelMap::from(
+            map.iter()
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), json_to_val(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
+    }
+}
+
+/// Only the fields `tree` names. Absent fields stay absent, so `has()` and missing-key errors
+/// behave as on the whole object.
+pub fn project<'j>(j: &'j Json, tree: &FieldTree) -> Box<dyn Val + 'j> {
+    match j {
+        Json::Object(map) if !tree.whole => Box::new(CelMap::from(
+            tree.children
+                .iter()
+                .filter_map(|(k, sub)| {
+                    map.get_key_value(k.as_str())
+                        .map(|(k, v)| (CelMapKey::from(k.as_str()), project(v, sub)))
+                })
+                .collect::<HashMap<_, _>>(),
+        )),
+        _ => json_to_val(j),
+    }
+}

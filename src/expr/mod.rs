@@ -1,0 +1,673 @@
+//! The CEL layer: one environment with the Kubernetes libraries users know, compilation with
+//! precise errors, static checks the interpreter does not do, and a cheap binding of objects.
+//!
+//! Pure: nothing here does I/O.
+
+mod convert;
+mod library;
+mod semver;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, LazyLock};
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
+use cel::common::types::{CelInt, CelString, CelTimestamp};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use cel::{Context, Env, Program, Value};
+use thiserror::Error;
+
+pub use convert::{FieldTree, json_to_val, project};
+pub use semver::Semver;
+
+/// Variables every expression sees.
+pub const VAR_OBJECT: &str = "object";
+pub const VAR_NOW: &str = "now";
+pub const VAR_AGE: &str = "age";
+pub const VAR_GROUP: &str = "group";
+/// Variables that depend on every other object, so only `keep` sees them.
+pub const VAR_RANK: &str = "rank";
+pub const VAR_GROUP_SIZE: &str = "groupSize";
+pub const VAR_REFERENCED_BY: &str = "referencedBy";
+
+/// Which expression of a policy, and so which variables it may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Match,
+    GroupBy,
+    OrderBy,
+    Keep,
+    /// `spec.referencedBy[i].refs`
+    Refs(usize),
+}
+
+impl Field {
+    pub fn path(self) -> String {
+        match self {
+            Field::Match => "spec.match".into(),
+            Field::GroupBy => "spec.groupBy".into(),
+            Field::OrderBy => "spec.orderBy".into(),
+            Field::Keep => "spec.keep".into(),
+            Field::Refs(i) => format!("spec.referencedBy[{i}].refs"),
+        }
+    }
+
+    fn variables(self) -> &'static [&'static str] {
+        match self {
+            Field::Keep => &[
+                VAR_OBJECT,
+                VAR_NOW,
+                VAR_AGE,
+                VAR_GROUP,
+                VAR_RANK,
+                VAR_GROUP_SIZE,
+                VAR_REFERENCED_BY,
+            ],
+            Field::Refs(_) => &[VAR_OBJECT, VAR_NOW],
+            // `group` is the result of groupBy, so it cannot be an input of groupBy itself;
+            // orderBy runs after grouping and may read it.
+            Field::OrderBy => &[VAR_OBJECT, VAR_NOW, VAR_AGE, VAR_GROUP],
+            Field::Match | Field::GroupBy => &[VAR_OBJECT, VAR_NOW, VAR_AGE],
+        }
+    }
+
+    /// The result type this field must produce.
+    fn expected(self) -> Expected {
+        match self {
+            Field::Match | Field::Keep => Expected::Bool,
+            Field::GroupBy => Expected::String,
+            Field::OrderBy => Expected::Comparable,
+            Field::Refs(_) => Expected::List,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expected {
+    Bool,
+    String,
+    Comparable,
+    List,
+}
+
+impl Expected {
+    fn describe(self) -> &'static str {
+        match self {
+            Expected::Bool => "bool",
+            Expected::String => "string",
+            Expected::Comparable => "timestamp, int, double, string or semver",
+            Expected::List => "list of strings",
+        }
+    }
+}
+
+/// A user's mistake in an expression, found at compile time.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CompileError {
+    #[error("{field}: syntax error at line {line}, column {column}: {message}")]
+    Syntax {
+        field: String,
+        line: isize,
+        column: isize,
+        message: String,
+    },
+    #[error(
+        "{field}: undeclared reference to '{name}' at line {line}, column {column} (variables here: {available})"
+    )]
+    UndeclaredReference {
+        field: String,
+        name: String,
+        line: usize,
+        column: usize,
+        available: String,
+    },
+    #[error(
+        "{field}: '{name}' at line {line}, column {column} is only available in spec.keep, where all objects have been grouped and ranked"
+    )]
+    KeepOnly {
+        field: String,
+        name: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("{field}: must evaluate to {want}, but it is {got}")]
+    ResultType {
+        field: String,
+        want: &'static str,
+        got: &'static str,
+    },
+}
+
+/// A user's expression failing on one object at evaluation time. The object is kept.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum EvalError {
+    #[error("{field}: {message}")]
+    Execution { field: String, message: String },
+    #[error("{field}: must evaluate to {want}, got {got}")]
+    ResultType {
+        field: String,
+        want: &'static str,
+        got: String,
+    },
+}
+
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(build_env()));
+
+fn build_env() -> Env {
+    let mut env = Env::stdlib();
+    // Each registration below declares distinct names or signatures on a fresh environment, so
+    // none can collide: a failure here is a programming error caught by every test run.
+    env.add_extension(cel::extensions::strings)
+        .expect("strings extension registers on a fresh env");
+    env.add_extension(cel::extensions::lists)
+        .expect("lists extension registers on a fresh env");
+    env.add_extension(cel::extensions::math)
+        .expect("math extension registers on a fresh env");
+    library::register(&mut env).expect("Kubernetes libraries register on a fresh env");
+    env
+}
+
+/// The shared environment: compiled once per process, cheap to clone.
+pub fn env() -> Arc<Env> {
+    ENV.clone()
+}
+
+/// One compiled expression of a policy.
+#[derive(Debug)]
+pub struct Compiled {
+    pub field: Field,
+    pub source: String,
+    program: Program,
+    /// For keep: each top-level `||` term, compiled on its own so a verdict can say which held.
+    terms: Vec<(String, Program)>,
+    /// The object fields the expression reads.
+    pub fields: FieldTree,
+}
+
+impl Compiled {
+    pub fn compile(field: Field, source: &str) -> Result<Compiled, CompileError> {
+        let env = env();
+        let program = env.compile(source).map_err(|e| {
+            let first = e.errors.first();
+            CompileError::Syntax {
+                field: field.path(),
+                line: first.map(|e| e.pos.0).unwrap_or(1),
+                column: first.map(|e| e.pos.1).unwrap_or(1),
+                message: first
+                    .map(|e| e.msg.clone())
+                    .unwrap_or_else(|| e.to_string()),
+            }
+        })?;
+        check_references(field, source, &program)?;
+        if let Some(got) = static_type(&program.expression().expr)
+            && !got.satisfies(field.expected())
+        {
+            return Err(CompileError::ResultType {
+                field: field.path(),
+                want: field.expected().describe(),
+                got: got.describe(),
+            });
+        }
+        let mut fields = FieldTree::default();
+        collect_object_paths(program.expression(), &mut fields);
+        let terms = if field == Field::Keep {
+            let parts = split_top_level_or(source);
+            if parts.len() > 1 {
+                parts
+                    .into_iter()
+                    .map(|t| {
+                        // Each term of a valid expression is a valid expression by itself.
+                        env.compile(&t).map(|p| (t, p))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            }
+        } else {
+            Vec::new()
+        };
+        Ok(Compiled {
+            field,
+            source: source.to_string(),
+            program,
+            terms,
+            fields,
+        })
+    }
+
+    fn run(&self, program: &Program, vars: &Vars<'_>) -> Result<Value, EvalError> {
+        let mut ctx = Context::with_env(env());
+        ctx.set_variable_resolver(vars);
+        program.execute(&ctx).map_err(|e| EvalError::Execution {
+            field: self.field.path(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Evaluates to any value; the caller checks what it needs.
+    pub fn eval(&self, vars: &Vars<'_>) -> Result<Value, EvalError> {
+        self.run(&self.program, vars)
+    }
+
+    pub fn eval_bool(&self, vars: &Vars<'_>) -> Result<bool, EvalError> {
+        match self.eval(vars)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(self.wrong_type("bool", &other)),
+        }
+    }
+
+    pub fn eval_string(&self, vars: &Vars<'_>) -> Result<String, EvalError> {
+        match self.eval(vars)? {
+            Value::String(s) => Ok(s.to_string()),
+            other => Err(self.wrong_type("string", &other)),
+        }
+    }
+
+    pub fn eval_strings(&self, vars: &Vars<'_>) -> Result<Vec<String>, EvalError> {
+        match self.eval(vars)? {
+            Value::List(items) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.to_string()),
+                    other => Err(self.wrong_type("list of strings", other)),
+                })
+                .collect(),
+            Value::String(s) => Ok(vec![s.to_string()]),
+            other => Err(self.wrong_type("list of strings", &other)),
+        }
+    }
+
+    /// For keep: whether it holds, and the text of the first top-level `||` term that held.
+    /// CEL's `||` is true when any side is true, even if another side fails, so a failing term
+    /// only matters when no term holds.
+    pub fn eval_keep(&self, vars: &Vars<'_>) -> Result<Option<String>, EvalError> {
+        if self.terms.is_empty() {
+            return Ok(self.eval_bool(vars)?.then(|| self.source.trim().to_string()));
+        }
+        let mut first_error = None;
+        for (text, program) in &self.terms {
+            match self.run(program, vars) {
+                Ok(Value::Bool(true)) => return Ok(Some(text.clone())),
+                Ok(Value::Bool(false)) => {}
+                Ok(other) => {
+                    first_error.get_or_insert_with(|| self.wrong_type("bool", &other));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    fn wrong_type(&self, want: &'static str, got: &Value) -> EvalError {
+        EvalError::ResultType {
+            field: self.field.path(),
+            want,
+            got: type_name(got).to_string(),
+        }
+    }
+}
+
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::List(_) => "list",
+        Value::Map(_) => "map",
+        Value::Function(..) => "function",
+        Value::Int(_) => "int",
+        Value::UInt(_) => "uint",
+        Value::Float(_) => "double",
+        Value::String(_) => "string",
+        Value::Bytes(_) => "bytes",
+        Value::Bool(_) => "bool",
+        Value::Duration(_) => "duration",
+        Value::Timestamp(_) => "timestamp",
+        Value::Opaque(o) if o.downcast_ref::<Semver>().is_some() => "semver",
+        Value::Opaque(_) => "opaque",
+        Value::Struct(_) => "struct",
+        Value::Null => "null",
+    }
+}
+
+/// The variables of one evaluation. Built per object; `object` is borrowed, never copied.
+pub struct Vars<'a> {
+    pub object: &'a (dyn Val + 'a),
+    pub now: chrono::DateTime<chrono::FixedOffset>,
+    pub age: chrono::Duration,
+    pub group: Option<&'a str>,
+    pub rank: Option<i64>,
+    pub group_size: Option<i64>,
+    pub referenced_by: Option<&'a (dyn Val + 'a)>,
+}
+
+impl VariableResolver for Vars<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match variable {
+            VAR_OBJECT => Some(CowVal::Borrowed(self.object)),
+            VAR_NOW => Some(CowVal::owned(CelTimestamp::from(self.now))),
+            VAR_AGE => Some(CowVal::owned(cel::common::types::CelDuration::from(
+                self.age,
+            ))),
+            VAR_GROUP => self.group.map(|g| CowVal::owned(CelString::from(g))),
+            VAR_RANK => self.rank.map(|r| CowVal::owned(CelInt::from(r))),
+            VAR_GROUP_SIZE => self.group_size.map(|r| CowVal::owned(CelInt::from(r))),
+            VAR_REFERENCED_BY => self.referenced_by.map(CowVal::Borrowed),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static analysis of the AST.
+
+/// Names an expression may use besides its variables: namespaces of library functions and type
+/// names (`type(x) == string`).
+const KNOWN_IDENTS: &[&str] = &[
+    "optional",
+    "strings",
+    "math",
+    "lists",
+    "base64",
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "timestamp",
+    "duration",
+    "google",
+];
+
+fn check_references(field: Field, source: &str, program: &Program) -> Result<(), CompileError> {
+    let mut bound = BTreeSet::new();
+    collect_bound(program.expression(), &mut bound);
+    let mut idents = Vec::new();
+    collect_idents(program.expression(), &mut idents);
+    let allowed = field.variables();
+    for (id, name) in idents {
+        if allowed.contains(&name.as_str())
+            || bound.contains(&name)
+            || KNOWN_IDENTS.contains(&name.as_str())
+        {
+            continue;
+        }
+        let (line, column) = program
+            .source_info()
+            .offset_for(id)
+            .map(|(start, _)| line_column(source, start as usize))
+            .unwrap_or((1, 1));
+        if Field::Keep.variables().contains(&name.as_str()) {
+            return Err(CompileError::KeepOnly {
+                field: field.path(),
+                name,
+                line,
+                column,
+            });
+        }
+        return Err(CompileError::UndeclaredReference {
+            field: field.path(),
+            name,
+            line,
+            column,
+            available: allowed.join(", "),
+        });
+    }
+    Ok(())
+}
+
+fn line_column(source: &str, char_offset: usize) -> (usize, usize) {
+    let mut line = 1;
+    let mut column = 1;
+    for c in source.chars().take(char_offset) {
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
+
+fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
+    match &e.expr {
+        Expr::Call(c) => c.target.iter().map(|t| t.as_ref()).chain(&c.args).collect(),
+        Expr::Comprehension(c) => vec![
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ],
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .flat_map(|en| match &en.expr {
+                EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
+                EntryExpr::StructField(sf) => vec![&sf.value],
+            })
+            .collect(),
+        Expr::Struct(s) => s
+            .entries
+            .iter()
+            .flat_map(|en| match &en.expr {
+                EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
+                EntryExpr::StructField(sf) => vec![&sf.value],
+            })
+            .collect(),
+        Expr::Select(s) => vec![s.operand.as_ref()],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => vec![],
+    }
+}
+
+fn collect_bound(e: &IdedExpr, out: &mut BTreeSet<String>) {
+    if let Expr::Comprehension(c) = &e.expr {
+        out.insert(c.iter_var.clone());
+        if let Some(v) = &c.iter_var2 {
+            out.insert(v.clone());
+        }
+        out.insert(c.accu_var.clone());
+    }
+    for c in children(e) {
+        collect_bound(c, out);
+    }
+}
+
+fn collect_idents(e: &IdedExpr, out: &mut Vec<(u64, String)>) {
+    if let Expr::Ident(name) = &e.expr {
+        out.push((e.id, name.clone()));
+    }
+    // A qualified function name such as `optional.none` or `math.abs` is a call on an Ident
+    // target in the AST; the namespace is in KNOWN_IDENTS.
+    for c in children(e) {
+        collect_idents(c, out);
+    }
+}
+
+/// The path `object.a.b['c']` spells, if the expression is such a path.
+fn object_path(e: &IdedExpr) -> Option<Vec<String>> {
+    match &e.expr {
+        Expr::Ident(name) if name == VAR_OBJECT => Some(Vec::new()),
+        Expr::Select(s) => {
+            let mut p = object_path(&s.operand)?;
+            p.push(s.field.clone());
+            Some(p)
+        }
+        Expr::Call(c)
+            if c.target.is_none()
+                && c.args.len() == 2
+                && matches!(c.func_name.as_str(), "_[_]" | "_[?_]" | "_?._") =>
+        {
+            let Expr::Literal(LiteralValue::String(key)) = &c.args[1].expr else {
+                return None;
+            };
+            let mut p = object_path(&c.args[0])?;
+            p.push(key.to_string());
+            Some(p)
+        }
+        _ => None,
+    }
+}
+
+/// Records the longest `object...` paths the expression reads; anything read in a way the
+/// analysis cannot follow (a computed index, `object` passed whole) records the enclosing path,
+/// whose whole subtree is then bound.
+fn collect_object_paths(e: &IdedExpr, out: &mut FieldTree) {
+    if let Some(path) = object_path(e) {
+        out.insert(&path);
+        return;
+    }
+    for c in children(e) {
+        collect_object_paths(c, out);
+    }
+}
+
+/// What the AST alone says about a result type, where it says anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StaticType {
+    Bool,
+    Int,
+    UInt,
+    Double,
+    String,
+    Bytes,
+    Null,
+    List,
+    Map,
+    Duration,
+    Timestamp,
+}
+
+impl StaticType {
+    fn satisfies(self, want: Expected) -> bool {
+        match want {
+            Expected::Bool => self == StaticType::Bool,
+            Expected::String => self == StaticType::String,
+            Expected::List => self == StaticType::List,
+            Expected::Comparable => matches!(
+                self,
+                StaticType::Int
+                    | StaticType::UInt
+                    | StaticType::Double
+                    | StaticType::String
+                    | StaticType::Timestamp
+                    | StaticType::Duration
+            ),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            StaticType::Bool => "bool",
+            StaticType::Int => "int",
+            StaticType::UInt => "uint",
+            StaticType::Double => "double",
+            StaticType::String => "string",
+            StaticType::Bytes => "bytes",
+            StaticType::Null => "null",
+            StaticType::List => "list",
+            StaticType::Map => "map",
+            StaticType::Duration => "duration",
+            StaticType::Timestamp => "timestamp",
+        }
+    }
+}
+
+fn static_type(e: &Expr) -> Option<StaticType> {
+    Some(match e {
+        Expr::Literal(l) => match l {
+            LiteralValue::Boolean(_) => StaticType::Bool,
+            LiteralValue::Int(_) => StaticType::Int,
+            LiteralValue::UInt(_) => StaticType::UInt,
+            LiteralValue::Double(_) => StaticType::Double,
+            LiteralValue::String(_) => StaticType::String,
+            LiteralValue::Bytes(_) => StaticType::Bytes,
+            LiteralValue::Null => StaticType::Null,
+        },
+        Expr::List(_) => StaticType::List,
+        Expr::Map(_) => StaticType::Map,
+        Expr::Ident(name) => match name.as_str() {
+            VAR_RANK | VAR_GROUP_SIZE => StaticType::Int,
+            VAR_GROUP => StaticType::String,
+            VAR_NOW => StaticType::Timestamp,
+            VAR_AGE => StaticType::Duration,
+            VAR_REFERENCED_BY => StaticType::List,
+            _ => return None,
+        },
+        Expr::Call(c) => match c.func_name.as_str() {
+            "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "_&&_" | "_||_" | "!_"
+            | "@in" | "_in_" | "matches" | "startsWith" | "endsWith" | "contains"
+            | "isSemver" | "isSorted" | "isGreaterThan" | "isLessThan" => StaticType::Bool,
+            "size" | "major" | "minor" | "patch" | "compareTo" | "int" => StaticType::Int,
+            "string" | "lowerAscii" | "upperAscii" | "trim" | "join" | "substring" => {
+                StaticType::String
+            }
+            "split" => StaticType::List,
+            "duration" => StaticType::Duration,
+            "timestamp" => StaticType::Timestamp,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// Splits `a || b || (c || d)` into `a`, `b`, `(c || d)`: the terms a user wrote at the top
+/// level, outside brackets and string literals.
+pub fn split_top_level_or(source: &str) -> Vec<String> {
+    let chars: Vec<char> = source.chars().collect();
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            '\'' | '"' => {
+                // Skip the literal, triple-quoted or not; raw strings have no escapes.
+                let raw = i > 0 && matches!(chars[i - 1], 'r' | 'R');
+                let triple = i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c;
+                let quote_len = if triple { 3 } else { 1 };
+                i += quote_len;
+                while i < chars.len() {
+                    if !raw && chars[i] == '\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if chars[i] == c
+                        && (!triple
+                            || (chars.get(i + 1) == Some(&c) && chars.get(i + 2) == Some(&c)))
+                    {
+                        i += quote_len - 1;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            '|' if depth == 0 && chars.get(i + 1) == Some(&'|') => {
+                parts.push(chars[start..i].iter().collect::<String>().trim().to_string());
+                i += 2;
+                start = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(chars[start..].iter().collect::<String>().trim().to_string());
+    parts
+}
+
+#[cfg(test)]
+mod tests;

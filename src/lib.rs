@@ -1,0 +1,6 @@
+//! retainer: a Kubernetes controller that keeps what a policy's CEL expressions say to keep and
+//! sweeps the rest. The core (policy compilation, evaluation, schedules, status) is pure; the
+//! Kubernetes and registry I/O sits at the edges.
+
+pub mod api;
+pub mod expr;
