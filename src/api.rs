@@ -227,7 +227,10 @@ pub struct Deletion {
     /// Two-phase deletion: a candidate is marked first and deleted only if it is still a
     /// candidate this long after, e.g. 1h. Go duration syntax.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
     pub grace_period: Option<String>,
 }
 
@@ -271,7 +274,9 @@ pub struct Summary {
 }
 
 /// One candidate: namespace and name, or repository, digest and tags.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub struct CandidateRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,

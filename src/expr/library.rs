@@ -129,11 +129,16 @@ fn is_semver<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
 fn semver_of<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     let s = string_arg("semver", &*args[0])?;
     let normalize = normalize_arg(&args)?;
-    let v = Semver::parse(&s, normalize).map_err(|e| ExecutionError::function_error("semver", e))?;
+    let v =
+        Semver::parse(&s, normalize).map_err(|e| ExecutionError::function_error("semver", e))?;
     ret(Value::Opaque(Arc::new(v)))
 }
 
-fn component<'b, 'v>(args: Args<'b, 'v>, name: &str, f: fn(&semver::Version) -> u64) -> Ret<'b, 'v> {
+fn component<'b, 'v>(
+    args: Args<'b, 'v>,
+    name: &str,
+    f: fn(&semver::Version) -> u64,
+) -> Ret<'b, 'v> {
     let v = semver_arg(name, &*args[0])?;
     ret(Value::Int(i64::try_from(f(&v.0)).unwrap_or(i64::MAX)))
 }
@@ -167,7 +172,9 @@ fn is_greater_than<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
 }
 
 fn is_less_than<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
-    ret(Value::Bool(semver_pair("isLessThan", &args)? == Ordering::Less))
+    ret(Value::Bool(
+        semver_pair("isLessThan", &args)? == Ordering::Less,
+    ))
 }
 
 fn list_items(function: &str, v: &dyn Val) -> Result<Arc<Vec<Value>>, ExecutionError> {
@@ -250,7 +257,9 @@ fn sum<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
             (None, v @ (Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Duration(_))) => {
                 v.clone()
             }
-            (Some(Value::Int(a)), Value::Int(b)) => Value::Int(a.checked_add(*b).ok_or_else(overflow)?),
+            (Some(Value::Int(a)), Value::Int(b)) => {
+                Value::Int(a.checked_add(*b).ok_or_else(overflow)?)
+            }
             (Some(Value::UInt(a)), Value::UInt(b)) => {
                 Value::UInt(a.checked_add(*b).ok_or_else(overflow)?)
             }

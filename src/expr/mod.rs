@@ -283,7 +283,9 @@ impl Compiled {
     /// only matters when no term holds.
     pub fn eval_keep(&self, vars: &Vars<'_>) -> Result<Option<String>, EvalError> {
         if self.terms.is_empty() {
-            return Ok(self.eval_bool(vars)?.then(|| self.source.trim().to_string()));
+            return Ok(self
+                .eval_bool(vars)?
+                .then(|| self.source.trim().to_string()));
         }
         let mut first_error = None;
         for (text, program) in &self.terms {
@@ -605,9 +607,9 @@ fn static_type(e: &Expr) -> Option<StaticType> {
             _ => return None,
         },
         Expr::Call(c) => match c.func_name.as_str() {
-            "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "_&&_" | "_||_" | "!_"
-            | "@in" | "_in_" | "matches" | "startsWith" | "endsWith" | "contains"
-            | "isSemver" | "isSorted" | "isGreaterThan" | "isLessThan" => StaticType::Bool,
+            "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "_&&_" | "_||_" | "!_" | "@in"
+            | "_in_" | "matches" | "startsWith" | "endsWith" | "contains" | "isSemver"
+            | "isSorted" | "isGreaterThan" | "isLessThan" => StaticType::Bool,
             "size" | "major" | "minor" | "patch" | "compareTo" | "int" => StaticType::Int,
             "string" | "lowerAscii" | "upperAscii" | "trim" | "join" | "substring" => {
                 StaticType::String
@@ -656,7 +658,13 @@ pub fn split_top_level_or(source: &str) -> Vec<String> {
                 }
             }
             '|' if depth == 0 && chars.get(i + 1) == Some(&'|') => {
-                parts.push(chars[start..i].iter().collect::<String>().trim().to_string());
+                parts.push(
+                    chars[start..i]
+                        .iter()
+                        .collect::<String>()
+                        .trim()
+                        .to_string(),
+                );
                 i += 2;
                 start = i;
                 continue;

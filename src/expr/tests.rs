@@ -45,13 +45,22 @@ fn expressions_evaluate_as_kubernetes_users_expect() {
         ("has(object.metadata.labels.app)", Value::Bool(true)),
         ("has(object.metadata.labels.missing)", Value::Bool(false)),
         ("object.metadata.labels['app'] == 'web'", Value::Bool(true)),
-        ("rank < 5 && groupSize == 7 && group == 'g1'", Value::Bool(true)),
+        (
+            "rank < 5 && groupSize == 7 && group == 'g1'",
+            Value::Bool(true),
+        ),
         ("age < duration('3h')", Value::Bool(true)),
         ("age > duration('168h')", Value::Bool(false)),
-        ("now - timestamp(object.metadata.creationTimestamp) == duration('2h')", Value::Bool(true)),
+        (
+            "now - timestamp(object.metadata.creationTimestamp) == duration('2h')",
+            Value::Bool(true),
+        ),
         ("referencedBy.size()", Value::Int(1)),
         ("referencedBy[0].kind == 'Pod'", Value::Bool(true)),
-        ("semver(object.metadata.labels.version).isGreaterThan(semver('1.9.1'))", Value::Bool(true)),
+        (
+            "semver(object.metadata.labels.version).isGreaterThan(semver('1.9.1'))",
+            Value::Bool(true),
+        ),
         ("semver('1.10.0').compareTo(semver('1.9.1'))", Value::Int(1)),
         ("semver('v1.2', true).minor()", Value::Int(2)),
         ("semver('1.2.3').major()", Value::Int(1)),
@@ -59,7 +68,10 @@ fn expressions_evaluate_as_kubernetes_users_expect() {
         ("isSemver('1.2.3')", Value::Bool(true)),
         ("isSemver('v1.2')", Value::Bool(false)),
         ("isSemver('v1.2', true)", Value::Bool(true)),
-        ("semver('1.2.3').isLessThan(semver('1.2.4'))", Value::Bool(true)),
+        (
+            "semver('1.2.3').isLessThan(semver('1.2.4'))",
+            Value::Bool(true),
+        ),
         ("[1, 2, 3].sum()", Value::Int(6)),
         ("[1.5, 2.5].sum()", Value::Float(4.0)),
         ("[].sum()", Value::Int(0)),
@@ -76,9 +88,18 @@ fn expressions_evaluate_as_kubernetes_users_expect() {
         ("'abc'.indexOf('c')", Value::Int(2)),
         ("'  x '.trim()", Value::from("x")),
         ("'a-b'.replace('-', '_')", Value::from("a_b")),
-        ("object.metadata.name.matches('^job-[0-9]+$')", Value::Bool(true)),
-        ("object.spec.template.spec.containers.exists(c, c.image.startsWith('nginx'))", Value::Bool(true)),
-        ("object.spec.template.spec.containers.map(c, c.image)[0]", Value::from("nginx:1.25")),
+        (
+            "object.metadata.name.matches('^job-[0-9]+$')",
+            Value::Bool(true),
+        ),
+        (
+            "object.spec.template.spec.containers.exists(c, c.image.startsWith('nginx'))",
+            Value::Bool(true),
+        ),
+        (
+            "object.spec.template.spec.containers.map(c, c.image)[0]",
+            Value::from("nginx:1.25"),
+        ),
     ];
     for (src, want) in cases {
         let got = eval_with(Field::Keep, src, &obj).unwrap_or_else(|e| panic!("{src}: {e}"));
@@ -90,20 +111,59 @@ fn expressions_evaluate_as_kubernetes_users_expect() {
 fn compile_errors_name_the_field_and_position() {
     let cases: &[(Field, &str, &str)] = &[
         (Field::Keep, "rank <", "spec.keep: syntax error at line 1"),
-        (Field::Match, "object.status.succeeded > 0 &&", "spec.match: syntax error"),
-        (Field::Keep, "rank < 1 || foo", "spec.keep: undeclared reference to 'foo' at line 1, column 13"),
-        (Field::Match, "rank < 1", "spec.match: 'rank' at line 1, column 1 is only available in spec.keep"),
-        (Field::GroupBy, "referencedBy.size() > 0 ? 'a' : 'b'", "spec.groupBy: 'referencedBy'"),
-        (Field::GroupBy, "group", "spec.groupBy: 'group' at line 1, column 1 is only available"),
-        (Field::Keep, "1", "spec.keep: must evaluate to bool, but it is int"),
-        (Field::Keep, "'yes'", "spec.keep: must evaluate to bool, but it is string"),
-        (Field::GroupBy, "object.metadata.name == 'x'", "spec.groupBy: must evaluate to string, but it is bool"),
-        (Field::OrderBy, "[1]", "spec.orderBy: must evaluate to timestamp, int, double, string or semver, but it is list"),
+        (
+            Field::Match,
+            "object.status.succeeded > 0 &&",
+            "spec.match: syntax error",
+        ),
+        (
+            Field::Keep,
+            "rank < 1 || foo",
+            "spec.keep: undeclared reference to 'foo' at line 1, column 13",
+        ),
+        (
+            Field::Match,
+            "rank < 1",
+            "spec.match: 'rank' at line 1, column 1 is only available in spec.keep",
+        ),
+        (
+            Field::GroupBy,
+            "referencedBy.size() > 0 ? 'a' : 'b'",
+            "spec.groupBy: 'referencedBy'",
+        ),
+        (
+            Field::GroupBy,
+            "group",
+            "spec.groupBy: 'group' at line 1, column 1 is only available",
+        ),
+        (
+            Field::Keep,
+            "1",
+            "spec.keep: must evaluate to bool, but it is int",
+        ),
+        (
+            Field::Keep,
+            "'yes'",
+            "spec.keep: must evaluate to bool, but it is string",
+        ),
+        (
+            Field::GroupBy,
+            "object.metadata.name == 'x'",
+            "spec.groupBy: must evaluate to string, but it is bool",
+        ),
+        (
+            Field::OrderBy,
+            "[1]",
+            "spec.orderBy: must evaluate to timestamp, int, double, string or semver, but it is list",
+        ),
         (Field::Match, "rank", "spec.match: 'rank'"),
     ];
     for (field, src, want) in cases {
         let err = Compiled::compile(*field, src).expect_err(src).to_string();
-        assert!(err.starts_with(want), "{src}: got {err:?}, want prefix {want:?}");
+        assert!(
+            err.starts_with(want),
+            "{src}: got {err:?}, want prefix {want:?}"
+        );
     }
 }
 
@@ -112,8 +172,15 @@ fn runtime_type_errors_are_errors_not_verdicts() {
     let obj = object();
     let c = Compiled::compile(Field::Keep, "object.metadata.name").unwrap();
     let bound = project(&obj, &c.fields);
-    let vars = Vars { object: bound.as_ref(), now: now(), age: chrono::Duration::zero(),
-        group: None, rank: None, group_size: None, referenced_by: None };
+    let vars = Vars {
+        object: bound.as_ref(),
+        now: now(),
+        age: chrono::Duration::zero(),
+        group: None,
+        rank: None,
+        group_size: None,
+        referenced_by: None,
+    };
     let err = c.eval_keep(&vars).unwrap_err().to_string();
     assert_eq!(err, "spec.keep: must evaluate to bool, got string");
 }
@@ -121,23 +188,45 @@ fn runtime_type_errors_are_errors_not_verdicts() {
 #[test]
 fn keep_reports_the_term_that_held() {
     let obj = object();
-    let c = Compiled::compile(Field::Keep, "rank < 1 || (age < duration('1h') || group == 'g1') || referencedBy.size() > 0").unwrap();
+    let c = Compiled::compile(
+        Field::Keep,
+        "rank < 1 || (age < duration('1h') || group == 'g1') || referencedBy.size() > 0",
+    )
+    .unwrap();
     let bound = project(&obj, &c.fields);
     let empty = json!([]);
     let empty_val = json_to_val(&empty);
-    let mk = |rank| Vars { object: bound.as_ref(), now: now(),
-        age: chrono::Duration::hours(2), group: Some("g1"), rank: Some(rank), group_size: Some(1),
-        referenced_by: Some(empty_val.as_ref()) };
+    let mk = |rank| Vars {
+        object: bound.as_ref(),
+        now: now(),
+        age: chrono::Duration::hours(2),
+        group: Some("g1"),
+        rank: Some(rank),
+        group_size: Some(1),
+        referenced_by: Some(empty_val.as_ref()),
+    };
     assert_eq!(c.eval_keep(&mk(0)).unwrap().as_deref(), Some("rank < 1"));
-    assert_eq!(c.eval_keep(&mk(4)).unwrap().as_deref(),
-        Some("(age < duration('1h') || group == 'g1')"));
+    assert_eq!(
+        c.eval_keep(&mk(4)).unwrap().as_deref(),
+        Some("(age < duration('1h') || group == 'g1')")
+    );
     // A failing term does not matter when another holds, as with CEL's own `||`.
     let c = Compiled::compile(Field::Keep, "object.missing.field > 1 || rank < 1").unwrap();
     let bound = project(&obj, &c.fields);
-    let vars = Vars { object: bound.as_ref(), now: now(), age: chrono::Duration::zero(),
-        group: None, rank: Some(0), group_size: None, referenced_by: None };
+    let vars = Vars {
+        object: bound.as_ref(),
+        now: now(),
+        age: chrono::Duration::zero(),
+        group: None,
+        rank: Some(0),
+        group_size: None,
+        referenced_by: None,
+    };
     assert_eq!(c.eval_keep(&vars).unwrap().as_deref(), Some("rank < 1"));
-    let vars = Vars { rank: Some(2), ..vars };
+    let vars = Vars {
+        rank: Some(2),
+        ..vars
+    };
     assert!(c.eval_keep(&vars).is_err());
 }
 
@@ -145,14 +234,24 @@ fn keep_reports_the_term_that_held() {
 fn split_respects_brackets_and_strings() {
     assert_eq!(split_top_level_or("a || b"), vec!["a", "b"]);
     assert_eq!(split_top_level_or("(a || b) || c"), vec!["(a || b)", "c"]);
-    assert_eq!(split_top_level_or("x == '||' || f(a || b)"), vec!["x == '||'", "f(a || b)"]);
-    assert_eq!(split_top_level_or(r#"x == "a\"||" || y"#), vec![r#"x == "a\"||""#, "y"]);
+    assert_eq!(
+        split_top_level_or("x == '||' || f(a || b)"),
+        vec!["x == '||'", "f(a || b)"]
+    );
+    assert_eq!(
+        split_top_level_or(r#"x == "a\"||" || y"#),
+        vec![r#"x == "a\"||""#, "y"]
+    );
     assert_eq!(split_top_level_or("single"), vec!["single"]);
 }
 
 #[test]
 fn only_read_fields_are_bound() {
-    let c = Compiled::compile(Field::Keep, "object.metadata.labels['app'] == 'web' && has(object.status.succeeded)").unwrap();
+    let c = Compiled::compile(
+        Field::Keep,
+        "object.metadata.labels['app'] == 'web' && has(object.status.succeeded)",
+    )
+    .unwrap();
     let mut want = FieldTree::default();
     want.insert(&["metadata".into(), "labels".into(), "app".into()]);
     want.insert(&["status".into(), "succeeded".into()]);

@@ -1,0 +1,960 @@
+//! The policy pipeline as pure functions over a snapshot:
+//! select → match → group → order → rank → referenced-by → keep → guards → verdict.
+//!
+//! No I/O and no clock: the caller passes the objects and `now`.
+
+mod select;
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+use cel::Value;
+use cel::common::value::Val;
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::Value as Json;
+use thiserror::Error;
+
+use crate::api::{KEEP_LABEL, PolicyView, TargetKind};
+use crate::expr::{self, CompileError, Compiled, Field, FieldTree, Semver, Vars};
+use crate::refs::{RefIndex, Referrer, normalize_registry};
+use crate::schedule::{Schedule, ScheduleError};
+
+pub use select::{LabelSelectorError, matches_field_selector, matches_label_selector};
+
+/// Why a policy cannot be used. Each maps to a Ready=False reason.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error(transparent)]
+    InvalidExpression(#[from] CompileError),
+    #[error(transparent)]
+    InvalidSchedule(#[from] ScheduleError),
+    #[error("{0}")]
+    InvalidTarget(String),
+}
+
+/// A policy with every expression compiled once for its generation.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    pub view: PolicyView,
+    pub target: TargetKind,
+    r#match: Option<Compiled>,
+    group_by: Option<Compiled>,
+    order_by: Option<Compiled>,
+    keep: Compiled,
+    /// Custom referrers: (apiVersion, kind, refs)
+    pub referrer_sources: Vec<(String, String, Compiled)>,
+    /// The object fields any of match, groupBy, orderBy and keep reads.
+    fields: FieldTree,
+    pub schedule: Schedule,
+    pub grace_period: Option<std::time::Duration>,
+    /// For OCI: the registry host and the repository patterns.
+    pub registry_host: Option<String>,
+}
+
+fn compile_opt(field: Field, src: &Option<String>) -> Result<Option<Compiled>, CompileError> {
+    match src.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => Compiled::compile(field, s).map(Some),
+    }
+}
+
+/// Parses a Go-style duration such as `1h30m` or `90s`.
+pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration '{s}': use Go syntax such as 90m, 1h30m or 168h");
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * secs;
+        rest = &rest[unit_len..];
+    }
+    if !total.is_finite() || total > 10.0 * 365.0 * 86400.0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+impl CompiledPolicy {
+    pub fn compile(view: PolicyView) -> Result<CompiledPolicy, PolicyError> {
+        let spec = &view.spec;
+        let target = spec.target.kind;
+        let invalid = |m: String| PolicyError::InvalidTarget(m);
+        match target {
+            TargetKind::OciArtifact if spec.target.registry.is_none() => {
+                return Err(invalid(
+                    "spec.target.registry is required for kind OCIArtifact".into(),
+                ));
+            }
+            TargetKind::Job | TargetKind::Secret if spec.target.registry.is_some() => {
+                return Err(invalid(format!(
+                    "spec.target.registry is only allowed for kind OCIArtifact, not {}",
+                    target.as_str()
+                )));
+            }
+            _ => {}
+        }
+        if !view.is_cluster() && spec.target.namespace_selector.is_some() {
+            return Err(invalid(
+                "spec.target.namespaceSelector is only allowed on a ClusterRetentionPolicy".into(),
+            ));
+        }
+        if let Some(sel) = &spec.target.selector {
+            select::validate_label_selector(sel)
+                .map_err(|e| invalid(format!("spec.target.selector: {e}")))?;
+        }
+        if let Some(sel) = &spec.target.namespace_selector {
+            select::validate_label_selector(sel)
+                .map_err(|e| invalid(format!("spec.target.namespaceSelector: {e}")))?;
+        }
+        if let Some(fs) = &spec.target.field_selector {
+            select::parse_field_selector(fs)
+                .map_err(|e| invalid(format!("spec.target.fieldSelector: {e}")))?;
+        }
+        let registry_host = match &spec.target.registry {
+            None => None,
+            Some(r) => Some(
+                registry_host(&r.url)
+                    .map_err(|e| invalid(format!("spec.target.registry.url: {e}")))?,
+            ),
+        };
+        let r#match = compile_opt(Field::Match, &spec.r#match)?;
+        let group_by = compile_opt(Field::GroupBy, &spec.group_by)?;
+        let order_by = compile_opt(Field::OrderBy, &spec.order_by)?;
+        let keep = Compiled::compile(Field::Keep, spec.keep.trim())?;
+        let referrer_sources = spec
+            .referenced_by
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Compiled::compile(Field::Refs(i), &r.refs)
+                    .map(|c| (r.api_version.clone(), r.kind.clone(), c))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut fields = FieldTree::default();
+        for c in [&r#match, &group_by, &order_by].into_iter().flatten() {
+            fields.merge(&c.fields);
+        }
+        fields.merge(&keep.fields);
+        let schedule = Schedule::parse(&spec.schedule, spec.time_zone.as_deref())?;
+        let grace_period = spec
+            .deletion
+            .as_ref()
+            .and_then(|d| d.grace_period.as_deref())
+            .map(parse_go_duration)
+            .transpose()
+            .map_err(|e| invalid(format!("spec.deletion.gracePeriod: {e}")))?;
+        if let Some(d) = &spec.deletion {
+            if d.max_per_sweep.is_some_and(|n| n < 1) {
+                return Err(invalid(
+                    "spec.deletion.maxPerSweep must be at least 1".into(),
+                ));
+            }
+            if d.abort_above_percent
+                .is_some_and(|p| !(0..=100).contains(&p))
+            {
+                return Err(invalid(
+                    "spec.deletion.abortAbovePercent must be within 0..100".into(),
+                ));
+            }
+        }
+        Ok(CompiledPolicy {
+            view,
+            target,
+            r#match,
+            group_by,
+            order_by,
+            keep,
+            referrer_sources,
+            fields,
+            schedule,
+            grace_period,
+            registry_host,
+        })
+    }
+}
+
+/// `host[:port]` of a registry URL.
+pub fn registry_host(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("'{url}' must start with https:// or http://"))?;
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains(['/', '?', '#', ' ', '@']) {
+        return Err(format!(
+            "'{url}' must be a scheme and a host, such as https://registry.example.com"
+        ));
+    }
+    Ok(normalize_registry(host))
+}
+
+/// What the pipeline decided for one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Keep,
+    Delete,
+    Error,
+}
+
+/// Which object a result is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ObjectId {
+    #[serde(rename_all = "camelCase")]
+    Kube {
+        namespace: String,
+        name: String,
+        #[serde(skip)]
+        uid: String,
+        #[serde(skip)]
+        resource_version: String,
+    },
+    Oci {
+        repository: String,
+        digest: String,
+        tags: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ObjectResult {
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub id: ObjectId,
+    pub verdict: Verdict,
+    pub reason: String,
+    #[serde(skip)]
+    pub created: Option<Timestamp>,
+    #[serde(skip)]
+    pub referrers: Vec<Referrer>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub governed: i64,
+    pub kept: i64,
+    pub candidates: i64,
+    pub errors: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub summary: Counts,
+    pub results: Vec<ObjectResult>,
+}
+
+impl Evaluation {
+    pub fn candidates(&self) -> impl Iterator<Item = &ObjectResult> {
+        self.results.iter().filter(|r| r.verdict == Verdict::Delete)
+    }
+}
+
+/// What the world looked like at `now`.
+pub struct Snapshot<'a> {
+    /// Objects of the policy's target kind (Secrets without data; OCI artifacts as the
+    /// contract's documents).
+    pub objects: Vec<&'a Json>,
+    /// Built-in references of every namespace.
+    pub refs: &'a RefIndex,
+    /// Objects of the kinds the policy's custom `referencedBy` names.
+    pub custom_referrers: Vec<&'a Json>,
+    /// Namespace labels, for a ClusterRetentionPolicy's namespaceSelector.
+    pub namespace_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+    pub now: Timestamp,
+}
+
+/// A sort key from orderBy; values of different kinds never compare.
+#[derive(Clone, Debug)]
+enum SortKey {
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    Str(String),
+    Time(i128),
+    Duration(i64),
+    Semver(Semver),
+    /// Unknown creation time: reads as newest, like age 0.
+    Newest,
+}
+
+impl SortKey {
+    fn from_value(v: Value) -> Result<SortKey, String> {
+        Ok(match v {
+            Value::Int(i) => SortKey::Int(i),
+            Value::UInt(u) => SortKey::UInt(u),
+            Value::Float(f) if !f.is_nan() => SortKey::Double(f),
+            Value::String(s) => SortKey::Str(s.to_string()),
+            Value::Timestamp(t) => SortKey::Time(t.timestamp_nanos_opt().map(i128::from).unwrap_or(0)),
+            Value::Duration(d) => SortKey::Duration(d.num_nanoseconds().unwrap_or(i64::MAX)),
+            Value::Opaque(o) => match o.downcast_ref::<Semver>() {
+                Some(s) => SortKey::Semver(s.clone()),
+                None => return Err("spec.orderBy: must evaluate to timestamp, int, double, string or semver, got opaque".into()),
+            },
+            other => {
+                return Err(format!(
+                    "spec.orderBy: must evaluate to timestamp, int, double, string or semver, got {}",
+                    expr::type_name(&other)
+                ));
+            }
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            SortKey::Int(_) => "int",
+            SortKey::UInt(_) => "uint",
+            SortKey::Double(_) => "double",
+            SortKey::Str(_) => "string",
+            SortKey::Time(_) | SortKey::Newest => "timestamp",
+            SortKey::Duration(_) => "duration",
+            SortKey::Semver(_) => "semver",
+        }
+    }
+
+    fn cmp(&self, other: &SortKey) -> Option<Ordering> {
+        use SortKey::*;
+        Some(match (self, other) {
+            (Newest, Newest) => Ordering::Equal,
+            (Newest, Time(_)) => Ordering::Greater,
+            (Time(_), Newest) => Ordering::Less,
+            (Int(a), Int(b)) => a.cmp(b),
+            (UInt(a), UInt(b)) => a.cmp(b),
+            (Double(a), Double(b)) => a.partial_cmp(b)?,
+            (Str(a), Str(b)) => a.cmp(b),
+            (Time(a), Time(b)) => a.cmp(b),
+            (Duration(a), Duration(b)) => a.cmp(b),
+            (Semver(a), Semver(b)) => a.cmp_precedence(b),
+            _ => return None,
+        })
+    }
+}
+
+fn str_at<'a>(obj: &'a Json, pointer: &str) -> Option<&'a str> {
+    obj.pointer(pointer).and_then(Json::as_str)
+}
+
+fn parse_time(s: Option<&str>) -> Option<Timestamp> {
+    s.and_then(|s| s.parse::<Timestamp>().ok())
+}
+
+fn base_vars<'a>(
+    object: &'a (dyn Val + 'a),
+    now: chrono::DateTime<chrono::FixedOffset>,
+    age: chrono::Duration,
+) -> Vars<'a> {
+    Vars {
+        object,
+        now,
+        age,
+        group: None,
+        rank: None,
+        group_size: None,
+        referenced_by: None,
+    }
+}
+
+fn to_chrono(t: Timestamp) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond().max(0) as u32)
+        .unwrap_or_default()
+        .fixed_offset()
+}
+
+/// A guard that keeps an object whatever the expressions say, if one applies.
+fn guard(kind: TargetKind, obj: &Json) -> Option<&'static str> {
+    if obj
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+    {
+        return Some("guard: already being deleted");
+    }
+    if str_at(
+        obj,
+        &format!("/metadata/labels/{}", KEEP_LABEL.replace('/', "~1")),
+    ) == Some("true")
+    {
+        return Some("guard: label retainer.dev/keep=true");
+    }
+    if str_at(
+        obj,
+        &format!("/metadata/annotations/{}", KEEP_LABEL.replace('/', "~1")),
+    ) == Some("true")
+    {
+        return Some("guard: annotation retainer.dev/keep=true");
+    }
+    if kind == TargetKind::OciArtifact
+        && obj
+            .get("annotations")
+            .and_then(|a| a.get(KEEP_LABEL))
+            .and_then(Json::as_str)
+            == Some("true")
+    {
+        return Some("guard: annotation retainer.dev/keep=true");
+    }
+    if kind == TargetKind::Job && !job_finished(obj) {
+        return Some("guard: job has not finished");
+    }
+    None
+}
+
+/// A Job is finished when its Complete or Failed condition is True.
+pub fn job_finished(obj: &Json) -> bool {
+    obj.pointer("/status/conditions")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            matches!(
+                c.get("type").and_then(Json::as_str),
+                Some("Complete" | "Failed")
+            ) && c.get("status").and_then(Json::as_str) == Some("True")
+        })
+}
+
+/// Whether the policy selects this object at all (scope, selectors, registry and repository).
+pub fn selects(
+    policy: &CompiledPolicy,
+    obj: &Json,
+    namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
+) -> bool {
+    let spec = &policy.view.spec;
+    if obj.get("kind").and_then(Json::as_str) != Some(policy.target.as_str()) {
+        return false;
+    }
+    if policy.target == TargetKind::OciArtifact {
+        let (Some(reg), Some(repo)) = (str_at(obj, "/registry"), str_at(obj, "/repository")) else {
+            return false;
+        };
+        let repos = spec
+            .target
+            .registry
+            .as_ref()
+            .map(|r| r.repositories.as_slice())
+            .unwrap_or(&[]);
+        return policy.registry_host.as_deref() == Some(normalize_registry(reg).as_str())
+            && repos.iter().any(|p| repository_matches(p, repo));
+    }
+    let ns = str_at(obj, "/metadata/namespace").unwrap_or("");
+    match &policy.view.namespace {
+        Some(own) if own != ns => return false,
+        Some(_) => {}
+        None => {
+            if let Some(sel) = &spec.target.namespace_selector {
+                let empty = BTreeMap::new();
+                let labels = namespace_labels.get(ns).unwrap_or(&empty);
+                if !matches_label_selector(sel, labels) {
+                    return false;
+                }
+            }
+        }
+    }
+    if let Some(sel) = &spec.target.selector {
+        let labels: BTreeMap<String, String> = obj
+            .pointer("/metadata/labels")
+            .and_then(Json::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !matches_label_selector(sel, &labels) {
+            return false;
+        }
+    }
+    if let Some(fs) = &spec.target.field_selector
+        && !matches_field_selector(fs, obj)
+    {
+        return false;
+    }
+    true
+}
+
+/// `team/app` matches itself; `team/*` matches every repository under `team/`.
+pub fn repository_matches(pattern: &str, repo: &str) -> bool {
+    match pattern.strip_suffix("/*") {
+        Some(prefix) => {
+            repo.len() > prefix.len() + 1
+                && repo.starts_with(prefix)
+                && repo.as_bytes()[prefix.len()] == b'/'
+        }
+        None => pattern == "*" || pattern == repo,
+    }
+}
+
+struct Row<'a> {
+    obj: &'a Json,
+    bound: Box<dyn Val + 'a>,
+    created: Option<Timestamp>,
+    age: chrono::Duration,
+    group: String,
+    key: Option<SortKey>,
+    /// A guard or an error decided before keep.
+    decided: Option<(Verdict, String)>,
+    rank: i64,
+    group_size: i64,
+    referrers: Vec<Referrer>,
+}
+
+fn object_id(kind: TargetKind, obj: &Json) -> ObjectId {
+    let s = |p: &str| str_at(obj, p).unwrap_or("").to_string();
+    match kind {
+        TargetKind::OciArtifact => ObjectId::Oci {
+            repository: s("/repository"),
+            digest: s("/digest"),
+            tags: obj
+                .get("tags")
+                .and_then(Json::as_array)
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        _ => ObjectId::Kube {
+            namespace: s("/metadata/namespace"),
+            name: s("/metadata/name"),
+            uid: s("/metadata/uid"),
+            resource_version: s("/metadata/resourceVersion"),
+        },
+    }
+}
+
+fn sort_name(obj: &Json) -> &str {
+    str_at(obj, "/metadata/name")
+        .or_else(|| str_at(obj, "/digest"))
+        .unwrap_or("")
+}
+
+/// Runs the whole pipeline for one policy over one snapshot.
+pub fn evaluate(policy: &CompiledPolicy, snap: &Snapshot<'_>) -> Evaluation {
+    let kind = policy.target;
+    let now = to_chrono(snap.now);
+
+    // select, bind once, match, group, order
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for &obj in &snap.objects {
+        if !selects(policy, obj, snap.namespace_labels) {
+            continue;
+        }
+        let created = match kind {
+            TargetKind::OciArtifact => parse_time(str_at(obj, "/created")),
+            _ => parse_time(str_at(obj, "/metadata/creationTimestamp")),
+        };
+        let age = created
+            .map(|c| {
+                chrono::Duration::nanoseconds(
+                    (snap.now.as_nanosecond() - c.as_nanosecond()).clamp(0, i64::MAX as i128)
+                        as i64,
+                )
+            })
+            .unwrap_or_else(chrono::Duration::zero);
+        let bound = expr::project(obj, &policy.fields);
+        let mut row = Row {
+            obj,
+            bound,
+            created,
+            age,
+            group: String::new(),
+            key: None,
+            decided: None,
+            rank: 0,
+            group_size: 0,
+            referrers: Vec::new(),
+        };
+        if kind == TargetKind::OciArtifact && obj.get("subject").is_some_and(|s| !s.is_null()) {
+            // Signatures, SBOMs and attestations are not governed by the expressions: they are
+            // never ranked or matched and follow their subject (apply_oci_guards).
+            row.decided = Some((Verdict::Keep, "guard: follows its subject".into()));
+            rows.push(row);
+            continue;
+        }
+        let v = base_vars(row.bound.as_ref(), now, age);
+        if let Some(m) = &policy.r#match {
+            match m.eval_bool(&v) {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => row.decided = Some((Verdict::Error, e.to_string())),
+            }
+        }
+        if row.decided.is_none() {
+            let group = match &policy.group_by {
+                Some(g) => g.eval_string(&v).map_err(|e| e.to_string()),
+                None => Ok(match kind {
+                    TargetKind::OciArtifact => str_at(obj, "/repository").unwrap_or("").to_string(),
+                    _ => str_at(obj, "/metadata/namespace").unwrap_or("").to_string(),
+                }),
+            };
+            match group {
+                Ok(g) => row.group = g,
+                Err(e) => row.decided = Some((Verdict::Error, e)),
+            }
+        }
+        if row.decided.is_none() {
+            let key = match &policy.order_by {
+                Some(o) => {
+                    let v = Vars {
+                        group: Some(&row.group),
+                        ..base_vars(row.bound.as_ref(), now, age)
+                    };
+                    o.eval(&v)
+                        .map_err(|e| e.to_string())
+                        .and_then(SortKey::from_value)
+                }
+                None => Ok(match created {
+                    Some(c) => SortKey::Time(c.as_nanosecond()),
+                    None => SortKey::Newest,
+                }),
+            };
+            match key {
+                Ok(k) => row.key = Some(k),
+                Err(e) => row.decided = Some((Verdict::Error, e)),
+            }
+        }
+        rows.push(row);
+    }
+
+    // rank within groups, newest/highest first
+    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if r.key.is_some() {
+            groups.entry(r.group.as_str()).or_default().push(i);
+        }
+    }
+    let mut ranks: Vec<(usize, i64, i64)> = Vec::new();
+    let mut mixed: Vec<(usize, String)> = Vec::new();
+    for (group, mut members) in groups {
+        let kinds: std::collections::BTreeSet<&str> = members
+            .iter()
+            .filter_map(|&i| rows[i].key.as_ref().map(SortKey::kind))
+            .collect();
+        if kinds.len() > 1 {
+            let msg = format!(
+                "spec.orderBy: values of different types ({}) in group '{group}' cannot be ranked",
+                kinds.into_iter().collect::<Vec<_>>().join(", ")
+            );
+            mixed.extend(members.iter().map(|&i| (i, msg.clone())));
+            continue;
+        }
+        members.sort_by(|&a, &b| {
+            let (ka, kb) = (rows[a].key.as_ref(), rows[b].key.as_ref());
+            let by_key = match (ka, kb) {
+                (Some(x), Some(y)) => y.cmp(x).unwrap_or(Ordering::Equal),
+                _ => Ordering::Equal,
+            };
+            by_key.then_with(|| sort_name(rows[a].obj).cmp(sort_name(rows[b].obj)))
+        });
+        let size = members.len() as i64;
+        for (rank, &i) in members.iter().enumerate() {
+            ranks.push((i, rank as i64, size));
+        }
+    }
+    for (i, rank, size) in ranks {
+        rows[i].rank = rank;
+        rows[i].group_size = size;
+    }
+    for (i, msg) in mixed {
+        rows[i].decided = Some((Verdict::Error, msg));
+    }
+
+    // referenced-by: built-in, then custom
+    let custom = custom_references(policy, snap, now);
+    for row in &mut rows {
+        let obj = row.obj;
+        let mut refs = match kind {
+            TargetKind::Secret => snap.refs.secret_referrers(
+                str_at(obj, "/metadata/namespace").unwrap_or(""),
+                str_at(obj, "/metadata/name").unwrap_or(""),
+            ),
+            TargetKind::OciArtifact => {
+                let ObjectId::Oci {
+                    repository,
+                    digest,
+                    tags,
+                } = object_id(kind, obj)
+                else {
+                    unreachable!("OCI objects have OCI ids")
+                };
+                snap.refs.image_referrers(
+                    str_at(obj, "/registry").unwrap_or(""),
+                    &repository,
+                    &digest,
+                    &tags,
+                )
+            }
+            TargetKind::Job => Vec::new(),
+        };
+        refs.extend(custom.referrers_of(kind, obj));
+        refs.sort();
+        refs.dedup();
+        row.referrers = refs;
+    }
+
+    // guards, then keep
+    let mut results: Vec<ObjectResult> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let (verdict, reason) = match &row.decided {
+            Some(d) => d.clone(),
+            None => match guard(kind, row.obj) {
+                Some(g) => (Verdict::Keep, g.to_string()),
+                None => {
+                    let refs_json = serde_json::to_value(&row.referrers).unwrap_or(Json::Null);
+                    let refs_val = expr::json_to_val(&refs_json);
+                    let v = Vars {
+                        object: row.bound.as_ref(),
+                        now,
+                        age: row.age,
+                        group: Some(&row.group),
+                        rank: Some(row.rank),
+                        group_size: Some(row.group_size),
+                        referenced_by: Some(refs_val.as_ref()),
+                    };
+                    match policy.keep.eval_keep(&v) {
+                        Ok(Some(term)) => (Verdict::Keep, format!("keep: {term}")),
+                        Ok(None) => match custom.failure_for(kind, row.obj) {
+                            Some(m) => (Verdict::Error, format!("referenced-by unknown: {m}")),
+                            None => (Verdict::Delete, "no term of keep held".to_string()),
+                        },
+                        Err(e) => (Verdict::Error, e.to_string()),
+                    }
+                }
+            },
+        };
+        results.push(ObjectResult {
+            kind: kind.as_str(),
+            id: object_id(kind, row.obj),
+            verdict,
+            reason,
+            created: row.created,
+            referrers: row.referrers.clone(),
+        });
+    }
+    if kind == TargetKind::OciArtifact {
+        apply_oci_guards(&rows, &mut results);
+    }
+
+    let mut summary = Counts::default();
+    for r in &results {
+        summary.governed += 1;
+        match r.verdict {
+            Verdict::Keep => summary.kept += 1,
+            Verdict::Delete => summary.candidates += 1,
+            Verdict::Error => summary.errors += 1,
+        }
+    }
+    Evaluation { summary, results }
+}
+
+/// OCI's structural guards: a manifest a kept index lists is kept; an artifact with a subject
+/// (signature, SBOM) is never a candidate itself and follows its subject.
+fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
+    let digest_of = |i: usize| str_at(rows[i].obj, "/digest").unwrap_or("").to_string();
+    let by_digest: HashMap<(String, String), usize> = (0..rows.len())
+        .map(|i| {
+            (
+                (
+                    str_at(rows[i].obj, "/repository").unwrap_or("").to_string(),
+                    digest_of(i),
+                ),
+                i,
+            )
+        })
+        .collect();
+    let repo_of = |i: usize| str_at(rows[i].obj, "/repository").unwrap_or("").to_string();
+    // Index children, to a fixed point (an index may list an index).
+    loop {
+        let mut changed = false;
+        for i in 0..rows.len() {
+            if results[i].verdict == Verdict::Delete {
+                continue;
+            }
+            for child in rows[i]
+                .obj
+                .get("manifests")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(d) = child.as_str().or_else(|| str_at(child, "/digest")) else {
+                    continue;
+                };
+                if let Some(&c) = by_digest.get(&(repo_of(i), d.to_string()))
+                    && results[c].verdict == Verdict::Delete
+                {
+                    results[c].verdict = Verdict::Keep;
+                    results[c].reason = format!("guard: listed by kept index {}", digest_of(i));
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // Referrers follow their subject, through chains (a signature of an SBOM).
+    for i in 0..rows.len() {
+        let Some(mut subject) = str_at(rows[i].obj, "/subject").map(String::from) else {
+            continue;
+        };
+        let mut seen = 0;
+        let outcome = loop {
+            match by_digest.get(&(repo_of(i), subject.clone())) {
+                None => break None,
+                Some(&s) => match str_at(rows[s].obj, "/subject") {
+                    Some(next) if seen < 16 => {
+                        subject = next.to_string();
+                        seen += 1;
+                    }
+                    _ => break Some(s),
+                },
+            }
+        };
+        let (verdict, reason) = match outcome {
+            Some(s) if results[s].verdict == Verdict::Delete => (
+                Verdict::Delete,
+                format!("goes with its subject {}, which is deleted", digest_of(s)),
+            ),
+            Some(s) => (
+                Verdict::Keep,
+                format!("guard: refers to kept subject {}", digest_of(s)),
+            ),
+            None => (
+                Verdict::Keep,
+                format!("guard: refers to subject {subject}, which this policy does not govern"),
+            ),
+        };
+        if results[i].verdict != Verdict::Error || verdict == Verdict::Keep {
+            results[i].verdict = verdict;
+            results[i].reason = reason;
+        }
+    }
+}
+
+/// References found by the policy's own `referencedBy` expressions.
+struct CustomRefs {
+    /// (namespace, name) → referrers, for Jobs and Secrets
+    names: HashMap<(String, String), Vec<Referrer>>,
+    /// image reference → referrers, for OCI
+    images: Vec<(crate::refs::ImageRef, Referrer)>,
+    /// (referrer namespace, message) of referrers whose refs expression failed
+    failures: Vec<(String, String)>,
+}
+
+impl CustomRefs {
+    /// A failed referrer that might reference this object: any, for OCI (references cross
+    /// namespaces); one of the object's namespace otherwise.
+    fn failure_for(&self, kind: TargetKind, obj: &Json) -> Option<&str> {
+        let ns = str_at(obj, "/metadata/namespace").unwrap_or("");
+        self.failures
+            .iter()
+            .find(|(fns, _)| kind == TargetKind::OciArtifact || fns == ns)
+            .map(|(_, m)| m.as_str())
+    }
+
+    fn referrers_of(&self, kind: TargetKind, obj: &Json) -> Vec<Referrer> {
+        match kind {
+            TargetKind::OciArtifact => {
+                let reg = normalize_registry(str_at(obj, "/registry").unwrap_or(""));
+                let ObjectId::Oci {
+                    repository,
+                    digest,
+                    tags,
+                } = object_id(kind, obj)
+                else {
+                    return Vec::new();
+                };
+                self.images
+                    .iter()
+                    .filter(|(r, _)| {
+                        r.registry == reg
+                            && r.repository == repository
+                            && (r.digest.as_deref() == Some(digest.as_str())
+                                || (r.digest.is_none()
+                                    && r.tag.as_ref().is_some_and(|t| tags.contains(t))))
+                    })
+                    .map(|(_, who)| who.clone())
+                    .collect()
+            }
+            _ => self
+                .names
+                .get(&(
+                    str_at(obj, "/metadata/namespace").unwrap_or("").to_string(),
+                    str_at(obj, "/metadata/name").unwrap_or("").to_string(),
+                ))
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+fn custom_references(
+    policy: &CompiledPolicy,
+    snap: &Snapshot<'_>,
+    now: chrono::DateTime<chrono::FixedOffset>,
+) -> CustomRefs {
+    let mut out = CustomRefs {
+        names: HashMap::new(),
+        images: Vec::new(),
+        failures: Vec::new(),
+    };
+    for (api_version, kind, refs) in &policy.referrer_sources {
+        for &obj in &snap.custom_referrers {
+            if str_at(obj, "/apiVersion") != Some(api_version) || str_at(obj, "/kind") != Some(kind)
+            {
+                continue;
+            }
+            let bound = expr::project(obj, &refs.fields);
+            let v = base_vars(bound.as_ref(), now, chrono::Duration::zero());
+            let who = Referrer::of(obj);
+            let names = match refs.eval_strings(&v) {
+                Ok(n) => n,
+                Err(e) => {
+                    // What this referrer references is unknown, so nothing it might reference
+                    // may be deleted: see `failure_for`.
+                    out.failures.push((
+                        who.namespace.clone(),
+                        format!("{e} (on {} {}/{})", who.kind, who.namespace, who.name),
+                    ));
+                    continue;
+                }
+            };
+            for n in names {
+                if policy.target == TargetKind::OciArtifact {
+                    if let Some(r) = crate::refs::ImageRef::parse(&n) {
+                        out.images.push((r, who.clone()));
+                    }
+                } else {
+                    out.names
+                        .entry((who.namespace.clone(), n))
+                        .or_default()
+                        .push(who.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,98 @@
+//! Label and field selectors, evaluated the way the API server does.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde_json::Value as Json;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LabelSelectorError {
+    #[error("unknown operator '{0}': use In, NotIn, Exists or DoesNotExist")]
+    UnknownOperator(String),
+    #[error("operator {0} needs values")]
+    MissingValues(String),
+    #[error("operator {0} takes no values")]
+    UnexpectedValues(String),
+}
+
+pub fn validate_label_selector(sel: &LabelSelector) -> Result<(), LabelSelectorError> {
+    for e in sel.match_expressions.iter().flatten() {
+        let has_values = e.values.as_ref().is_some_and(|v| !v.is_empty());
+        match e.operator.as_str() {
+            "In" | "NotIn" if !has_values => {
+                return Err(LabelSelectorError::MissingValues(e.operator.clone()));
+            }
+            "Exists" | "DoesNotExist" if has_values => {
+                return Err(LabelSelectorError::UnexpectedValues(e.operator.clone()));
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => return Err(LabelSelectorError::UnknownOperator(other.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// An empty selector matches everything; an invalid one nothing.
+pub fn matches_label_selector(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    if validate_label_selector(sel).is_err() {
+        return false;
+    }
+    let by_labels = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_exprs = sel.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or(&[]);
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_labels && by_exprs
+}
+
+/// `a=b,c!=d`: (path, value, equal?)
+pub fn parse_field_selector(s: &str) -> Result<Vec<(String, String, bool)>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v, eq) = if let Some((k, v)) = part.split_once("!=") {
+            (k, v, false)
+        } else if let Some((k, v)) = part.split_once("==") {
+            (k, v, true)
+        } else if let Some((k, v)) = part.split_once('=') {
+            (k, v, true)
+        } else {
+            return Err(format!("'{part}' is not field=value or field!=value"));
+        };
+        if k.trim().is_empty() {
+            return Err(format!("'{part}' names no field"));
+        }
+        out.push((k.trim().to_string(), v.trim().to_string(), eq));
+    }
+    Ok(out)
+}
+
+/// The server applies field selectors on list and watch; this is the same test on an object
+/// in hand (offline `check`, and a defensive re-check).
+pub fn matches_field_selector(s: &str, obj: &Json) -> bool {
+    let Ok(terms) = parse_field_selector(s) else {
+        return false;
+    };
+    terms.iter().all(|(path, want, eq)| {
+        let got = path
+            .split('.')
+            .try_fold(obj, |o, k| o.get(k))
+            .map(|v| match v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default();
+        (got == *want) == *eq
+    })
+}

@@ -1,0 +1,635 @@
+use super::*;
+use crate::api::RetentionPolicySpec;
+use serde_json::json;
+
+const NOW: &str = "2026-06-01T12:00:00Z";
+
+fn policy(ns: Option<&str>, spec: serde_json::Value) -> CompiledPolicy {
+    let spec: RetentionPolicySpec = serde_json::from_value(spec).unwrap();
+    CompiledPolicy::compile(PolicyView {
+        namespace: ns.map(String::from),
+        name: "p".into(),
+        generation: Some(1),
+        spec,
+    })
+    .unwrap()
+}
+
+fn run(p: &CompiledPolicy, objects: &[Json], referrers: &[Json]) -> Vec<(String, Verdict, String)> {
+    let refs = RefIndex::build(referrers);
+    let ns = BTreeMap::from([
+        (
+            "prod".to_string(),
+            BTreeMap::from([("env".to_string(), "prod".to_string())]),
+        ),
+        ("dev".to_string(), BTreeMap::new()),
+    ]);
+    let snap = Snapshot {
+        objects: objects.iter().collect(),
+        refs: &refs,
+        custom_referrers: referrers.iter().collect(),
+        namespace_labels: &ns,
+        now: NOW.parse().unwrap(),
+    };
+    let mut out: Vec<_> = evaluate(p, &snap)
+        .results
+        .into_iter()
+        .map(|r| {
+            let id = match r.id {
+                ObjectId::Kube {
+                    namespace, name, ..
+                } => format!("{namespace}/{name}"),
+                ObjectId::Oci {
+                    repository,
+                    tags,
+                    digest,
+                } => format!("{repository}:{}@{digest}", tags.join(",")),
+            };
+            (id, r.verdict, r.reason)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn verdicts(results: &[(String, Verdict, String)]) -> Vec<(&str, Verdict)> {
+    results.iter().map(|(id, v, _)| (id.as_str(), *v)).collect()
+}
+
+fn job(ns: &str, name: &str, created: &str, labels: serde_json::Value, state: &str) -> Json {
+    let conditions = match state {
+        "succeeded" => {
+            json!([{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}])
+        }
+        "failed" => {
+            json!([{"type": "FailureTarget", "status": "True"}, {"type": "Failed", "status": "True"}])
+        }
+        _ => json!([]),
+    };
+    let (succeeded, failed) = match state {
+        "succeeded" => (1, 0),
+        "failed" => (0, 1),
+        _ => (0, 0),
+    };
+    json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"namespace": ns, "name": name, "uid": format!("uid-{name}"), "resourceVersion": "1",
+                     "creationTimestamp": created, "labels": labels},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+        "status": {"succeeded": succeeded, "failed": failed, "conditions": conditions}})
+}
+
+#[test]
+fn fleet_keeps_the_newest_succeeded_job_per_gitrepo() {
+    let p = policy(
+        Some("fleet-local"),
+        json!({
+        "target": {"kind": "Job"},
+        "match": "object.status.?succeeded.orValue(0) > 0",
+        "groupBy": "object.metadata.labels['gitjob.fleet.cattle.io/name']",
+        "keep": "rank < 1",
+        "schedule": "@hourly"}),
+    );
+    let l = |repo: &str| json!({"gitjob.fleet.cattle.io/name": repo});
+    let jobs = vec![
+        job(
+            "fleet-local",
+            "a-1",
+            "2026-06-01T01:00:00Z",
+            l("a"),
+            "succeeded",
+        ),
+        job(
+            "fleet-local",
+            "a-2",
+            "2026-06-01T02:00:00Z",
+            l("a"),
+            "succeeded",
+        ),
+        job(
+            "fleet-local",
+            "a-3",
+            "2026-06-01T03:00:00Z",
+            l("a"),
+            "succeeded",
+        ),
+        job(
+            "fleet-local",
+            "a-4",
+            "2026-06-01T04:00:00Z",
+            l("a"),
+            "running",
+        ),
+        job(
+            "fleet-local",
+            "a-5",
+            "2026-06-01T05:00:00Z",
+            l("a"),
+            "failed",
+        ),
+        job(
+            "fleet-local",
+            "b-1",
+            "2026-06-01T01:00:00Z",
+            l("b"),
+            "succeeded",
+        ),
+        job("other", "a-0", "2026-05-01T01:00:00Z", l("a"), "succeeded"),
+    ];
+    let r = run(&p, &jobs, &[]);
+    assert_eq!(
+        verdicts(&r),
+        vec![
+            ("fleet-local/a-1", Verdict::Delete),
+            ("fleet-local/a-2", Verdict::Delete),
+            ("fleet-local/a-3", Verdict::Keep),
+            ("fleet-local/b-1", Verdict::Keep),
+        ]
+    );
+    assert_eq!(r[2].2, "keep: rank < 1");
+    assert_eq!(r[0].2, "no term of keep held");
+}
+
+fn release(ns: &str, name: &str, version: &str, status: &str, created: &str) -> Json {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+        "metadata": {"namespace": ns, "name": format!("sh.helm.release.v1.{name}.v{version}"),
+                     "creationTimestamp": created,
+                     "labels": {"owner": "helm", "name": name, "version": version, "status": status}}})
+}
+
+#[test]
+fn helm_history_keeps_newest_by_version_and_the_deployed_one() {
+    let p = policy(
+        Some("apps"),
+        json!({
+        "target": {"kind": "Secret", "fieldSelector": "type=helm.sh/release.v1", "selector": {"matchLabels": {"owner": "helm"}}},
+        "groupBy": "object.metadata.labels.name",
+        "orderBy": "int(object.metadata.labels.version)",
+        "keep": "rank < 2 || object.metadata.labels.status == 'deployed'",
+        "schedule": "@daily"}),
+    );
+    // Creation order deliberately disagrees with version order: version decides.
+    let secrets = vec![
+        release("apps", "web", "1", "superseded", "2026-05-05T00:00:00Z"),
+        release("apps", "web", "2", "deployed", "2026-05-04T00:00:00Z"),
+        release("apps", "web", "9", "superseded", "2026-05-03T00:00:00Z"),
+        release("apps", "web", "10", "superseded", "2026-05-02T00:00:00Z"),
+        release("apps", "web", "11", "failed", "2026-05-01T00:00:00Z"),
+        release("apps", "db", "1", "deployed", "2026-05-01T00:00:00Z"),
+    ];
+    let r = run(&p, &secrets, &[]);
+    let v: BTreeMap<_, _> = r
+        .iter()
+        .map(|(id, v, why)| (id.clone(), (*v, why.clone())))
+        .collect();
+    assert_eq!(v["apps/sh.helm.release.v1.web.v11"].0, Verdict::Keep);
+    assert_eq!(v["apps/sh.helm.release.v1.web.v10"].0, Verdict::Keep);
+    assert_eq!(v["apps/sh.helm.release.v1.web.v9"].0, Verdict::Delete);
+    assert_eq!(
+        v["apps/sh.helm.release.v1.web.v2"],
+        (
+            Verdict::Keep,
+            "keep: object.metadata.labels.status == 'deployed'".into()
+        )
+    );
+    assert_eq!(v["apps/sh.helm.release.v1.web.v1"].0, Verdict::Delete);
+    assert_eq!(v["apps/sh.helm.release.v1.db.v1"].0, Verdict::Keep);
+}
+
+#[test]
+fn semver_orders_above_string_order() {
+    let mk = |v: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"namespace": "ns", "name": format!("s-{v}"),
+        "creationTimestamp": "2026-05-01T00:00:00Z", "labels": {"v": v}}})
+    };
+    let objs = vec![mk("1.9.1"), mk("1.10.0"), mk("1.2.0")];
+    let by_semver = policy(
+        Some("ns"),
+        json!({"target": {"kind": "Secret"},
+        "orderBy": "semver(object.metadata.labels.v)", "keep": "rank < 1", "schedule": "@daily"}),
+    );
+    let by_string = policy(
+        Some("ns"),
+        json!({"target": {"kind": "Secret"},
+        "orderBy": "object.metadata.labels.v", "keep": "rank < 1", "schedule": "@daily"}),
+    );
+    let kept = |p: &CompiledPolicy| {
+        run(p, &objs, &[])
+            .into_iter()
+            .filter(|r| r.1 == Verdict::Keep)
+            .map(|r| r.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kept(&by_semver), vec!["ns/s-1.10.0"]);
+    assert_eq!(kept(&by_string), vec!["ns/s-1.9.1"]);
+}
+
+#[test]
+fn guards_keep_whatever_keep_says() {
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "@daily"}),
+    );
+    let mut labelled = job(
+        "ns",
+        "labelled",
+        "2026-05-01T00:00:00Z",
+        json!({"retainer.dev/keep": "true"}),
+        "succeeded",
+    );
+    let mut annotated = job(
+        "ns",
+        "annotated",
+        "2026-05-01T00:00:00Z",
+        json!({}),
+        "succeeded",
+    );
+    annotated["metadata"]["annotations"] = json!({"retainer.dev/keep": "true"});
+    let mut deleting = job(
+        "ns",
+        "deleting",
+        "2026-05-01T00:00:00Z",
+        json!({}),
+        "succeeded",
+    );
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-06-01T11:00:00Z");
+    let running = job(
+        "ns",
+        "running",
+        "2026-05-01T00:00:00Z",
+        json!({}),
+        "running",
+    );
+    let failed = job("ns", "failed", "2026-05-01T00:00:00Z", json!({}), "failed");
+    labelled["metadata"]["labels"]["x"] = json!("y");
+    let r = run(&p, &[labelled, annotated, deleting, running, failed], &[]);
+    let reasons: Vec<_> = r
+        .iter()
+        .map(|(id, v, why)| (id.as_str(), *v, why.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (
+                "ns/annotated",
+                Verdict::Keep,
+                "guard: annotation retainer.dev/keep=true"
+            ),
+            ("ns/deleting", Verdict::Keep, "guard: already being deleted"),
+            ("ns/failed", Verdict::Delete, "no term of keep held"),
+            (
+                "ns/labelled",
+                Verdict::Keep,
+                "guard: label retainer.dev/keep=true"
+            ),
+            ("ns/running", Verdict::Keep, "guard: job has not finished"),
+        ]
+    );
+}
+
+#[test]
+fn variables_age_group_rank_group_size() {
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "Job"},
+        "groupBy": "object.metadata.labels.app",
+        "keep": "age < duration('24h') || (groupSize > 2 && rank == groupSize - 1) || group == 'pinned'",
+        "schedule": "@daily"}),
+    );
+    let jobs = vec![
+        job(
+            "ns",
+            "young",
+            "2026-06-01T00:00:00Z",
+            json!({"app": "a"}),
+            "succeeded",
+        ),
+        job(
+            "ns",
+            "old-1",
+            "2026-05-01T00:00:00Z",
+            json!({"app": "a"}),
+            "succeeded",
+        ),
+        job(
+            "ns",
+            "old-0",
+            "2026-04-01T00:00:00Z",
+            json!({"app": "a"}),
+            "succeeded",
+        ),
+        job(
+            "ns",
+            "pinned",
+            "2026-04-01T00:00:00Z",
+            json!({"app": "pinned"}),
+            "succeeded",
+        ),
+    ];
+    let r = run(&p, &jobs, &[]);
+    assert_eq!(
+        verdicts(&r),
+        vec![
+            ("ns/old-0", Verdict::Keep),
+            ("ns/old-1", Verdict::Delete),
+            ("ns/pinned", Verdict::Keep),
+            ("ns/young", Verdict::Keep),
+        ]
+    );
+    assert_eq!(r[0].2, "keep: (groupSize > 2 && rank == groupSize - 1)");
+    assert_eq!(r[3].2, "keep: age < duration('24h')");
+}
+
+#[test]
+fn evaluation_errors_keep_the_object() {
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "Job"},
+        "groupBy": "object.metadata.labels.app", "keep": "false", "schedule": "@daily"}),
+    );
+    let r = run(
+        &p,
+        &[job(
+            "ns",
+            "nolabel",
+            "2026-05-01T00:00:00Z",
+            json!({}),
+            "succeeded",
+        )],
+        &[],
+    );
+    assert_eq!(r[0].1, Verdict::Error);
+    assert!(r[0].2.starts_with("spec.groupBy: "), "{}", r[0].2);
+    // Mixed orderBy types in one group: nobody is ranked, nobody deleted.
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "Job"},
+        "orderBy": "object.metadata.name == 'a' ? 1 : 'x'", "keep": "rank < 1", "schedule": "@daily"}),
+    );
+    let r = run(
+        &p,
+        &[
+            job("ns", "a", "2026-05-01T00:00:00Z", json!({}), "succeeded"),
+            job("ns", "b", "2026-05-01T00:00:00Z", json!({}), "succeeded"),
+        ],
+        &[],
+    );
+    assert!(r.iter().all(|x| x.1 == Verdict::Error), "{r:?}");
+    assert!(
+        r[0].2.contains("values of different types (int, string)"),
+        "{}",
+        r[0].2
+    );
+}
+
+#[test]
+fn namespaced_policies_see_only_their_namespace_and_cluster_policies_their_selection() {
+    let jobs = vec![
+        job("prod", "p", "2026-05-01T00:00:00Z", json!({}), "succeeded"),
+        job("dev", "d", "2026-05-01T00:00:00Z", json!({}), "succeeded"),
+    ];
+    let p = policy(
+        Some("dev"),
+        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "@daily"}),
+    );
+    assert_eq!(
+        verdicts(&run(&p, &jobs, &[])),
+        vec![("dev/d", Verdict::Delete)]
+    );
+    let p = policy(
+        None,
+        json!({"target": {"kind": "Job", "namespaceSelector": {"matchLabels": {"env": "prod"}}}, "keep": "false", "schedule": "@daily"}),
+    );
+    assert_eq!(
+        verdicts(&run(&p, &jobs, &[])),
+        vec![("prod/p", Verdict::Delete)]
+    );
+    let p = policy(
+        None,
+        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "@daily"}),
+    );
+    assert_eq!(run(&p, &jobs, &[]).len(), 2);
+    let view = PolicyView { namespace: Some("dev".into()), name: "x".into(), generation: None,
+        spec: serde_json::from_value(json!({"target": {"kind": "Job", "namespaceSelector": {}}, "keep": "true", "schedule": "@daily"})).unwrap() };
+    assert!(matches!(
+        CompiledPolicy::compile(view),
+        Err(PolicyError::InvalidTarget(_))
+    ));
+}
+
+#[test]
+fn unused_secrets_are_found_through_every_referrer() {
+    let secret = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"namespace": "ns", "name": name,
+        "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {"cleanup": "true"}}})
+    };
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "Secret", "selector": {"matchLabels": {"cleanup": "true"}}},
+        "keep": "referencedBy.size() > 0 || age < duration('168h')", "schedule": "@daily"}),
+    );
+    let secrets: Vec<Json> = [
+        "by-pod",
+        "by-sa",
+        "by-ingress",
+        "by-deploy",
+        "by-cron",
+        "by-other-ns",
+        "unused",
+    ]
+    .iter()
+    .map(|n| secret(n))
+    .collect();
+    let referrers = vec![
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "ns", "name": "p"}, "spec": {"containers": [{"name": "c", "image": "x", "envFrom": [{"secretRef": {"name": "by-pod"}}]}]}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"namespace": "ns", "name": "sa"}, "imagePullSecrets": [{"name": "by-sa"}]}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"namespace": "ns", "name": "ing"}, "spec": {"tls": [{"secretName": "by-ingress"}]}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "ns", "name": "d"}, "spec": {"template": {"spec": {"volumes": [{"name": "v", "secret": {"secretName": "by-deploy"}}], "containers": []}}}}),
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"namespace": "ns", "name": "cj"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x", "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "by-cron", "key": "k"}}}]}]}}}}}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "elsewhere", "name": "p"}, "spec": {"containers": [{"name": "c", "image": "x", "envFrom": [{"secretRef": {"name": "by-other-ns"}}]}]}}),
+    ];
+    let r = run(&p, &secrets, &referrers);
+    let deleted: Vec<_> = r
+        .iter()
+        .filter(|x| x.1 == Verdict::Delete)
+        .map(|x| x.0.as_str())
+        .collect();
+    assert_eq!(deleted, vec!["ns/by-other-ns", "ns/unused"]);
+    assert!(
+        r.iter()
+            .filter(|x| x.1 == Verdict::Keep)
+            .all(|x| x.2 == "keep: referencedBy.size() > 0")
+    );
+}
+
+#[test]
+fn custom_referrers_and_their_failures() {
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "Secret"},
+        "keep": "referencedBy.exists(r, r.kind == 'Bundle')",
+        "referencedBy": [{"apiVersion": "fleet.cattle.io/v1alpha1", "kind": "Bundle", "refs": "object.spec.secrets"}],
+        "schedule": "@daily"}),
+    );
+    let s = |n: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"namespace": "ns", "name": n, "creationTimestamp": "2026-01-01T00:00:00Z"}});
+    let bundle = json!({"apiVersion": "fleet.cattle.io/v1alpha1", "kind": "Bundle", "metadata": {"namespace": "ns", "name": "b"}, "spec": {"secrets": ["used"]}});
+    let r = run(&p, &[s("used"), s("unused")], &[bundle.clone()]);
+    assert_eq!(
+        verdicts(&r),
+        vec![("ns/unused", Verdict::Delete), ("ns/used", Verdict::Keep)]
+    );
+    // A Bundle whose refs cannot be read: nothing in its namespace is deleted.
+    let broken = json!({"apiVersion": "fleet.cattle.io/v1alpha1", "kind": "Bundle", "metadata": {"namespace": "ns", "name": "broken"}, "spec": {}});
+    let r = run(&p, &[s("used"), s("unused")], &[bundle, broken]);
+    assert_eq!(
+        verdicts(&r),
+        vec![("ns/unused", Verdict::Error), ("ns/used", Verdict::Keep)]
+    );
+    assert!(r[0].2.contains("spec.referencedBy[0].refs"), "{}", r[0].2);
+}
+
+fn artifact(repo: &str, digest: &str, tags: &[&str], created: Option<&str>) -> Json {
+    let mut a = json!({"kind": "OCIArtifact", "registry": "127.0.0.1:5000", "repository": repo, "digest": digest,
+        "tags": tags, "mediaType": "application/vnd.oci.image.manifest.v1+json", "annotations": {}, "size": 100});
+    if let Some(c) = created {
+        a["created"] = json!(c);
+    }
+    a
+}
+
+#[test]
+fn oci_mark_and_sweep() {
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "OCIArtifact", "registry": {"url": "http://127.0.0.1:5000", "repositories": ["team/*"]}},
+        "orderBy": "semver(object.tags[0], true)",
+        "match": "object.tags.size() > 0 && isSemver(object.tags[0], true)",
+        "keep": "rank < 2 || referencedBy.size() > 0 || age < duration('720h')",
+        "schedule": "@daily"}),
+    );
+    let old = Some("2026-01-01T00:00:00Z");
+    let mut arts = vec![
+        artifact("team/app", "sha256:a1", &["1.9.1"], old),
+        artifact("team/app", "sha256:a2", &["1.10.0"], old),
+        artifact("team/app", "sha256:a3", &["1.2.0"], old),
+        artifact("team/app", "sha256:a4", &["1.0.0"], old),
+        artifact("team/app", "sha256:a5", &["0.9.0"], old),
+        artifact(
+            "team/app",
+            "sha256:a6",
+            &["0.1.0"],
+            Some("2026-05-30T00:00:00Z"),
+        ),
+        artifact("other/app", "sha256:o1", &["0.0.1"], old),
+    ];
+    let mut sig = artifact("team/app", "sha256:s1", &[], old);
+    sig["subject"] = json!("sha256:a4");
+    arts.push(sig);
+    let mut sig2 = artifact("team/app", "sha256:s2", &[], old);
+    sig2["subject"] = json!("sha256:a2");
+    arts.push(sig2);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "x", "name": "runs-a5"},
+        "spec": {"containers": [{"image": "127.0.0.1:5000/team/app:whatever"}]},
+        "status": {"containerStatuses": [{"imageID": "127.0.0.1:5000/team/app@sha256:a5"}]}});
+    let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"namespace": "y", "name": "names-1.2.0"},
+        "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"image": "127.0.0.1:5000/team/app:1.2.0"}]}}}}}});
+    let r = run(&p, &arts, &[pod, cron]);
+    // Signatures have no semver tag: match leaves them out unless their subject pulls them in.
+    let v: BTreeMap<_, _> = r
+        .iter()
+        .map(|(id, v, why)| (id.clone(), (*v, why.clone())))
+        .collect();
+    assert_eq!(v["team/app:1.10.0@sha256:a2"].0, Verdict::Keep);
+    assert_eq!(v["team/app:1.9.1@sha256:a1"].0, Verdict::Keep);
+    assert_eq!(
+        v["team/app:1.2.0@sha256:a3"],
+        (Verdict::Keep, "keep: referencedBy.size() > 0".into())
+    );
+    assert_eq!(
+        v["team/app:0.9.0@sha256:a5"],
+        (Verdict::Keep, "keep: referencedBy.size() > 0".into())
+    );
+    assert_eq!(
+        v["team/app:0.1.0@sha256:a6"],
+        (Verdict::Keep, "keep: age < duration('720h')".into())
+    );
+    assert_eq!(v["team/app:1.0.0@sha256:a4"].0, Verdict::Delete);
+    assert!(!v.keys().any(|k| k.starts_with("other/")));
+    assert_eq!(
+        v["team/app:@sha256:s1"],
+        (
+            Verdict::Delete,
+            "goes with its subject sha256:a4, which is deleted".into()
+        )
+    );
+    assert_eq!(
+        v["team/app:@sha256:s2"],
+        (
+            Verdict::Keep,
+            "guard: refers to kept subject sha256:a2".into()
+        )
+    );
+}
+
+#[test]
+fn oci_referrers_follow_their_subject_and_index_children_stay() {
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "OCIArtifact", "registry": {"url": "http://127.0.0.1:5000", "repositories": ["app"]}},
+        "keep": "object.tags.exists(t, t == 'keep')", "schedule": "@daily"}),
+    );
+    let old = Some("2026-01-01T00:00:00Z");
+    let mut index = artifact("app", "sha256:idx", &["keep"], old);
+    index["manifests"] = json!(["sha256:amd64", "sha256:arm64"]);
+    let amd = artifact("app", "sha256:amd64", &[], old);
+    let arm = artifact("app", "sha256:arm64", &[], old);
+    let gone = artifact("app", "sha256:gone", &["old"], old);
+    let mut sig_gone = artifact("app", "sha256:sig-gone", &["sha256-gone.sig"], old);
+    sig_gone["subject"] = json!("sha256:gone");
+    let mut sig_kept = artifact("app", "sha256:sig-kept", &[], old);
+    sig_kept["subject"] = json!("sha256:idx");
+    let mut sbom_sig = artifact("app", "sha256:sbom-sig", &[], old);
+    sbom_sig["subject"] = json!("sha256:sig-gone");
+    let mut orphan = artifact("app", "sha256:orphan", &[], old);
+    orphan["subject"] = json!("sha256:elsewhere");
+    let r = run(
+        &p,
+        &[index, amd, arm, gone, sig_gone, sig_kept, sbom_sig, orphan],
+        &[],
+    );
+    let v: BTreeMap<_, _> = r
+        .iter()
+        .map(|(id, v, _)| (id.split('@').nth(1).unwrap().to_string(), *v))
+        .collect();
+    let want = [
+        ("sha256:idx", Verdict::Keep),
+        ("sha256:amd64", Verdict::Keep),
+        ("sha256:arm64", Verdict::Keep),
+        ("sha256:gone", Verdict::Delete),
+        ("sha256:sig-gone", Verdict::Delete),
+        ("sha256:sig-kept", Verdict::Keep),
+        ("sha256:sbom-sig", Verdict::Delete),
+        ("sha256:orphan", Verdict::Keep),
+    ];
+    for (d, want) in want {
+        assert_eq!(v[d], want, "{d}");
+    }
+}
+
+#[test]
+fn go_durations() {
+    assert_eq!(parse_go_duration("1h30m").unwrap().as_secs(), 5400);
+    assert_eq!(parse_go_duration("90s").unwrap().as_secs(), 90);
+    assert!(parse_go_duration("1d").is_err());
+    assert!(parse_go_duration("").is_err());
+    assert!(parse_go_duration("h").is_err());
+}
+
+#[test]
+fn repository_patterns() {
+    assert!(repository_matches("team/*", "team/app"));
+    assert!(repository_matches("team/*", "team/a/b"));
+    assert!(!repository_matches("team/*", "teamx/app"));
+    assert!(!repository_matches("team/*", "team"));
+    assert!(repository_matches("team/app", "team/app"));
+    assert!(!repository_matches("team/app", "team/app2"));
+}

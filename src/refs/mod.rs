@@ -1,0 +1,304 @@
+//! Who references what: the built-in referrers of Secrets and images, and image-reference
+//! normalisation with Docker Hub's defaults. Pure: input is plain JSON objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+/// One referrer as CEL's `referencedBy` and status show it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Referrer {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Referrer {
+    pub fn of(obj: &Json) -> Referrer {
+        let s = |p: &str| {
+            obj.pointer(p)
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        Referrer {
+            api_version: s("/apiVersion"),
+            kind: s("/kind"),
+            namespace: s("/metadata/namespace"),
+            name: s("/metadata/name"),
+        }
+    }
+}
+
+/// A normalised image reference: `nginx` is `docker.io/library/nginx:latest`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ImageRef {
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// The canonical host of a registry: Docker Hub's aliases fold to docker.io; hosts are
+/// case-insensitive.
+pub fn normalize_registry(host: &str) -> String {
+    let h = host.trim_end_matches('/').to_ascii_lowercase();
+    match h.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            DOCKER_HUB.to_string()
+        }
+        _ => h,
+    }
+}
+
+impl ImageRef {
+    /// Parses what a Pod spec or a container status says. Returns None for what names no
+    /// repository (a bare digest) or is not a reference at all.
+    pub fn parse(s: &str) -> Option<ImageRef> {
+        let s = s.trim();
+        // Container statuses prefix the runtime's scheme.
+        let s = s
+            .strip_prefix("docker-pullable://")
+            .or_else(|| s.strip_prefix("docker://"))
+            .unwrap_or(s);
+        if s.is_empty() || s.starts_with("sha256:") || s.contains("://") {
+            return None;
+        }
+        let (name, digest) = match s.split_once('@') {
+            Some((n, d)) if d.contains(':') => (n, Some(d.to_ascii_lowercase())),
+            Some(_) => return None,
+            None => (s, None),
+        };
+        // A tag follows the last ':' after the last '/': a registry port comes before a '/'.
+        let last_slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
+        let (name, tag) = match name[last_slash..].rfind(':') {
+            Some(i) => (
+                &name[..last_slash + i],
+                Some(name[last_slash + i + 1..].to_string()),
+            ),
+            None => (name, None),
+        };
+        if name.is_empty() || tag.as_deref() == Some("") {
+            return None;
+        }
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (normalize_registry(first), rest.to_string())
+            }
+            _ => (DOCKER_HUB.to_string(), name.to_string()),
+        };
+        let repository = if registry == DOCKER_HUB && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
+        let tag = match (&tag, &digest) {
+            (None, None) => Some("latest".to_string()),
+            _ => tag,
+        };
+        Some(ImageRef {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
+    }
+}
+
+/// The pod specs an object carries: its own, or its template's.
+pub fn pod_specs(obj: &Json) -> Vec<&Json> {
+    let kind = obj.get("kind").and_then(Json::as_str).unwrap_or("");
+    let spec = match kind {
+        "Pod" => obj.get("spec"),
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
+        | "ReplicationController" => obj.pointer("/spec/template/spec"),
+        "CronJob" => obj.pointer("/spec/jobTemplate/spec/template/spec"),
+        "PodTemplate" => obj.pointer("/template/spec"),
+        _ => None,
+    };
+    spec.into_iter().collect()
+}
+
+const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+const STATUS_LISTS: [&str; 3] = [
+    "containerStatuses",
+    "initContainerStatuses",
+    "ephemeralContainerStatuses",
+];
+
+fn items<'a>(v: Option<&'a Json>) -> impl Iterator<Item = &'a Json> {
+    v.and_then(Json::as_array).into_iter().flatten()
+}
+
+fn str_at<'a>(v: &'a Json, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Json::as_str).filter(|s| !s.is_empty())
+}
+
+/// Every image an object runs or will run: container images of its pod spec, and for Pods the
+/// digests their container statuses report.
+pub fn images_of(obj: &Json) -> Vec<ImageRef> {
+    let mut out = BTreeSet::new();
+    for spec in pod_specs(obj) {
+        for list in CONTAINER_LISTS {
+            for c in items(spec.get(list)) {
+                if let Some(r) = str_at(c, "image").and_then(ImageRef::parse) {
+                    out.insert(r);
+                }
+            }
+        }
+    }
+    if obj.get("kind").and_then(Json::as_str) == Some("Pod") {
+        for list in STATUS_LISTS {
+            for c in items(obj.pointer("/status").and_then(|s| s.get(list))) {
+                if let Some(r) = str_at(c, "imageID").and_then(ImageRef::parse) {
+                    out.insert(r);
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The names of the Secrets an object references, by the built-in paths.
+pub fn secrets_of(obj: &Json) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut add = |v: Option<&str>| {
+        if let Some(n) = v.filter(|n| !n.is_empty()) {
+            out.insert(n.to_string());
+        }
+    };
+    match obj.get("kind").and_then(Json::as_str) {
+        Some("ServiceAccount") => {
+            for s in items(obj.get("secrets")).chain(items(obj.get("imagePullSecrets"))) {
+                add(str_at(s, "name"));
+            }
+        }
+        Some("Ingress") => {
+            for t in items(obj.pointer("/spec/tls")) {
+                add(str_at(t, "secretName"));
+            }
+        }
+        _ => {}
+    }
+    for spec in pod_specs(obj) {
+        for s in items(spec.get("imagePullSecrets")) {
+            add(str_at(s, "name"));
+        }
+        for v in items(spec.get("volumes")) {
+            add(v.pointer("/secret/secretName").and_then(Json::as_str));
+            for src in items(v.pointer("/projected/sources")) {
+                add(src.pointer("/secret/name").and_then(Json::as_str));
+            }
+        }
+        for list in CONTAINER_LISTS {
+            for c in items(spec.get(list)) {
+                for e in items(c.get("env")) {
+                    add(e
+                        .pointer("/valueFrom/secretKeyRef/name")
+                        .and_then(Json::as_str));
+                }
+                for e in items(c.get("envFrom")) {
+                    add(e.pointer("/secretRef/name").and_then(Json::as_str));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The kinds whose objects can reference Secrets or images through the built-in paths.
+pub const BUILTIN_REFERRER_KINDS: &[&str] = &[
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+    "ServiceAccount",
+    "Ingress",
+];
+
+/// Built-in references, indexed once per snapshot and shared by every policy.
+#[derive(Default, Debug)]
+pub struct RefIndex {
+    /// (namespace, secret name) → referrers
+    pub secrets: BTreeMap<(String, String), BTreeSet<Referrer>>,
+    /// (registry, repository) → references with their referrers
+    pub images: BTreeMap<(String, String), Vec<(ImageRef, Referrer)>>,
+}
+
+impl RefIndex {
+    pub fn build<'a>(referrers: impl IntoIterator<Item = &'a Json>) -> RefIndex {
+        let mut idx = RefIndex::default();
+        for obj in referrers {
+            idx.add(obj);
+        }
+        idx
+    }
+
+    pub fn add(&mut self, obj: &Json) {
+        let kind = obj.get("kind").and_then(Json::as_str).unwrap_or("");
+        if !BUILTIN_REFERRER_KINDS.contains(&kind) {
+            return;
+        }
+        let who = Referrer::of(obj);
+        for name in secrets_of(obj) {
+            self.secrets
+                .entry((who.namespace.clone(), name))
+                .or_default()
+                .insert(who.clone());
+        }
+        for image in images_of(obj) {
+            self.images
+                .entry((image.registry.clone(), image.repository.clone()))
+                .or_default()
+                .push((image, who.clone()));
+        }
+    }
+
+    pub fn secret_referrers(&self, namespace: &str, name: &str) -> Vec<Referrer> {
+        self.secrets
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Referrers of an artifact: a reference by one of its tags or by its digest.
+    pub fn image_referrers(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &str,
+        tags: &[String],
+    ) -> Vec<Referrer> {
+        let mut out = BTreeSet::new();
+        if let Some(refs) = self
+            .images
+            .get(&(normalize_registry(registry), repository.to_string()))
+        {
+            for (r, who) in refs {
+                let by_digest = r.digest.as_deref() == Some(digest);
+                let by_tag = r.digest.is_none() && r.tag.as_ref().is_some_and(|t| tags.contains(t));
+                if by_digest || by_tag {
+                    out.insert(who.clone());
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
