@@ -171,6 +171,11 @@ wait_for() { # what seconds cmd...
   local what=$1 secs=$2; shift 2
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$(cat "$STATE/pids/$what")" 2>/dev/null; then
+      log "$what exited; last log lines:"
+      tail -n 30 "$STATE/logs/$what.log" >&2 || true
+      return 1
+    fi
     if [ $SECONDS -ge $deadline ]; then
       log "$what did not come up within ${secs}s; last log lines:"
       tail -n 30 "$STATE/logs/$what.log" >&2 || true
@@ -291,7 +296,7 @@ EOF
   fi
 
   start olareg "$TOOLS_BIN/olareg" serve --addr 127.0.0.1 --dir "$STATE/olareg" --port "$olareg_port" \
-    --api-delete --gc-frequency -1
+    --api-delete --gc-frequency 1000h
   wait_for olareg 30 curl -sf "http://127.0.0.1:$olareg_port/v2/"
 
   write_registry_config "$dist_port" "$STATE/distribution"
@@ -336,6 +341,7 @@ EOF
 cmd_status() {
   [ -d "$STATE/pids" ] || { echo "not up"; return 1; }
   local f rc=0
+  ls "$STATE"/pids/* >/dev/null 2>&1 || { echo "not up"; return 1; }
   for f in "$STATE"/pids/*; do
     [ -f "$f" ] || continue
     if kill -0 "$(cat "$f")" 2>/dev/null; then echo "$(basename "$f"): running"; else echo "$(basename "$f"): stopped"; rc=1; fi

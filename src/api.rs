@@ -38,7 +38,7 @@ pub const MAX_EXPRESSION_LENGTH: u32 = 4096;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("!has(self.spec.target.namespaceSelector)").message("spec.target.namespaceSelector is only allowed on a ClusterRetentionPolicy").reason(Reason::FieldValueForbidden),
-    validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.credentialsSecretRef) || !has(self.spec.target.registry.credentialsSecretRef.namespace) || self.spec.target.registry.credentialsSecretRef.namespace == self.metadata.namespace").message("a RetentionPolicy may only use a credentials Secret of its own namespace").reason(Reason::FieldValueForbidden)
+    validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.credentialsSecretRef) || !has(self.spec.target.registry.credentialsSecretRef.namespace)").message("spec.target.registry.credentialsSecretRef.namespace is only allowed on a ClusterRetentionPolicy: a RetentionPolicy uses Secrets of its own namespace").reason(Reason::FieldValueForbidden)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionPolicySpec {
@@ -345,4 +345,16 @@ impl From<&ClusterRetentionPolicy> for PolicyView {
             spec: p.spec.spec.clone(),
         }
     }
+}
+
+/// Both CRDs as multi-document YAML: what `retainer crds` prints and `crds/` holds.
+pub fn crds_yaml() -> String {
+    use kube::CustomResourceExt;
+    let mut out = String::new();
+    for crd in [RetentionPolicy::crd(), ClusterRetentionPolicy::crd()] {
+        out.push_str("---\n");
+        // A CRD is plain data of strings, maps and lists; serialising it cannot fail.
+        out.push_str(&serde_saphyr::to_string(&crd).expect("CRD serialises to YAML"));
+    }
+    out
 }

@@ -3,6 +3,7 @@
 //! Kubernetes and registry I/O sits at the edges.
 
 pub mod api;
+pub mod check;
 pub mod engine;
 pub mod expr;
 pub mod refs;

@@ -472,7 +472,7 @@ fn custom_referrers_and_their_failures() {
     );
     let s = |n: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"namespace": "ns", "name": n, "creationTimestamp": "2026-01-01T00:00:00Z"}});
     let bundle = json!({"apiVersion": "fleet.cattle.io/v1alpha1", "kind": "Bundle", "metadata": {"namespace": "ns", "name": "b"}, "spec": {"secrets": ["used"]}});
-    let r = run(&p, &[s("used"), s("unused")], &[bundle.clone()]);
+    let r = run(&p, &[s("used"), s("unused")], std::slice::from_ref(&bundle));
     assert_eq!(
         verdicts(&r),
         vec![("ns/unused", Verdict::Delete), ("ns/used", Verdict::Keep)]

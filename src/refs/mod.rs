@@ -137,7 +137,7 @@ const STATUS_LISTS: [&str; 3] = [
     "ephemeralContainerStatuses",
 ];
 
-fn items<'a>(v: Option<&'a Json>) -> impl Iterator<Item = &'a Json> {
+fn items(v: Option<&Json>) -> impl Iterator<Item = &Json> {
     v.and_then(Json::as_array).into_iter().flatten()
 }
 

@@ -1,10 +1,12 @@
 use super::*;
 use serde_json::json;
 
+type Expected<'a> = Option<(&'a str, &'a str, Option<&'a str>, Option<&'a str>)>;
+
 #[test]
 fn image_references_normalise_like_the_kubelet() {
     let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    let cases: Vec<(String, Option<(&str, &str, Option<&str>, Option<&str>)>)> = vec![
+    let cases: Vec<(String, Expected)> = vec![
         (
             "nginx".into(),
             Some(("docker.io", "library/nginx", Some("latest"), None)),

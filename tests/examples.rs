@@ -1,0 +1,104 @@
+//! Every example gives the verdicts its comment promises, through the same code `retainer
+//! check` runs; and `crds/` is exactly what `retainer crds` prints.
+
+use retainer::check;
+use retainer::engine::{CompiledPolicy, ObjectId, Verdict};
+
+const NOW: &str = "2026-11-22T12:00:00Z";
+
+fn deleted(example: &str) -> (Vec<String>, retainer::engine::Counts) {
+    let dir = format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR"));
+    let policy_path = format!("{dir}/policy.yaml");
+    let objects_path = format!("{dir}/objects.yaml");
+    let policy_docs = check::parse_documents(
+        &policy_path,
+        &std::fs::read_to_string(&policy_path).unwrap(),
+    )
+    .unwrap();
+    let view = check::policy_from_document(&policy_path, &policy_docs[0]).unwrap();
+    let policy = CompiledPolicy::compile(view).unwrap_or_else(|e| panic!("{example}: {e}"));
+    let objects = check::parse_documents(
+        &objects_path,
+        &std::fs::read_to_string(&objects_path).unwrap(),
+    )
+    .unwrap();
+    let eval = check::evaluate_offline(&policy, objects, NOW.parse().unwrap());
+    let json = check::render_json(&policy, &eval);
+    assert!(
+        !json.contains("aHVudGVyMg=="),
+        "{example}: Secret data leaked into output"
+    );
+    let names = eval
+        .results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Delete)
+        .map(|r| match &r.id {
+            ObjectId::Kube {
+                namespace, name, ..
+            } => format!("{namespace}/{name}"),
+            ObjectId::Oci {
+                repository, tags, ..
+            } => format!("{repository}:{}", tags.join(",")),
+        })
+        .collect();
+    (names, eval.summary)
+}
+
+#[test]
+fn fleet_gitjobs() {
+    let (d, s) = deleted("fleet-gitjobs");
+    assert_eq!(
+        d,
+        vec!["fleet-local/gitjob-app-1", "fleet-local/gitjob-app-2"]
+    );
+    assert_eq!((s.governed, s.kept, s.errors), (4, 2, 0));
+}
+
+#[test]
+fn helm_history() {
+    let (d, _) = deleted("helm-history");
+    assert_eq!(
+        d,
+        vec![
+            "apps/sh.helm.release.v1.web.v1",
+            "apps/sh.helm.release.v1.web.v2"
+        ]
+    );
+}
+
+#[test]
+fn finished_jobs() {
+    let (d, s) = deleted("finished-jobs");
+    assert_eq!(d, vec!["team-a/nightly-report"]);
+    assert_eq!(s.governed, 4, "kube-system is not selected");
+}
+
+#[test]
+fn unused_secrets() {
+    let (d, _) = deleted("unused-secrets");
+    assert_eq!(d, vec!["team-a/old-token"]);
+}
+
+#[test]
+fn registry_images() {
+    let (d, _) = deleted("registry-images");
+    let sig = format!("team/app:sha256-{}.sig", "1".repeat(64));
+    assert_eq!(
+        d,
+        vec![
+            "team/app:1.0.0".to_string(),
+            "team/app:1.2.0".to_string(),
+            sig
+        ]
+    );
+}
+
+#[test]
+fn crds_directory_matches_generated_output() {
+    let path = format!("{}/crds/retainer.dev.yaml", env!("CARGO_MANIFEST_DIR"));
+    let on_disk = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        on_disk == retainer::api::crds_yaml(),
+        "crds/ has drifted from the types: run `cargo run -- crds > crds/retainer.dev.yaml`"
+    );
+}
