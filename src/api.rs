@@ -14,9 +14,7 @@ pub const KEEP_LABEL: &str = "retainer.dev/keep";
 /// Longest CEL expression accepted by the schema; longer ones are rejected at apply time.
 pub const MAX_EXPRESSION_LENGTH: u32 = 4096;
 
-/// States which Jobs, Secrets or OCI artifacts to keep; everything the policy governs and does
-/// not keep is a candidate, deleted by sweeps on the policy's schedule. A RetentionPolicy governs
-/// objects of its own namespace only.
+/// States which Jobs, Secrets or OCI artifacts to keep; everything the policy governs and does not keep is a candidate, deleted by sweeps on the policy's schedule. A RetentionPolicy governs objects of its own namespace only.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "retainer.dev",
@@ -44,29 +42,22 @@ pub const MAX_EXPRESSION_LENGTH: u32 = 4096;
 pub struct RetentionPolicySpec {
     /// What the policy governs.
     pub target: Target,
-    /// CEL bool: which selected objects the policy governs. Default true. Variables: object,
-    /// now, age.
+    /// CEL bool: which selected objects the policy governs. Default true. Variables: object, now, age.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub r#match: Option<String>,
-    /// CEL string: the group an object is ranked in. Default: the namespace for Jobs and
-    /// Secrets, the repository for OCI artifacts. Variables: object, now, age.
+    /// CEL string: the group an object is ranked in. Default: the namespace for Jobs and Secrets, the repository for OCI artifacts. Variables: object, now, age.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub group_by: Option<String>,
-    /// CEL: the sort key within a group, newest or highest first (rank 0). Timestamp, int,
-    /// double, string or semver (semver(...) sorts by semantic version). Default: creation time.
+    /// CEL: the sort key within a group, newest or highest first (rank 0). Timestamp, int, double, string or semver (semver(...) sorts by semantic version). Default: creation time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub order_by: Option<String>,
-    /// CEL bool, required: true keeps the object. Variables: object, now, age, group, rank
-    /// (0-based position in its group), groupSize, referencedBy (list of {apiVersion, kind,
-    /// namespace, name}). Example: "rank < 5 || age < duration('720h') ||
-    /// referencedBy.size() > 0". Durations are Go-style: there is no 'd' unit.
+    /// CEL bool, required: true keeps the object. Variables: object, now, age, group, rank (0-based position in its group), groupSize, referencedBy (list of {apiVersion, kind, namespace, name}). Example: "rank < 5 || age < duration('720h') || referencedBy.size() > 0". Durations are Go-style: there is no 'd' unit.
     #[schemars(length(min = 1, max = 4096))]
     pub keep: String,
-    /// Extra referrers of any resource: each listed object's refs expression yields the names
-    /// (Jobs, Secrets: same namespace) or image references (OCI) it references.
+    /// Extra referrers of any resource: each listed object's refs expression yields the names (Jobs, Secrets: same namespace) or image references (OCI) it references.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub referenced_by: Vec<ReferrerSource>,
@@ -92,8 +83,7 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Cluster-scoped twin of RetentionPolicy: governs Jobs and Secrets in the namespaces
-/// target.namespaceSelector picks (all when absent), and may govern OCI artifacts.
+/// Cluster-scoped twin of RetentionPolicy: governs Jobs and Secrets in the namespaces target.namespaceSelector picks (all when absent), and may govern OCI artifacts.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "retainer.dev",
@@ -187,8 +177,7 @@ pub struct Registry {
 pub struct SecretRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// The Secret's namespace: the policy's own for a RetentionPolicy; required on a
-    /// ClusterRetentionPolicy.
+    /// The Secret's namespace: the policy's own for a RetentionPolicy; required on a ClusterRetentionPolicy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
@@ -203,8 +192,7 @@ pub struct ReferrerSource {
     /// e.g. Bundle
     #[schemars(length(min = 1, max = 63))]
     pub kind: String,
-    /// CEL list of strings over `object` (the referrer): names (Jobs, Secrets: same namespace)
-    /// or image references (OCI).
+    /// CEL list of strings over `object` (the referrer): names (Jobs, Secrets: same namespace) or image references (OCI).
     #[schemars(length(min = 1, max = 4096))]
     pub refs: String,
 }
@@ -224,8 +212,7 @@ pub struct Deletion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub abort_above_percent: Option<i32>,
-    /// Two-phase deletion: a candidate is marked first and deleted only if it is still a
-    /// candidate this long after, e.g. 1h. Go duration syntax.
+    /// Two-phase deletion: a candidate is marked first and deleted only if it is still a candidate this long after, e.g. 1h. Go duration syntax.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 32),
@@ -301,8 +288,7 @@ pub struct SweepRecord {
     pub skipped: i64,
 }
 
-/// Both kinds seen through one lens: the engine and the controller only need the spec, where
-/// the policy lives, and whether it is cluster-scoped.
+/// Both kinds seen through one lens: the engine and the controller only need the spec, where the policy lives, and whether it is cluster-scoped.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyView {
     pub namespace: Option<String>,

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::api::{ClusterRetentionPolicy, PolicyView, RetentionPolicy, TargetKind};
 use crate::engine::{
-    CompiledPolicy, Counts, Evaluation, ObjectId, PolicyError, Snapshot, evaluate,
+    CompiledPolicy, Counts, Evaluation, ObjectId, PolicyError, Snapshot, evaluate, labels_of,
 };
 use crate::refs::RefIndex;
 
@@ -135,16 +135,7 @@ pub fn evaluate_offline(
                 .and_then(Json::as_str)
                 .unwrap_or("")
                 .to_string();
-            let labels = o
-                .pointer("/metadata/labels")
-                .and_then(Json::as_object)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (name, labels)
+            (name, labels_of(o))
         })
         .collect();
     let snap = Snapshot {

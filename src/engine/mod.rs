@@ -468,19 +468,10 @@ pub fn selects(
             }
         }
     }
-    if let Some(sel) = &spec.target.selector {
-        let labels: BTreeMap<String, String> = obj
-            .pointer("/metadata/labels")
-            .and_then(Json::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !matches_label_selector(sel, &labels) {
-            return false;
-        }
+    if let Some(sel) = &spec.target.selector
+        && !matches_label_selector(sel, &labels_of(obj))
+    {
+        return false;
     }
     if let Some(fs) = &spec.target.field_selector
         && !matches_field_selector(fs, obj)
@@ -488,6 +479,18 @@ pub fn selects(
         return false;
     }
     true
+}
+
+/// An object's `metadata.labels` as a map.
+pub fn labels_of(obj: &Json) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(Json::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `team/app` matches itself; `team/*` matches every repository under `team/`.
@@ -516,22 +519,32 @@ struct Row<'a> {
     referrers: Vec<Referrer>,
 }
 
+/// repository, digest and tags of an OCI artifact document.
+fn oci_parts(obj: &Json) -> (String, String, Vec<String>) {
+    let s = |p: &str| str_at(obj, p).unwrap_or("").to_string();
+    let tags = obj
+        .get("tags")
+        .and_then(Json::as_array)
+        .map(|t| {
+            t.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    (s("/repository"), s("/digest"), tags)
+}
+
 fn object_id(kind: TargetKind, obj: &Json) -> ObjectId {
     let s = |p: &str| str_at(obj, p).unwrap_or("").to_string();
     match kind {
-        TargetKind::OciArtifact => ObjectId::Oci {
-            repository: s("/repository"),
-            digest: s("/digest"),
-            tags: obj
-                .get("tags")
-                .and_then(Json::as_array)
-                .map(|t| {
-                    t.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        },
+        TargetKind::OciArtifact => {
+            let (repository, digest, tags) = oci_parts(obj);
+            ObjectId::Oci {
+                repository,
+                digest,
+                tags,
+            }
+        }
         _ => ObjectId::Kube {
             namespace: s("/metadata/namespace"),
             name: s("/metadata/name"),
@@ -688,14 +701,7 @@ pub fn evaluate(policy: &CompiledPolicy, snap: &Snapshot<'_>) -> Evaluation {
                 str_at(obj, "/metadata/name").unwrap_or(""),
             ),
             TargetKind::OciArtifact => {
-                let ObjectId::Oci {
-                    repository,
-                    digest,
-                    tags,
-                } = object_id(kind, obj)
-                else {
-                    unreachable!("OCI objects have OCI ids")
-                };
+                let (repository, digest, tags) = oci_parts(obj);
                 snap.refs.image_referrers(
                     str_at(obj, "/registry").unwrap_or(""),
                     &repository,
@@ -876,14 +882,7 @@ impl CustomRefs {
         match kind {
             TargetKind::OciArtifact => {
                 let reg = normalize_registry(str_at(obj, "/registry").unwrap_or(""));
-                let ObjectId::Oci {
-                    repository,
-                    digest,
-                    tags,
-                } = object_id(kind, obj)
-                else {
-                    return Vec::new();
-                };
+                let (repository, digest, tags) = oci_parts(obj);
                 self.images
                     .iter()
                     .filter(|(r, _)| {
