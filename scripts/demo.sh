@@ -8,7 +8,7 @@ scripts/testbed.sh up
 eval "$(scripts/testbed.sh env)"
 cargo build --quiet --release
 BIN=target/release/retainer
-kubectl apply --server-side -f crds/
+kubectl apply --server-side --force-conflicts -f crds/
 kubectl wait --for=condition=Established crd/retentionpolicies.retainer.dev crd/clusterretentionpolicies.retainer.dev --timeout=60s
 for ns in fleet-local apps team-a ci; do kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null; done
 for ex in examples/*/; do

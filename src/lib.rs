@@ -4,7 +4,9 @@
 
 pub mod api;
 pub mod check;
+pub mod controller;
 pub mod engine;
 pub mod expr;
 pub mod refs;
 pub mod schedule;
+pub mod status;

@@ -24,6 +24,20 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller (kubeconfig, or in-cluster config).
+    Run(RunArgs),
+    /// Show what a policy decides against the live cluster, read-only.
+    Plan {
+        /// A policy in the cluster: a RetentionPolicy with -n, else a ClusterRetentionPolicy.
+        name: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// A policy from a file instead.
+        #[arg(short = 'f', long = "filename", conflicts_with = "name")]
+        policy: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Print both CustomResourceDefinitions as YAML.
     Crds,
     /// Evaluate a policy offline over objects from a file.
@@ -41,6 +55,115 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Elect a leader through a Lease; only the leader sweeps and writes status.
+    #[arg(long, env = "RETAINER_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the Lease (default: the pod's namespace, else default).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    #[arg(long, default_value = "retainer-leader")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long a Lease holds without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: std::time::Duration,
+    /// Deletes in flight at once during a sweep.
+    #[arg(long, default_value_t = 10)]
+    delete_concurrency: usize,
+    /// Client-side limit on sweep requests per second (reads and deletes); 0 = unlimited.
+    #[arg(long, default_value_t = 50.0)]
+    delete_qps: f64,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// How long to let changes settle before evaluating again.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    debounce: std::time::Duration,
+    /// Page size of the initial lists.
+    #[arg(long, default_value_t = 500)]
+    page_size: u32,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    retainer::engine::parse_go_duration(s)
+}
+
+async fn run_controller(args: RunArgs) -> Result<String, String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("connecting to the cluster: {e}"))?;
+    let identity = args.identity.unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| format!("retainer-{}", std::process::id()))
+    });
+    let opts = retainer::controller::Options {
+        leader_elect: args.leader_elect,
+        lease_namespace: args.lease_namespace,
+        lease_name: args.lease_name,
+        identity,
+        lease_duration: args.lease_duration,
+        delete_concurrency: args.delete_concurrency,
+        delete_qps: args.delete_qps,
+        metrics_addr: args.metrics_addr,
+        debounce: args.debounce,
+        page_size: args.page_size,
+    };
+    retainer::controller::run(client, opts)
+        .await
+        .map(|_| String::new())
+        .map_err(|e| e.to_string())
+}
+
+async fn run_plan(
+    name: Option<String>,
+    namespace: Option<String>,
+    policy: Option<String>,
+    output: Output,
+) -> Result<String, String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("connecting to the cluster: {e}"))?;
+    let view = match (policy, name) {
+        (Some(path), _) => {
+            let docs = check::parse_documents(&path, &read(&path).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            let doc = docs
+                .first()
+                .ok_or_else(|| format!("{path}: no policy in the file"))?;
+            check::policy_from_document(&path, doc).map_err(|e| e.to_string())?
+        }
+        (None, Some(name)) => {
+            retainer::controller::plan::fetch_policy(&client, &name, namespace.as_deref())
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        (None, None) => return Err("name a policy, or give one with -f".into()),
+    };
+    let (compiled, eval) = retainer::controller::plan::plan(&client, view)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(match output {
+        Output::Table => check::render_table(&compiled, &eval),
+        Output::Json => check::render_json(&compiled, &eval) + "\n",
+    })
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn read(path: &str) -> Result<String, check::CheckError> {
@@ -71,7 +194,8 @@ fn run_check(
     })
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds => Ok(retainer::api::crds_yaml()),
@@ -80,7 +204,17 @@ fn main() -> ExitCode {
             objects,
             now,
             output,
-        } => run_check(&policy, &objects, now, output),
+        } => run_check(&policy, &objects, now, output).map_err(|e| e.to_string()),
+        Command::Run(args) => {
+            init_logging();
+            run_controller(args).await
+        }
+        Command::Plan {
+            name,
+            namespace,
+            policy,
+            output,
+        } => run_plan(name, namespace, policy, output).await,
     };
     match result {
         Ok(text) => {

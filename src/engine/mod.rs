@@ -381,7 +381,7 @@ fn to_chrono(t: Timestamp) -> chrono::DateTime<chrono::FixedOffset> {
 }
 
 /// A guard that keeps an object whatever the expressions say, if one applies.
-fn guard(kind: TargetKind, obj: &Json) -> Option<&'static str> {
+pub fn guard(kind: TargetKind, obj: &Json) -> Option<&'static str> {
     if obj
         .pointer("/metadata/deletionTimestamp")
         .is_some_and(|v| !v.is_null())

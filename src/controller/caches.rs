@@ -1,0 +1,244 @@
+//! One watch and cache per kind, cluster-wide, shared by every policy and started only when a
+//! policy first needs the kind. Objects are kept as JSON, pruned of what no policy reads
+//! (Secret data, managedFields, last-applied annotations), so memory stays bounded as objects
+//! grow.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use serde_json::Value as Json;
+use tokio::sync::Notify;
+
+/// A kind the controller may watch.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Kind {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+}
+
+impl Kind {
+    pub fn new(group: &str, version: &str, kind: &str, plural: &str) -> Kind {
+        Kind {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        }
+    }
+
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub fn resource(&self) -> ApiResource {
+        ApiResource {
+            group: self.group.clone(),
+            version: self.version.clone(),
+            api_version: self.api_version(),
+            kind: self.kind.clone(),
+            plural: self.plural.clone(),
+        }
+    }
+
+    pub fn jobs() -> Kind {
+        Kind::new("batch", "v1", "Job", "jobs")
+    }
+    pub fn secrets() -> Kind {
+        Kind::new("", "v1", "Secret", "secrets")
+    }
+    pub fn namespaces() -> Kind {
+        Kind::new("", "v1", "Namespace", "namespaces")
+    }
+
+    /// The kinds the built-in referrers come from.
+    pub fn builtin_referrers() -> Vec<Kind> {
+        vec![
+            Kind::new("", "v1", "Pod", "pods"),
+            Kind::new("", "v1", "ServiceAccount", "serviceaccounts"),
+            Kind::new("networking.k8s.io", "v1", "Ingress", "ingresses"),
+            Kind::new("apps", "v1", "Deployment", "deployments"),
+            Kind::new("apps", "v1", "StatefulSet", "statefulsets"),
+            Kind::new("apps", "v1", "DaemonSet", "daemonsets"),
+            Kind::new("apps", "v1", "ReplicaSet", "replicasets"),
+            Kind::new("batch", "v1", "Job", "jobs"),
+            Kind::new("batch", "v1", "CronJob", "cronjobs"),
+        ]
+    }
+}
+
+/// Drops what no expression may read and what only costs memory.
+pub fn prune(kind: &str, obj: &mut Json) {
+    let Some(m) = obj.as_object_mut() else { return };
+    if kind == "Secret" {
+        // Secret data is never read into CEL, status, logs or events.
+        m.remove("data");
+        m.remove("stringData");
+    }
+    if let Some(meta) = m.get_mut("metadata").and_then(Json::as_object_mut) {
+        meta.remove("managedFields");
+        if let Some(ann) = meta.get_mut("annotations").and_then(Json::as_object_mut) {
+            ann.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+}
+
+/// One kind's cache: objects by uid, a change counter, and whether the initial list is in.
+pub struct Cache {
+    pub kind: Kind,
+    objects: Mutex<HashMap<String, Arc<Json>>>,
+    pub version: AtomicU64,
+    pub ready: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Cache {
+    pub fn snapshot(&self) -> Vec<Arc<Json>> {
+        self.objects
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn to_json(&self, obj: DynamicObject) -> Option<(String, Arc<Json>)> {
+        let uid = obj.metadata.uid.clone()?;
+        let mut json = serde_json::to_value(&obj).ok()?;
+        json["apiVersion"] = Json::String(self.kind.api_version());
+        json["kind"] = Json::String(self.kind.kind.clone());
+        prune(&self.kind.kind, &mut json);
+        Some((uid, Arc::new(json)))
+    }
+}
+
+/// All caches, started on demand.
+pub struct Caches {
+    client: Client,
+    page_size: u32,
+    caches: Mutex<BTreeMap<Kind, Arc<Cache>>>,
+    /// Woken on every change of any cache.
+    pub changed: Arc<Notify>,
+}
+
+impl Caches {
+    pub fn new(client: Client, page_size: u32) -> Caches {
+        Caches {
+            client,
+            page_size,
+            caches: Mutex::new(BTreeMap::new()),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The cache of a kind, starting its watch the first time.
+    pub fn get(&self, kind: &Kind) -> Arc<Cache> {
+        // A poisoned lock means a panic elsewhere; the caches map itself is still consistent
+        // (entries are only ever inserted whole), so keep using it.
+        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = caches.get(kind) {
+            return c.clone();
+        }
+        let cache = Arc::new(Cache {
+            kind: kind.clone(),
+            objects: Mutex::new(HashMap::new()),
+            version: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        });
+        caches.insert(kind.clone(), cache.clone());
+        tokio::spawn(run_watch(
+            self.client.clone(),
+            cache.clone(),
+            self.page_size,
+            self.changed.clone(),
+        ));
+        cache
+    }
+
+    pub fn all(&self) -> Vec<Arc<Cache>> {
+        self.caches
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn all_ready(&self) -> bool {
+        self.all().iter().all(|c| c.ready.load(Ordering::Acquire))
+    }
+}
+
+async fn run_watch(client: Client, cache: Arc<Cache>, page_size: u32, changed: Arc<Notify>) {
+    let api: Api<DynamicObject> = Api::all_with(client, &cache.kind.resource());
+    let config = watcher::Config::default().page_size(page_size);
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    // Objects of a relist in progress; swapped in whole when the list completes, so readers
+    // never see a half-listed cache.
+    let mut relist: Option<HashMap<String, Arc<Json>>> = None;
+    while let Some(ev) = stream.next().await {
+        let mut bump = true;
+        match ev {
+            Err(e) => {
+                tracing::warn!(kind = %cache.kind.kind, error = %e, "watch failed; retrying with backoff");
+                if let Ok(mut last) = cache.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                bump = false;
+            }
+            Ok(Event::Init) => {
+                relist = Some(HashMap::new());
+                bump = false;
+            }
+            Ok(Event::InitApply(obj)) => {
+                if let (Some(buf), Some((uid, json))) = (relist.as_mut(), cache.to_json(obj)) {
+                    buf.insert(uid, json);
+                }
+                bump = false;
+            }
+            Ok(Event::InitDone) => {
+                if let (Some(buf), Ok(mut objects)) = (relist.take(), cache.objects.lock()) {
+                    *objects = buf;
+                }
+                if let Ok(mut last) = cache.last_error.lock() {
+                    *last = None;
+                }
+                cache.ready.store(true, Ordering::Release);
+            }
+            Ok(Event::Apply(obj)) => {
+                if let (Some((uid, json)), Ok(mut objects)) =
+                    (cache.to_json(obj), cache.objects.lock())
+                {
+                    objects.insert(uid, json);
+                }
+            }
+            Ok(Event::Delete(obj)) => {
+                if let (Some(uid), Ok(mut objects)) =
+                    (obj.metadata.uid.as_ref(), cache.objects.lock())
+                {
+                    objects.remove(uid);
+                }
+            }
+        }
+        if bump {
+            cache.version.fetch_add(1, Ordering::AcqRel);
+            changed.notify_one();
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Leader election on a coordination.k8s.io Lease, the way client-go's leaderelection does it:
+//! acquire when the lease is free or expired, renew well within its duration, and treat a
+//! renewal that cannot succeed before expiry as lost leadership.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LeaseError {
+    #[error("reading lease {name}: {source}")]
+    Read { name: String, source: kube::Error },
+    #[error("writing lease {name}: {source}")]
+    Write { name: String, source: kube::Error },
+}
+
+pub struct LeaderElector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+}
+
+impl LeaderElector {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Self {
+        LeaderElector {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            duration,
+        }
+    }
+
+    pub fn renew_interval(&self) -> Duration {
+        self.duration / 3
+    }
+
+    /// One attempt to acquire or renew. Ok(true) while this instance holds the lease.
+    pub async fn try_acquire_or_renew(&self) -> Result<bool, LeaseError> {
+        let now = Timestamp::now();
+        let secs = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
+        let existing = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|source| LeaseError::Read {
+                name: self.name.clone(),
+                source,
+            })?;
+        let write_err = |source| LeaseError::Write {
+            name: self.name.clone(),
+            source,
+        };
+        match existing {
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(self.identity.clone()),
+                        lease_duration_seconds: Some(secs),
+                        acquire_time: Some(MicroTime(now)),
+                        renew_time: Some(MicroTime(now)),
+                        lease_transitions: Some(0),
+                        ..Default::default()
+                    }),
+                };
+                match self.api.create(&PostParams::default(), &lease).await {
+                    Ok(_) => Ok(true),
+                    // Someone else created it first.
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                    Err(e) => Err(write_err(e)),
+                }
+            }
+            Some(mut lease) => {
+                let spec = lease.spec.clone().unwrap_or_default();
+                let holder = spec.holder_identity.clone().unwrap_or_default();
+                let ours = holder == self.identity;
+                let expired = match (spec.renew_time.as_ref(), spec.lease_duration_seconds) {
+                    (Some(t), Some(d)) => t.0 + jiff::SignedDuration::from_secs(d.into()) < now,
+                    _ => true,
+                };
+                if !ours && !holder.is_empty() && !expired {
+                    return Ok(false);
+                }
+                let mut new_spec = spec.clone();
+                new_spec.holder_identity = Some(self.identity.clone());
+                new_spec.lease_duration_seconds = Some(secs);
+                new_spec.renew_time = Some(MicroTime(now));
+                if !ours {
+                    new_spec.acquire_time = Some(MicroTime(now));
+                    new_spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                }
+                lease.spec = Some(new_spec);
+                // replace carries the resourceVersion we read: a concurrent writer makes this
+                // fail with 409 instead of both believing they lead.
+                match self
+                    .api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                    Err(e) => Err(write_err(e)),
+                }
+            }
+        }
+    }
+
+    /// Gives the lease up so another instance can take over at once.
+    pub async fn release(&self) {
+        if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await
+            && let Some(spec) = lease.spec.as_mut()
+            && spec.holder_identity.as_deref() == Some(&self.identity)
+        {
+            spec.holder_identity = None;
+            spec.renew_time = None;
+            let _ = self
+                .api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await;
+        }
+    }
+}

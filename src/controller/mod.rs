@@ -1,0 +1,819 @@
+//! `retainer run`: watches policies and what they govern, keeps each policy's status true, and
+//! sweeps on schedule. The decisions are the pure engine's; this module does the I/O around it.
+
+pub mod caches;
+pub mod leader;
+pub mod metrics;
+pub mod plan;
+pub mod sweep;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use serde_json::{Value as Json, json};
+use thiserror::Error;
+
+use crate::api::{
+    ClusterRetentionPolicy, GROUP, PolicyView, RetentionPolicy, RetentionPolicyStatus, SweepRecord,
+    TargetKind, VERSION,
+};
+use crate::engine::{CompiledPolicy, Evaluation, PolicyError, Snapshot, evaluate, labels_of};
+use crate::refs::RefIndex;
+use crate::status::{self, Readiness, StatusInput, SweepStatus, desired_status};
+use caches::{Cache, Caches, Kind};
+use sweep::{Executor, Outcome, RateLimiter, SweepPlan, plan_sweep};
+
+/// Annotation that asks for one sweep now: set it to any new value.
+pub const SWEEP_NOW_ANNOTATION: &str = "retainer.dev/sweep-requested";
+/// Field manager of status writes.
+pub const FIELD_MANAGER: &str = "retainer";
+
+#[derive(Debug, Error)]
+pub enum ControllerError {
+    #[error("serving metrics on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("leader election: {0}")]
+    Lease(#[from] leader::LeaseError),
+    #[error("lost the leader lease; exiting so that another replica takes over")]
+    LostLease,
+}
+
+/// Settings of `retainer run`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub leader_elect: bool,
+    pub lease_namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub delete_concurrency: usize,
+    pub delete_qps: f64,
+    pub metrics_addr: SocketAddr,
+    pub debounce: Duration,
+    pub page_size: u32,
+}
+
+fn policy_kinds() -> [Kind; 2] {
+    [
+        Kind::new(GROUP, VERSION, "RetentionPolicy", "retentionpolicies"),
+        Kind::new(
+            GROUP,
+            VERSION,
+            "ClusterRetentionPolicy",
+            "clusterretentionpolicies",
+        ),
+    ]
+}
+
+/// A policy compiled for one generation, or why it cannot be.
+type CompiledFor = (Option<i64>, Result<Arc<CompiledPolicy>, PolicyError>);
+
+/// What the controller remembers about one policy between reconciles.
+#[derive(Default)]
+struct PolicyState {
+    uid: String,
+    compiled: Option<CompiledFor>,
+    /// Cache versions the last evaluation saw; equal means nothing changed.
+    seen: Vec<(Kind, u64)>,
+    evaluation: Option<Evaluation>,
+    next_sweep: Option<Timestamp>,
+    /// Grace-period marks, by uid: in memory, so a restart starts every grace period over
+    /// (objects are deleted later, never earlier).
+    marks: HashMap<String, Timestamp>,
+    sweep_request: Option<String>,
+    last_written: Option<Json>,
+}
+
+struct Ctx {
+    client: Client,
+    caches: Caches,
+    recorder: Recorder,
+    executor: Executor,
+    metrics: Arc<metrics::Metrics>,
+    debounce: Duration,
+    states: HashMap<String, PolicyState>,
+    /// Built-in references: rebuilt only when a referrer cache changed.
+    refs: (Vec<(Kind, u64)>, Arc<RefIndex>),
+    discovered: HashMap<(String, String), Option<Kind>>,
+}
+
+/// Whole seconds: what metav1.Time keeps, so that a status read back equals the one written.
+fn now_secs() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now())
+}
+
+pub async fn run(client: Client, opts: Options) -> Result<(), ControllerError> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let caches = Caches::new(client.clone(), opts.page_size);
+    let ready = metrics::Readiness::default();
+    let server = metrics::serve(opts.metrics_addr, metrics.clone(), ready.clone()).await?;
+    tracing::info!(addr = %server, "serving /metrics, /healthz and /readyz");
+
+    let elector = opts.leader_elect.then(|| {
+        leader::LeaderElector::new(
+            client.clone(),
+            &opts.lease_namespace,
+            &opts.lease_name,
+            &opts.identity,
+            opts.lease_duration,
+        )
+    });
+    if let Some(e) = &elector {
+        // A replica waiting for the lease has nothing to sync: it is ready to take over.
+        ready.set(true);
+        tracing::info!(identity = %opts.identity, lease = %opts.lease_name, "waiting for the leader lease");
+        loop {
+            match e.try_acquire_or_renew().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = %err, "leader election attempt failed"),
+            }
+            tokio::time::sleep(e.renew_interval()).await;
+        }
+        tracing::info!(identity = %opts.identity, "became leader");
+    }
+
+    let reporter = Reporter {
+        controller: "retainer".into(),
+        instance: Some(opts.identity.clone()),
+    };
+    let mut ctx = Ctx {
+        recorder: Recorder::new(client.clone(), reporter),
+        executor: Executor {
+            client: client.clone(),
+            concurrency: opts.delete_concurrency,
+            limiter: Arc::new(RateLimiter::new(opts.delete_qps)),
+        },
+        client,
+        caches,
+        metrics,
+        debounce: opts.debounce,
+        states: HashMap::new(),
+        refs: (Vec::new(), Arc::new(RefIndex::default())),
+        discovered: HashMap::new(),
+    };
+    for k in policy_kinds() {
+        ctx.caches.get(&k);
+    }
+
+    let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
+    if let Some(e) = elector {
+        let renew = e.renew_interval();
+        let deadline = opts.lease_duration;
+        tokio::spawn(async move {
+            let mut last_ok = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(renew).await;
+                match e.try_acquire_or_renew().await {
+                    Ok(true) => last_ok = tokio::time::Instant::now(),
+                    Ok(false) => break,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "renewing the leader lease failed");
+                        if last_ok.elapsed() >= deadline {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = lost_tx.send(true);
+        });
+    }
+
+    let changed = ctx.caches.changed.clone();
+    let mut shutdown = Box::pin(shutdown_signal());
+    loop {
+        ready.set(ctx.caches.all_ready());
+        reconcile_all(&mut ctx).await;
+        ready.set(ctx.caches.all_ready());
+        let due = ctx.states.values().filter_map(|s| s.next_sweep).min();
+        let sleep = match due {
+            // Sleep until exactly the next fire time; a change wakes the loop earlier.
+            Some(t) => {
+                Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+            }
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = changed.notified() => tokio::time::sleep(ctx.debounce).await,
+            _ = tokio::time::sleep(sleep) => {}
+            _ = lost_rx.changed() => return Err(ControllerError::LostLease),
+            _ = &mut shutdown => {
+                tracing::info!("shutting down");
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn reconcile_all(ctx: &mut Ctx) {
+    let mut seen = Vec::new();
+    for k in policy_kinds() {
+        let cache = ctx.caches.get(&k);
+        if !cache.ready.load(Ordering::Acquire) {
+            continue;
+        }
+        for obj in cache.snapshot() {
+            let key = policy_key(&obj);
+            seen.push(key.clone());
+            reconcile(ctx, &k, key, &obj).await;
+        }
+    }
+    ctx.states.retain(|k, _| seen.contains(k));
+}
+
+fn policy_key(obj: &Json) -> String {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    match obj.pointer("/metadata/namespace").and_then(Json::as_str) {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+fn view_of(kind: &Kind, obj: &Json) -> Result<PolicyView, String> {
+    if kind.kind == "RetentionPolicy" {
+        serde_json::from_value::<RetentionPolicy>(obj.clone())
+            .map(|p| PolicyView::from(&p))
+            .map_err(|e| e.to_string())
+    } else {
+        serde_json::from_value::<ClusterRetentionPolicy>(obj.clone())
+            .map(|p| PolicyView::from(&p))
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .to_string();
+    let generation = obj.pointer("/metadata/generation").and_then(Json::as_i64);
+    let now = now_secs();
+    let view = match view_of(kind, obj) {
+        Ok(v) => v,
+        Err(e) => {
+            let r = Readiness {
+                ready: false,
+                reason: status::ready::INVALID_TARGET,
+                message: format!("spec: {e}"),
+            };
+            write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
+            return;
+        }
+    };
+    let mut state = ctx.states.remove(&key).unwrap_or_default();
+    if state.uid != uid {
+        state = PolicyState {
+            uid,
+            ..Default::default()
+        };
+        state.sweep_request = sweep_request(obj);
+    }
+    if state.compiled.as_ref().map(|c| c.0) != Some(generation) {
+        state.compiled = Some((generation, CompiledPolicy::compile(view).map(Arc::new)));
+        state.seen.clear();
+        state.next_sweep = None;
+    }
+    let compiled = match state.compiled.as_ref().map(|c| &c.1) {
+        Some(Ok(c)) => c.clone(),
+        Some(Err(e)) => {
+            let r = Readiness::invalid(e);
+            state.evaluation = None;
+            state.next_sweep = None;
+            write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
+            ctx.states.insert(key, state);
+            return;
+        }
+        None => unreachable!("compiled just above"),
+    };
+    if compiled.target == TargetKind::OciArtifact {
+        let r = Readiness {
+            ready: false,
+            reason: status::ready::TARGET_UNAVAILABLE,
+            message: "OCIArtifact policies are evaluated by `retainer check` only: this controller version has no registry client yet".into(),
+        };
+        write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
+        ctx.states.insert(key, state);
+        return;
+    }
+
+    // The caches this policy reads; started on first need.
+    let mut needed = vec![target_kind(compiled.target)];
+    if compiled.target == TargetKind::Secret {
+        needed.extend(Kind::builtin_referrers());
+    }
+    if compiled.view.is_cluster() && compiled.view.spec.target.namespace_selector.is_some() {
+        needed.push(Kind::namespaces());
+    }
+    let mut custom = Vec::new();
+    for (api_version, k, _) in &compiled.referrer_sources {
+        match discover(ctx, api_version, k).await {
+            Some(kd) => custom.push(kd),
+            None => {
+                let r = Readiness {
+                    ready: false,
+                    reason: status::ready::TARGET_UNAVAILABLE,
+                    message: format!(
+                        "spec.referencedBy: the API server does not serve kind {k} in {api_version}"
+                    ),
+                };
+                write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
+                ctx.states.insert(key, state);
+                return;
+            }
+        }
+    }
+    needed.extend(custom.iter().cloned());
+    needed.sort();
+    needed.dedup();
+    let caches: Vec<Arc<Cache>> = needed.iter().map(|k| ctx.caches.get(k)).collect();
+    if let Some(c) = caches.iter().find(|c| !c.ready.load(Ordering::Acquire)) {
+        // Still listing: say nothing until the list is in, unless it cannot be read at all.
+        let err = c.last_error.lock().ok().and_then(|e| e.clone());
+        if let Some(err) = err {
+            let r = Readiness {
+                ready: false,
+                reason: status::ready::TARGET_UNAVAILABLE,
+                message: format!("cannot list {}: {err}", c.kind.plural),
+            };
+            write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
+        }
+        ctx.states.insert(key, state);
+        return;
+    }
+
+    let versions: Vec<(Kind, u64)> = caches
+        .iter()
+        .map(|c| (c.kind.clone(), c.version.load(Ordering::Acquire)))
+        .collect();
+    if state.seen != versions || state.evaluation.is_none() {
+        let started = std::time::Instant::now();
+        state.evaluation = Some(evaluate_now(ctx, &compiled, &caches, &custom, now));
+        ctx.metrics
+            .observe_evaluation(&compiled.view, started.elapsed());
+        state.seen = versions;
+    }
+    let eval = state.evaluation.as_ref().expect("evaluated just above");
+    ctx.metrics.set_counts(&compiled.view, eval.summary);
+
+    let next = match state.next_sweep {
+        Some(t) => t,
+        None => {
+            let t = compiled.schedule.next_after(now).unwrap_or(Timestamp::MAX);
+            state.next_sweep = Some(t);
+            t
+        }
+    };
+    let requested = sweep_request(obj);
+    let manual = requested.is_some() && requested != state.sweep_request;
+    let mut sweep_status = None;
+    if now >= next || manual {
+        state.sweep_request = requested;
+        let s = sweep_policy(ctx, &compiled, &mut state, obj, now).await;
+        state.next_sweep = compiled.schedule.next_after(now_secs());
+        // A sweep deleted objects: evaluate again before reporting.
+        state.seen.clear();
+        sweep_status = Some(s);
+    } else if compiled.view.spec.suspend {
+        sweep_status = Some(SweepStatus {
+            ok: false,
+            reason: status::swept::SUSPENDED,
+            message: "suspended: policies are evaluated and reported, never swept".into(),
+            record: None,
+        });
+    }
+    let eval = state.evaluation.clone();
+    let r = Readiness::valid(eval.as_ref().expect("evaluated above"));
+    let next_sweep = (!compiled.view.spec.suspend)
+        .then_some(state.next_sweep)
+        .flatten();
+    let last_written = state.last_written.take();
+    ctx.states.insert(key.clone(), state);
+    let written = write_status_with(
+        ctx,
+        kind,
+        &key,
+        obj,
+        &r,
+        eval.as_ref(),
+        sweep_status.as_ref(),
+        next_sweep,
+        now,
+        last_written,
+    )
+    .await;
+    if let Some(st) = ctx.states.get_mut(&key) {
+        st.last_written = written;
+    }
+}
+
+fn sweep_request(obj: &Json) -> Option<String> {
+    obj.pointer("/metadata/annotations")
+        .and_then(|a| a.get(SWEEP_NOW_ANNOTATION))
+        .and_then(Json::as_str)
+        .map(String::from)
+}
+
+fn target_kind(t: TargetKind) -> Kind {
+    match t {
+        TargetKind::Secret => Kind::secrets(),
+        _ => Kind::jobs(),
+    }
+}
+
+/// The plural of a custom referrer kind, from API discovery; remembered.
+async fn discover(ctx: &mut Ctx, api_version: &str, kind: &str) -> Option<Kind> {
+    let key = (api_version.to_string(), kind.to_string());
+    if let Some(k) = ctx.discovered.get(&key) {
+        return k.clone();
+    }
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), api_version.to_string()),
+    };
+    let gvk = kube::api::GroupVersionKind::gvk(&group, &version, kind);
+    let found = kube::discovery::pinned_kind(&ctx.client, &gvk)
+        .await
+        .ok()
+        .map(|(ar, _)| Kind::new(&ar.group, &ar.version, &ar.kind, &ar.plural));
+    ctx.discovered.insert(key, found.clone());
+    found
+}
+
+fn evaluate_now(
+    ctx: &mut Ctx,
+    policy: &CompiledPolicy,
+    caches: &[Arc<Cache>],
+    custom: &[Kind],
+    now: Timestamp,
+) -> Evaluation {
+    let target = target_kind(policy.target);
+    let objects = caches
+        .iter()
+        .find(|c| c.kind == target)
+        .map(|c| c.snapshot())
+        .unwrap_or_default();
+    let refs = if policy.target == TargetKind::Secret {
+        let kinds = Kind::builtin_referrers();
+        let versions: Vec<(Kind, u64)> = kinds
+            .iter()
+            .map(|k| (k.clone(), ctx.caches.get(k).version.load(Ordering::Acquire)))
+            .collect();
+        if ctx.refs.0 != versions {
+            let all: Vec<Arc<Json>> = kinds
+                .iter()
+                .flat_map(|k| ctx.caches.get(k).snapshot())
+                .collect();
+            ctx.refs = (
+                versions,
+                Arc::new(RefIndex::build(all.iter().map(|o| o.as_ref()))),
+            );
+        }
+        ctx.refs.1.clone()
+    } else {
+        Arc::new(RefIndex::default())
+    };
+    let custom_objs: Vec<Arc<Json>> = custom
+        .iter()
+        .flat_map(|k| ctx.caches.get(k).snapshot())
+        .collect();
+    let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = caches
+        .iter()
+        .find(|c| c.kind == Kind::namespaces())
+        .map(|c| {
+            c.snapshot()
+                .iter()
+                .map(|n| {
+                    (
+                        n.pointer("/metadata/name")
+                            .and_then(Json::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        labels_of(n),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let snap = Snapshot {
+        objects: objects.iter().map(|o| o.as_ref()).collect(),
+        refs: &refs,
+        custom_referrers: custom_objs.iter().map(|o| o.as_ref()).collect(),
+        namespace_labels: &namespace_labels,
+        now,
+    };
+    evaluate(policy, &snap)
+}
+
+async fn sweep_policy(
+    ctx: &mut Ctx,
+    policy: &CompiledPolicy,
+    state: &mut PolicyState,
+    obj: &Json,
+    now: Timestamp,
+) -> SweepStatus {
+    let spec = &policy.view.spec;
+    let reference = object_reference(obj);
+    if spec.suspend {
+        return SweepStatus {
+            ok: false,
+            reason: status::swept::SUSPENDED,
+            message: "suspended: policies are evaluated and reported, never swept".into(),
+            record: None,
+        };
+    }
+    let Some(eval) = state.evaluation.as_ref() else {
+        return SweepStatus {
+            ok: false,
+            reason: status::swept::FAILED,
+            message: "no evaluation to sweep".into(),
+            record: None,
+        };
+    };
+    let started = std::time::Instant::now();
+    let plan = plan_sweep(
+        eval,
+        spec.deletion.as_ref(),
+        policy.grace_period,
+        &mut state.marks,
+        now,
+    );
+    let (targets, deferred, waiting) = match plan {
+        SweepPlan::Blocked { message } => {
+            ctx.metrics.sweep(&policy.view, "blocked");
+            publish(
+                ctx,
+                &reference,
+                EventType::Warning,
+                "SweepBlocked",
+                &message,
+            )
+            .await;
+            return SweepStatus {
+                ok: false,
+                reason: status::swept::BLOCKED,
+                message,
+                record: Some(SweepRecord {
+                    start_time: Some(time(now)),
+                    completion_time: Some(time(now_secs())),
+                    deleted: 0,
+                    failed: 0,
+                    skipped: 0,
+                }),
+            };
+        }
+        SweepPlan::Proceed {
+            targets,
+            deferred,
+            waiting,
+        } => (targets, deferred, waiting),
+    };
+    let later = |msg: &mut String| {
+        if deferred > 0 {
+            msg.push_str(&format!(
+                "; {deferred} left for the next sweep by maxPerSweep"
+            ));
+        }
+        if waiting > 0 {
+            msg.push_str(&format!(
+                "; {waiting} marked, waiting for their grace period"
+            ));
+        }
+    };
+    if spec.dry_run {
+        let mut message = format!(
+            "dry run: would delete {} of {} candidates",
+            targets.len(),
+            eval.summary.candidates
+        );
+        later(&mut message);
+        ctx.metrics.sweep(&policy.view, "dry_run");
+        publish(ctx, &reference, EventType::Normal, "DryRun", &message).await;
+        return SweepStatus {
+            ok: true,
+            reason: status::swept::DRY_RUN,
+            message,
+            record: Some(SweepRecord {
+                start_time: Some(time(now)),
+                completion_time: Some(time(now_secs())),
+                deleted: 0,
+                failed: 0,
+                skipped: 0,
+            }),
+        };
+    }
+    let key = policy.view.key();
+    let propagation = spec.deletion.as_ref().and_then(|d| d.propagation_policy);
+    let outcomes = ctx
+        .executor
+        .delete_all(policy.target, targets, propagation, &key)
+        .await;
+    let (mut deleted, mut failed, mut skipped) = (0i64, 0i64, 0i64);
+    let mut first_failure = None;
+    for (_, o) in &outcomes {
+        match o {
+            Outcome::Deleted => deleted += 1,
+            Outcome::Skipped(_) => skipped += 1,
+            Outcome::Failed(e) => {
+                failed += 1;
+                first_failure.get_or_insert_with(|| e.clone());
+            }
+        }
+    }
+    ctx.metrics
+        .deletions(&policy.view, policy.target, deleted, failed);
+    let mut message =
+        format!("deleted {deleted}, failed {failed}, skipped {skipped} (changed, guarded or gone)");
+    later(&mut message);
+    let (ok, reason, result) = match (failed, deleted) {
+        (0, _) => (true, status::swept::COMPLETED, "completed"),
+        (_, 0) => (false, status::swept::FAILED, "failed"),
+        _ => (false, status::swept::PARTIALLY_FAILED, "partially_failed"),
+    };
+    if let Some(f) = &first_failure {
+        message.push_str(&format!("; first failure: {f}"));
+    }
+    ctx.metrics.sweep(&policy.view, result);
+    ctx.metrics.observe_sweep(&policy.view, started.elapsed());
+    let event_type = if failed > 0 {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    publish(
+        ctx,
+        &reference,
+        event_type,
+        if failed > 0 { "SweepFailed" } else { "Swept" },
+        &message,
+    )
+    .await;
+    SweepStatus {
+        ok,
+        reason,
+        message,
+        record: Some(SweepRecord {
+            start_time: Some(time(now)),
+            completion_time: Some(time(now_secs())),
+            deleted,
+            failed,
+            skipped,
+        }),
+    }
+}
+
+fn time(t: Timestamp) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)
+}
+
+fn object_reference(obj: &Json) -> ObjectReference {
+    let s = |p: &str| obj.pointer(p).and_then(Json::as_str).map(String::from);
+    ObjectReference {
+        api_version: s("/apiVersion"),
+        kind: s("/kind"),
+        name: s("/metadata/name"),
+        namespace: s("/metadata/namespace"),
+        uid: s("/metadata/uid"),
+        resource_version: s("/metadata/resourceVersion"),
+        field_path: None,
+    }
+}
+
+async fn publish(
+    ctx: &Ctx,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Sweep".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+        tracing::warn!(error = %e, "publishing an event failed");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_status(
+    ctx: &Ctx,
+    kind: &Kind,
+    key: &str,
+    obj: &Json,
+    readiness: &Readiness,
+    eval: Option<&Evaluation>,
+    sweep: Option<&SweepStatus>,
+    next_sweep: Option<Timestamp>,
+    now: Timestamp,
+) {
+    let _ = write_status_with(
+        ctx, kind, key, obj, readiness, eval, sweep, next_sweep, now, None,
+    )
+    .await;
+}
+
+/// Writes status by server-side apply, only when it differs from both what the object shows
+/// and what this controller last wrote. Returns what is now written.
+#[allow(clippy::too_many_arguments)]
+async fn write_status_with(
+    ctx: &Ctx,
+    kind: &Kind,
+    key: &str,
+    obj: &Json,
+    readiness: &Readiness,
+    eval: Option<&Evaluation>,
+    sweep: Option<&SweepStatus>,
+    next_sweep: Option<Timestamp>,
+    now: Timestamp,
+    last_written: Option<Json>,
+) -> Option<Json> {
+    let current: Option<RetentionPolicyStatus> = obj
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok());
+    let generation = obj.pointer("/metadata/generation").and_then(Json::as_i64);
+    let desired = desired_status(StatusInput {
+        previous: current.as_ref(),
+        generation,
+        readiness,
+        evaluation: eval,
+        sweep,
+        next_sweep,
+        now,
+    });
+    let desired_json = serde_json::to_value(&desired).unwrap_or(Json::Null);
+    let current_json = current
+        .as_ref()
+        .map(|c| serde_json::to_value(c).unwrap_or(Json::Null));
+    if current_json.as_ref() == Some(&desired_json) || last_written.as_ref() == Some(&desired_json)
+    {
+        return Some(desired_json);
+    }
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    let ar: ApiResource = kind.resource();
+    let api: Api<DynamicObject> = match obj.pointer("/metadata/namespace").and_then(Json::as_str) {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
+        None => Api::all_with(ctx.client.clone(), &ar),
+    };
+    let patch =
+        json!({"apiVersion": kind.api_version(), "kind": kind.kind, "status": desired_json});
+    match api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            ctx.metrics.status_write();
+            tracing::debug!(policy = key, "status written");
+            Some(desired_json)
+        }
+        Err(e) => {
+            tracing::warn!(policy = key, error = %e, "writing status failed");
+            last_written
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Status computation, pure: from what the controller knows to the status it should show.
+//! Writing it is the caller's job, and only when the result differs from what is there.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{CandidateRef, RetentionPolicyStatus, Summary, SweepRecord};
+use crate::engine::{Evaluation, ObjectId, PolicyError, Verdict};
+
+pub const READY: &str = "Ready";
+pub const SWEPT: &str = "Swept";
+
+/// Reasons of the Ready condition.
+pub mod ready {
+    pub const VALID: &str = "Valid";
+    pub const INVALID_EXPRESSION: &str = "InvalidExpression";
+    pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
+    pub const INVALID_TARGET: &str = "InvalidTarget";
+    pub const TARGET_UNAVAILABLE: &str = "TargetUnavailable";
+    pub const CREDENTIALS_ERROR: &str = "CredentialsError";
+}
+
+/// Reasons of the Swept condition.
+pub mod swept {
+    pub const COMPLETED: &str = "Completed";
+    pub const DRY_RUN: &str = "DryRun";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const PARTIALLY_FAILED: &str = "PartiallyFailed";
+    pub const BLOCKED: &str = "Blocked";
+    pub const FAILED: &str = "Failed";
+}
+
+/// How many candidates status lists.
+pub const MAX_LISTED_CANDIDATES: usize = 20;
+
+/// The Ready condition's reason for a policy that cannot be used.
+pub fn policy_error_reason(e: &PolicyError) -> &'static str {
+    match e {
+        PolicyError::InvalidExpression(_) => ready::INVALID_EXPRESSION,
+        PolicyError::InvalidSchedule(_) => ready::INVALID_SCHEDULE,
+        PolicyError::InvalidTarget(_) => ready::INVALID_TARGET,
+    }
+}
+
+/// Whether the policy can be used, and why not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Readiness {
+    pub fn valid(eval: &Evaluation) -> Readiness {
+        let s = eval.summary;
+        Readiness {
+            ready: true,
+            reason: ready::VALID,
+            message: format!(
+                "governs {}: {} kept, {} candidates, {} errors",
+                s.governed, s.kept, s.candidates, s.errors
+            ),
+        }
+    }
+
+    pub fn invalid(e: &PolicyError) -> Readiness {
+        Readiness {
+            ready: false,
+            reason: policy_error_reason(e),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The outcome of a sweep as the Swept condition and lastSweep show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepStatus {
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
+    pub record: Option<SweepRecord>,
+}
+
+/// Sets a condition, keeping lastTransitionTime when the status did not change.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(old) => {
+            if old.status == new.status {
+                new.last_transition_time = old.last_transition_time.clone();
+            }
+            *old = new;
+        }
+        None => conditions.push(new),
+    }
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        // The API server limits condition messages to 32768 bytes.
+        message: truncate(message, 4096),
+        observed_generation: generation,
+        last_transition_time: Time(now),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The candidates status lists: the oldest first, at most MAX_LISTED_CANDIDATES.
+pub fn listed_candidates(eval: &Evaluation) -> Vec<CandidateRef> {
+    let mut c: Vec<_> = eval
+        .results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Delete)
+        .collect();
+    // Unknown creation times sort last: they read as new.
+    c.sort_by_key(|r| (r.created.is_none(), r.created));
+    c.into_iter()
+        .take(MAX_LISTED_CANDIDATES)
+        .map(|r| match &r.id {
+            ObjectId::Kube {
+                namespace, name, ..
+            } => CandidateRef {
+                namespace: Some(namespace.clone()).filter(|n| !n.is_empty()),
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ObjectId::Oci {
+                repository,
+                digest,
+                tags,
+            } => CandidateRef {
+                repository: Some(repository.clone()),
+                digest: Some(digest.clone()),
+                tags: tags.clone(),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+/// Everything status is computed from.
+pub struct StatusInput<'a> {
+    pub previous: Option<&'a RetentionPolicyStatus>,
+    pub generation: Option<i64>,
+    pub readiness: &'a Readiness,
+    pub evaluation: Option<&'a Evaluation>,
+    pub sweep: Option<&'a SweepStatus>,
+    pub next_sweep: Option<Timestamp>,
+    pub now: Timestamp,
+}
+
+/// The status the policy should show. Equal inputs give an equal status whatever `now` is,
+/// as long as no condition changes its status: no timestamp churn.
+pub fn desired_status(input: StatusInput<'_>) -> RetentionPolicyStatus {
+    let prev = input.previous.cloned().unwrap_or_default();
+    let mut conditions = prev.conditions.clone();
+    let r = input.readiness;
+    set_condition(
+        &mut conditions,
+        condition(
+            READY,
+            r.ready,
+            r.reason,
+            &r.message,
+            input.generation,
+            input.now,
+        ),
+    );
+    if let Some(s) = input.sweep {
+        set_condition(
+            &mut conditions,
+            condition(
+                SWEPT,
+                s.ok,
+                s.reason,
+                &s.message,
+                input.generation,
+                input.now,
+            ),
+        );
+    }
+    let (summary, candidates) = match input.evaluation {
+        Some(e) => (
+            Some(Summary {
+                governed: e.summary.governed,
+                kept: e.summary.kept,
+                candidates: e.summary.candidates,
+                errors: e.summary.errors,
+            }),
+            listed_candidates(e),
+        ),
+        // An invalid policy evaluates nothing: report no counts rather than stale ones.
+        None => (None, Vec::new()),
+    };
+    RetentionPolicyStatus {
+        observed_generation: input.generation,
+        conditions,
+        summary,
+        candidates,
+        last_sweep: input
+            .sweep
+            .and_then(|s| s.record.clone())
+            .or(prev.last_sweep),
+        next_sweep_time: input.next_sweep.map(Time),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Counts, ObjectResult};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn eval(n_delete: usize) -> Evaluation {
+        let mut results = Vec::new();
+        for i in 0..n_delete {
+            results.push(ObjectResult {
+                kind: "Job",
+                id: ObjectId::Kube {
+                    namespace: "ns".into(),
+                    name: format!("j{i:02}"),
+                    uid: String::new(),
+                    resource_version: String::new(),
+                },
+                verdict: Verdict::Delete,
+                reason: "no term of keep held".into(),
+                created: Some(
+                    ts("2026-01-01T00:00:00Z")
+                        + jiff::SignedDuration::from_hours(24 * (n_delete - i) as i64),
+                ),
+                referrers: vec![],
+            });
+        }
+        Evaluation {
+            summary: Counts {
+                governed: n_delete as i64 + 1,
+                kept: 1,
+                candidates: n_delete as i64,
+                errors: 0,
+            },
+            results,
+        }
+    }
+
+    #[test]
+    fn status_is_stable_across_evaluations_and_transitions_only_on_change() {
+        let e = eval(3);
+        let ready = Readiness::valid(&e);
+        let first = desired_status(StatusInput {
+            previous: None,
+            generation: Some(1),
+            readiness: &ready,
+            evaluation: Some(&e),
+            sweep: None,
+            next_sweep: Some(ts("2026-02-01T00:00:00Z")),
+            now: ts("2026-01-10T00:00:00Z"),
+        });
+        let again = desired_status(StatusInput {
+            previous: Some(&first),
+            generation: Some(1),
+            readiness: &ready,
+            evaluation: Some(&e),
+            sweep: None,
+            next_sweep: Some(ts("2026-02-01T00:00:00Z")),
+            now: ts("2026-01-10T00:05:00Z"),
+        });
+        assert_eq!(first, again, "same inputs later: no write");
+        let broken = PolicyError::InvalidTarget("x".into());
+        let invalid = Readiness::invalid(&broken);
+        let third = desired_status(StatusInput {
+            previous: Some(&again),
+            generation: Some(2),
+            readiness: &invalid,
+            evaluation: None,
+            sweep: None,
+            next_sweep: None,
+            now: ts("2026-01-10T00:06:00Z"),
+        });
+        let c = &third.conditions[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.observed_generation),
+            ("False", "InvalidTarget", Some(2))
+        );
+        assert_eq!(c.last_transition_time.0, ts("2026-01-10T00:06:00Z"));
+        assert!(third.summary.is_none() && third.candidates.is_empty());
+    }
+
+    #[test]
+    fn candidates_are_listed_oldest_first_and_capped() {
+        let e = eval(25);
+        let listed = listed_candidates(&e);
+        assert_eq!(listed.len(), MAX_LISTED_CANDIDATES);
+        assert_eq!(listed[0].name.as_deref(), Some("j24"));
+        assert_eq!(listed[19].name.as_deref(), Some("j05"));
+    }
+
+    #[test]
+    fn swept_condition_and_last_sweep_persist() {
+        let e = eval(1);
+        let ready = Readiness::valid(&e);
+        let record = SweepRecord {
+            start_time: Some(Time(ts("2026-01-10T00:00:00Z"))),
+            completion_time: Some(Time(ts("2026-01-10T00:00:01Z"))),
+            deleted: 1,
+            failed: 0,
+            skipped: 0,
+        };
+        let sweep = SweepStatus {
+            ok: true,
+            reason: swept::COMPLETED,
+            message: "deleted 1".into(),
+            record: Some(record.clone()),
+        };
+        let s1 = desired_status(StatusInput {
+            previous: None,
+            generation: Some(1),
+            readiness: &ready,
+            evaluation: Some(&e),
+            sweep: Some(&sweep),
+            next_sweep: None,
+            now: ts("2026-01-10T00:00:01Z"),
+        });
+        let s2 = desired_status(StatusInput {
+            previous: Some(&s1),
+            generation: Some(1),
+            readiness: &ready,
+            evaluation: Some(&e),
+            sweep: None,
+            next_sweep: None,
+            now: ts("2026-01-10T00:10:00Z"),
+        });
+        assert_eq!(s2.last_sweep, Some(record));
+        assert_eq!(
+            s2.conditions
+                .iter()
+                .find(|c| c.type_ == SWEPT)
+                .map(|c| c.reason.as_str()),
+            Some("Completed")
+        );
+    }
+}
