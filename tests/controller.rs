@@ -270,7 +270,7 @@ async fn dry_run_and_suspend_delete_nothing() {
     apply_policy(
         &bed,
         "dry",
-        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "@daily", "dryRun": true}),
+        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "0 0 29 2 *", "dryRun": true}),
     )
     .await;
     summary(&bed, "dry", 3).await;
@@ -286,7 +286,7 @@ async fn dry_run_and_suspend_delete_nothing() {
     apply_policy(
         &bed,
         "suspended",
-        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "@daily", "suspend": true}),
+        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "0 0 29 2 *", "suspend": true}),
     )
     .await;
     summary(&bed, "suspended", 3).await;
@@ -303,7 +303,7 @@ async fn max_per_sweep_and_abort_above_percent() {
     apply_policy(
         &bed,
         "blocked",
-        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "@daily",
+        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "0 0 29 2 *",
         "deletion": {"abortAbovePercent": 80}}),
     )
     .await;
@@ -325,7 +325,7 @@ async fn max_per_sweep_and_abort_above_percent() {
     apply_policy(
         &bed,
         "capped",
-        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "@daily",
+        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "0 0 29 2 *",
         "deletion": {"maxPerSweep": 2}}),
     )
     .await;
@@ -350,7 +350,7 @@ async fn grace_period_marks_first_and_deletes_later() {
     apply_policy(
         &bed,
         "grace",
-        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "@daily",
+        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "0 0 29 2 *",
         "deletion": {"gracePeriod": "3s"}}),
     )
     .await;
@@ -381,7 +381,7 @@ async fn invalid_expression_is_ready_false_and_deletes_nothing() {
     apply_policy(
         &bed,
         "bad",
-        json!({"target": {"kind": "Job"}, "keep": "rank < ", "schedule": "@daily"}),
+        json!({"target": {"kind": "Job"}, "keep": "rank < ", "schedule": "0 0 29 2 *"}),
     )
     .await;
     let p = ready(&bed, "bad").await;
@@ -428,7 +428,7 @@ async fn status_stays_quiet_when_nothing_changes() {
     apply_policy(
         &bed,
         "quiet",
-        json!({"target": {"kind": "Job"}, "keep": "rank < 1", "schedule": "@daily"}),
+        json!({"target": {"kind": "Job"}, "keep": "rank < 1", "schedule": "0 0 29 2 *"}),
     )
     .await;
     summary(&bed, "quiet", 2).await;
@@ -462,7 +462,7 @@ async fn policies_stay_in_their_namespace() {
     apply_policy(
         &a,
         "all",
-        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "@daily"}),
+        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "0 0 29 2 *"}),
     )
     .await;
     summary(&a, "all", 1).await;
@@ -497,7 +497,7 @@ async fn helm_history_and_unused_secrets() {
         json!({"target": {"kind": "Secret", "fieldSelector": "type=helm.sh/release.v1",
         "selector": {"matchLabels": {"owner": "helm"}}},
         "groupBy": "object.metadata.labels.name", "orderBy": "int(object.metadata.labels.version)",
-        "keep": "rank < 2 || object.metadata.labels.status == 'deployed'", "schedule": "@daily"}),
+        "keep": "rank < 2 || object.metadata.labels.status == 'deployed'", "schedule": "0 0 29 2 *"}),
     )
     .await;
     summary(&bed, "helm", 5).await;
@@ -584,14 +584,14 @@ async fn helm_history_and_unused_secrets() {
         "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod_spec("by-deploy")}}}),
     )
     .await;
-    create("CronJob", "batch/v1", "cronjobs", json!({"metadata": {"name": "c"}, "spec": {"schedule": "@daily",
+    create("CronJob", "batch/v1", "cronjobs", json!({"metadata": {"name": "c"}, "spec": {"schedule": "0 0 29 2 *",
         "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox",
             "env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "by-cron", "key": "k"}}}]}]}}}}}})).await;
     apply_policy(
         &bed,
         "unused",
         json!({"target": {"kind": "Secret", "selector": {"matchLabels": {"cleanup": "true"}}},
-        "keep": "referencedBy.size() > 0", "schedule": "@daily"}),
+        "keep": "referencedBy.size() > 0", "schedule": "0 0 29 2 *"}),
     )
     .await;
     let st = summary(&bed, "unused", 6).await;
