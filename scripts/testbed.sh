@@ -22,6 +22,9 @@ OLAREG_VERSION=${OLAREG_VERSION:-v0.1.2}
 CRANE_VERSION=${CRANE_VERSION:-v0.22.1}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 DISTRIBUTION_DEB=${DISTRIBUTION_DEB:-docker-registry}
+# The throw-away account of the test bed's authenticated registry.
+REGISTRY_USER=retainer
+REGISTRY_PASSWORD=testbed-only-password
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${RETAINER_CACHE:-$HOME/.cache/retainer-testbed}
@@ -145,6 +148,7 @@ build_distribution() {
 cmd_build() {
   command -v go >/dev/null || die "go is required"
   command -v openssl >/dev/null || die "openssl is required"
+  command -v htpasswd >/dev/null || die "htpasswd is required (Debian package apache2-utils)"
   build_etcd
   go_build_module_tool olareg github.com/olareg/olareg "$OLAREG_VERSION" ./cmd/olareg
   go_install_tool crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
@@ -229,8 +233,15 @@ current-context: testbed
 EOF
 }
 
-write_registry_config() { # port dir
-  cat >"$STATE/docker-registry.yml" <<EOF
+write_registry_config() { # port dir file [htpasswd]
+  local auth=""
+  if [ -n "${4:-}" ]; then
+    auth="auth:
+  htpasswd:
+    realm: retainer-testbed
+    path: $4"
+  fi
+  cat >"$3" <<EOF
 version: 0.1
 log:
   level: warn
@@ -243,6 +254,7 @@ storage:
     blobdescriptor: inmemory
 http:
   addr: 127.0.0.1:$1
+$auth
 EOF
 }
 
@@ -252,18 +264,19 @@ cmd_up() {
   fi
   cmd_down >/dev/null 2>&1 || true
   cmd_build
-  rm -rf "$STATE" && mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/etcd" "$STATE/olareg" "$STATE/distribution"
+  rm -rf "$STATE" && mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/etcd" "$STATE/olareg" "$STATE/distribution" "$STATE/distribution-auth"
   trap 'log "start-up failed; stopping what started"; cmd_down; exit 1' ERR
   make_certs
-  local etcd_port etcd_peer api_port kcm_port olareg_port dist_port
+  local etcd_port etcd_peer api_port kcm_port olareg_port dist_port auth_port
   etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port); kcm_port=$(free_port)
-  olareg_port=$(free_port); dist_port=$(free_port)
+  olareg_port=$(free_port); dist_port=$(free_port); auth_port=$(free_port)
   cat >"$STATE/ports" <<EOF
 ETCD_PORT=$etcd_port
 API_PORT=$api_port
 KCM_PORT=$kcm_port
 OLAREG_PORT=$olareg_port
 DISTRIBUTION_PORT=$dist_port
+DISTRIBUTION_AUTH_PORT=$auth_port
 EOF
 
   start etcd "$ETCD_BIN/etcd" --name testbed --data-dir "$STATE/etcd" \
@@ -299,9 +312,15 @@ EOF
     --api-delete --gc-frequency 1000h
   wait_for olareg 30 curl -sf "http://127.0.0.1:$olareg_port/v2/"
 
-  write_registry_config "$dist_port" "$STATE/distribution"
+  write_registry_config "$dist_port" "$STATE/distribution" "$STATE/docker-registry.yml"
   start docker-registry "$TOOLS_BIN/docker-registry" serve "$STATE/docker-registry.yml"
   wait_for docker-registry 30 curl -sf "http://127.0.0.1:$dist_port/v2/"
+
+  # A second distribution with basic auth (htpasswd, bcrypt), for credential tests.
+  htpasswd -Bbn "$REGISTRY_USER" "$REGISTRY_PASSWORD" >"$STATE/htpasswd"
+  write_registry_config "$auth_port" "$STATE/distribution-auth" "$STATE/docker-registry-auth.yml" "$STATE/htpasswd"
+  start docker-registry-auth "$TOOLS_BIN/docker-registry" serve "$STATE/docker-registry-auth.yml"
+  wait_for docker-registry-auth 30 sh -c "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$auth_port/v2/ | grep -q 401"
   trap - ERR
   log "up: $STATE"
 }
@@ -334,6 +353,9 @@ export RETAINER_E2E=1
 export RETAINER_TESTBED_DIR=$STATE
 export RETAINER_OLAREG=127.0.0.1:$OLAREG_PORT
 export RETAINER_DISTRIBUTION=127.0.0.1:$DISTRIBUTION_PORT
+export RETAINER_DISTRIBUTION_AUTH=127.0.0.1:$DISTRIBUTION_AUTH_PORT
+export RETAINER_REGISTRY_USER=$REGISTRY_USER
+export RETAINER_REGISTRY_PASSWORD=$REGISTRY_PASSWORD
 export PATH=$K8S_BIN:$TOOLS_BIN:\$PATH
 EOF
 }

@@ -88,6 +88,15 @@ struct RunArgs {
     /// Page size of the initial lists.
     #[arg(long, default_value_t = 500)]
     page_size: u32,
+    /// Timeout of each registry request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    registry_timeout: std::time::Duration,
+    /// Registry requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    registry_concurrency: usize,
+    /// How often a registry's artifacts are read again between sweeps.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    registry_refresh: std::time::Duration,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -114,6 +123,11 @@ async fn run_controller(args: RunArgs) -> Result<String, String> {
         metrics_addr: args.metrics_addr,
         debounce: args.debounce,
         page_size: args.page_size,
+        registry: retainer::controller::RegistryOptions {
+            timeout: args.registry_timeout,
+            concurrency: args.registry_concurrency,
+            refresh: args.registry_refresh,
+        },
     };
     retainer::controller::run(client, opts)
         .await

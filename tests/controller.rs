@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -14,156 +13,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use retainer::api::TargetKind;
-use retainer::controller::sweep::{Executor, Outcome, RateLimiter, Target};
+use retainer::controller::sweep::{Executor, Outcome, RateLimiter, Target, TargetId};
 use serde_json::{Value, json};
 use support::*;
-
-static CONTROLLER: OnceLock<()> = OnceLock::new();
-
-/// Starts the shared controller once, on its own thread and runtime.
-fn controller() {
-    CONTROLLER.get_or_init(|| {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Runtime::new().expect("runtime");
-            rt.block_on(async {
-                let client = kube::Client::try_default().await.expect("client");
-                let opts = retainer::controller::Options {
-                    leader_elect: false,
-                    lease_namespace: "default".into(),
-                    lease_name: "unused".into(),
-                    identity: "tests".into(),
-                    lease_duration: Duration::from_secs(15),
-                    delete_concurrency: 4,
-                    delete_qps: 0.0,
-                    metrics_addr: "127.0.0.1:0".parse().unwrap(),
-                    debounce: Duration::from_millis(200),
-                    page_size: 100,
-                };
-                if let Err(e) = retainer::controller::run(client, opts).await {
-                    panic!("controller stopped: {e}");
-                }
-            });
-        });
-    });
-}
-
-async fn install_crds(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let docs: Vec<CustomResourceDefinition> =
-        serde_saphyr::from_multiple(&retainer::api::crds_yaml()).unwrap();
-    for crd in docs {
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("retainer-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        wait_for("CRD established", Duration::from_secs(30), || async {
-            let c = crds.get(&name).await.ok()?;
-            c.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
-        .await;
-    }
-}
-
-async fn setup(prefix: &str) -> Bed {
-    let bed = Bed::new(prefix).await;
-    install_crds(&bed.client).await;
-    controller();
-    bed
-}
-
-fn policies(bed: &Bed) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("retainer.dev", "v1alpha1", "RetentionPolicy");
-    Api::namespaced_with(bed.client.clone(), &bed.ns, &ApiResource::from_gvk(&gvk))
-}
-
-async fn apply_policy(bed: &Bed, name: &str, spec: Value) {
-    let obj = json!({"apiVersion": "retainer.dev/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": name}, "spec": spec});
-    policies(bed)
-        .patch(
-            name,
-            &PatchParams::apply("retainer-tests").force(),
-            &Patch::Apply(&obj),
-        )
-        .await
-        .expect("apply policy");
-}
-
-/// Asks for a sweep and waits for its outcome in status; returns the Swept condition.
-async fn sweep(bed: &Bed, name: &str) -> Value {
-    let api = policies(bed);
-    let before = api.get(name).await.unwrap().data["status"]["lastSweep"]["completionTime"].clone();
-    let before_swept = swept_condition(&api.get(name).await.unwrap().data);
-    let token = unique("t");
-    let patch = json!({"metadata": {"annotations": {"retainer.dev/sweep-requested": token}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    wait_for(
-        &format!("a sweep of {name}"),
-        Duration::from_secs(30),
-        || async {
-            let p = api.get(name).await.ok()?;
-            let swept = swept_condition(&p.data);
-            let done = p.data["status"]["lastSweep"]["completionTime"] != before
-                || (swept.is_some() && swept != before_swept);
-            // Suspended sweeps leave no record: the condition says it.
-            let suspended = swept.as_ref().is_some_and(|c| c["reason"] == "Suspended");
-            (done || suspended).then(|| swept.unwrap_or(Value::Null))
-        },
-    )
-    .await
-}
-
-fn swept_condition(p: &Value) -> Option<Value> {
-    p["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Swept")
-        .cloned()
-}
-
-async fn ready(bed: &Bed, name: &str) -> Value {
-    let api = policies(bed);
-    wait_for(
-        &format!("{name} to report Ready"),
-        Duration::from_secs(30),
-        || async {
-            let p = api.get(name).await.ok()?;
-            let generation = p.metadata.generation;
-            let c = p.data["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .find(|c| c["type"] == "Ready")?
-                .clone();
-            (c["observedGeneration"].as_i64() == generation).then_some(p.data)
-        },
-    )
-    .await
-}
-
-/// Waits until the policy's summary shows `governed` objects, then returns status.
-async fn summary(bed: &Bed, name: &str, governed: i64) -> Value {
-    let api = policies(bed);
-    wait_for(
-        &format!("{name} to govern {governed}"),
-        Duration::from_secs(30),
-        || async {
-            let p = api.get(name).await.ok()?;
-            (p.data["status"]["summary"]["governed"].as_i64() == Some(governed))
-                .then(|| p.data["status"].clone())
-        },
-    )
-    .await
-}
 
 async fn job(bed: &Bed, name: &str, labels: Value, state: &str) {
     let jobs: Api<Job> = Api::namespaced(bed.client.clone(), &bed.ns);
@@ -632,15 +484,19 @@ async fn a_candidate_changed_after_evaluation_survives() {
         concurrency: 1,
         limiter: std::sync::Arc::new(RateLimiter::new(0.0)),
     };
-    let target = Target {
-        namespace: bed.ns.clone(),
-        name: "j0".into(),
-        uid: evaluated.metadata.uid.clone().unwrap(),
-        resource_version: evaluated.metadata.resource_version.clone().unwrap(),
+    let target = |resource_version: String| Target {
+        id: TargetId::Kube {
+            namespace: bed.ns.clone(),
+            name: "j0".into(),
+            uid: evaluated.metadata.uid.clone().unwrap(),
+            resource_version,
+        },
         why: "test".into(),
+        is_referrer: false,
     };
+    let stale = target(evaluated.metadata.resource_version.clone().unwrap());
     let out = exec
-        .delete_all(TargetKind::Job, vec![target.clone()], None, "test")
+        .delete_all(TargetKind::Job, vec![stale], None, "test")
         .await;
     assert_eq!(
         out[0].1,
@@ -649,12 +505,9 @@ async fn a_candidate_changed_after_evaluation_survives() {
     assert_eq!(job_names(&bed).await, vec!["j0"]);
     // With the current resourceVersion it goes.
     let fresh = jobs.get("j0").await.unwrap();
-    let target = Target {
-        resource_version: fresh.metadata.resource_version.unwrap(),
-        ..target
-    };
+    let current = target(fresh.metadata.resource_version.unwrap());
     let out = exec
-        .delete_all(TargetKind::Job, vec![target], None, "test")
+        .delete_all(TargetKind::Job, vec![current], None, "test")
         .await;
     assert_eq!(out[0].1, Outcome::Deleted);
     bed.cleanup().await;

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
@@ -26,6 +26,7 @@ use crate::api::{
     TargetKind, VERSION,
 };
 use crate::engine::{CompiledPolicy, Evaluation, PolicyError, Snapshot, evaluate, labels_of};
+use crate::oci::{ManifestCache, RegistryClient, credentials_for};
 use crate::refs::RefIndex;
 use crate::status::{self, Readiness, StatusInput, SweepStatus, desired_status};
 use caches::{Cache, Caches, Kind};
@@ -62,6 +63,7 @@ pub struct Options {
     pub metrics_addr: SocketAddr,
     pub debounce: Duration,
     pub page_size: u32,
+    pub registry: RegistryOptions,
 }
 
 fn policy_kinds() -> [Kind; 2] {
@@ -93,6 +95,10 @@ struct PolicyState {
     marks: HashMap<String, Timestamp>,
     sweep_request: Option<String>,
     last_written: Option<Json>,
+    /// OCI: the registry's artifacts as last read, and when.
+    inventory: Option<(Timestamp, Vec<Json>)>,
+    registry: Option<Arc<RegistryClient>>,
+    registry_error: Option<Readiness>,
 }
 
 struct Ctx {
@@ -106,6 +112,27 @@ struct Ctx {
     /// Built-in references: rebuilt only when a referrer cache changed.
     refs: (Vec<(Kind, u64)>, Arc<RefIndex>),
     discovered: HashMap<(String, String), Option<Kind>>,
+    registry: RegistryOptions,
+    manifests: Arc<ManifestCache>,
+}
+
+/// How the controller talks to registries.
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    pub timeout: Duration,
+    pub concurrency: usize,
+    /// How often a registry's inventory is read again between sweeps.
+    pub refresh: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            timeout: Duration::from_secs(10),
+            concurrency: 8,
+            refresh: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Whole seconds: what metav1.Time keeps, so that a status read back equals the one written.
@@ -162,6 +189,8 @@ pub async fn run(client: Client, opts: Options) -> Result<(), ControllerError> {
         states: HashMap::new(),
         refs: (Vec::new(), Arc::new(RefIndex::default())),
         discovered: HashMap::new(),
+        registry: opts.registry.clone(),
+        manifests: Arc::new(ManifestCache::default()),
     };
     for k in policy_kinds() {
         ctx.caches.get(&k);
@@ -321,20 +350,14 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
         }
         None => unreachable!("compiled just above"),
     };
-    if compiled.target == TargetKind::OciArtifact {
-        let r = Readiness {
-            ready: false,
-            reason: status::ready::TARGET_UNAVAILABLE,
-            message: "OCIArtifact policies are evaluated by `retainer check` only: this controller version has no registry client yet".into(),
-        };
-        write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
-        ctx.states.insert(key, state);
-        return;
-    }
-
     // The caches this policy reads; started on first need.
-    let mut needed = vec![target_kind(compiled.target)];
-    if compiled.target == TargetKind::Secret {
+    let oci = compiled.target == TargetKind::OciArtifact;
+    let mut needed = if oci {
+        Vec::new()
+    } else {
+        vec![target_kind(compiled.target)]
+    };
+    if compiled.target != TargetKind::Job {
         needed.extend(Kind::builtin_referrers());
     }
     if compiled.view.is_cluster() && compiled.view.spec.target.namespace_selector.is_some() {
@@ -377,20 +400,6 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
         return;
     }
 
-    let versions: Vec<(Kind, u64)> = caches
-        .iter()
-        .map(|c| (c.kind.clone(), c.version.load(Ordering::Acquire)))
-        .collect();
-    if state.seen != versions || state.evaluation.is_none() {
-        let started = std::time::Instant::now();
-        state.evaluation = Some(evaluate_now(ctx, &compiled, &caches, &custom, now));
-        ctx.metrics
-            .observe_evaluation(&compiled.view, started.elapsed());
-        state.seen = versions;
-    }
-    let eval = state.evaluation.as_ref().expect("evaluated just above");
-    ctx.metrics.set_counts(&compiled.view, eval.summary);
-
     let next = match state.next_sweep {
         Some(t) => t,
         None => {
@@ -401,8 +410,59 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
     };
     let requested = sweep_request(obj);
     let manual = requested.is_some() && requested != state.sweep_request;
+    let sweep_due = now >= next || manual;
+
+    if oci {
+        // A registry has no watch: its inventory is read on a timer, and afresh for a sweep.
+        let stale = sweep_due
+            || state.inventory.as_ref().is_none_or(|(at, _)| {
+                Duration::try_from(now.duration_since(*at)).unwrap_or(Duration::ZERO)
+                    >= ctx.registry.refresh
+            });
+        if stale {
+            match fetch_inventory(ctx, &compiled).await {
+                Ok((client, docs)) => {
+                    state.inventory = Some((now, docs));
+                    state.registry = Some(client);
+                    state.registry_error = None;
+                    state.seen.clear();
+                }
+                Err(r) => {
+                    state.registry_error = Some(r);
+                    state.inventory = None;
+                    state.evaluation = None;
+                }
+            }
+        }
+        if let Some(r) = state.registry_error.clone() {
+            if manual {
+                state.sweep_request = requested;
+            }
+            write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
+            ctx.states.insert(key, state);
+            return;
+        }
+    }
+
+    let versions: Vec<(Kind, u64)> = caches
+        .iter()
+        .map(|c| (c.kind.clone(), c.version.load(Ordering::Acquire)))
+        .collect();
+    if state.seen != versions || state.evaluation.is_none() {
+        let started = std::time::Instant::now();
+        let inventory = state.inventory.as_ref().map(|(_, docs)| docs.as_slice());
+        state.evaluation = Some(evaluate_now(
+            ctx, &compiled, &caches, &custom, inventory, now,
+        ));
+        ctx.metrics
+            .observe_evaluation(&compiled.view, started.elapsed());
+        state.seen = versions;
+    }
+    let eval = state.evaluation.as_ref().expect("evaluated just above");
+    ctx.metrics.set_counts(&compiled.view, eval.summary);
+
     let mut sweep_status = None;
-    if now >= next || manual {
+    if sweep_due {
         state.sweep_request = requested;
         let s = sweep_policy(ctx, &compiled, &mut state, obj, now).await;
         state.next_sweep = compiled.schedule.next_after(now_secs());
@@ -475,20 +535,113 @@ async fn discover(ctx: &mut Ctx, api_version: &str, kind: &str) -> Option<Kind> 
     found
 }
 
+/// Reads the credentials and the registry's inventory; a failure is the Ready condition to show.
+async fn fetch_inventory(
+    ctx: &Ctx,
+    policy: &CompiledPolicy,
+) -> Result<(Arc<RegistryClient>, Vec<Json>), Readiness> {
+    let Some(reg) = policy.view.spec.target.registry.as_ref() else {
+        return Err(Readiness {
+            ready: false,
+            reason: status::ready::INVALID_TARGET,
+            message: "spec.target.registry is required for kind OCIArtifact".into(),
+        });
+    };
+    let host = policy.registry_host.clone().unwrap_or_default();
+    let cred_error = |message: String| Readiness {
+        ready: false,
+        reason: status::ready::CREDENTIALS_ERROR,
+        message,
+    };
+    let creds = match &reg.credentials_secret_ref {
+        None => None,
+        Some(r) => {
+            // A namespaced policy may only use a Secret of its own namespace (the schema forbids
+            // naming another); a cluster policy must name one.
+            let ns = match (&policy.view.namespace, &r.namespace) {
+                (Some(own), _) => own.clone(),
+                (None, Some(ns)) => ns.clone(),
+                (None, None) => {
+                    return Err(cred_error(
+                        "spec.target.registry.credentialsSecretRef.namespace is required on a ClusterRetentionPolicy".into(),
+                    ));
+                }
+            };
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            let secret = match secrets.get_opt(&r.name).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    return Err(cred_error(format!(
+                        "credentials Secret {ns}/{} not found",
+                        r.name
+                    )));
+                }
+                Err(e) => {
+                    return Err(cred_error(format!(
+                        "reading credentials Secret {ns}/{}: {e}",
+                        r.name
+                    )));
+                }
+            };
+            let bytes = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(".dockerconfigjson"))
+                .map(|b| b.0.clone())
+                .ok_or_else(|| {
+                    cred_error(format!(
+                        "credentials Secret {ns}/{}: {}",
+                        r.name,
+                        crate::oci::CredentialsError::MissingKey
+                    ))
+                })?;
+            Some(
+                credentials_for(&bytes, &host)
+                    .map_err(|e| cred_error(format!("credentials Secret {ns}/{}: {e}", r.name)))?,
+            )
+        }
+    };
+    let client =
+        RegistryClient::new(&reg.url, creds, ctx.registry.timeout).map_err(|e| Readiness {
+            ready: false,
+            reason: status::ready::INVALID_TARGET,
+            message: e.to_string(),
+        })?;
+    match crate::oci::inventory(
+        &client,
+        &ctx.manifests,
+        &reg.repositories,
+        ctx.registry.concurrency,
+    )
+    .await
+    {
+        Ok(docs) => Ok((Arc::new(client), docs)),
+        Err(e) if e.is_auth() => Err(cred_error(format!(
+            "registry {host} refused the credentials: {e}"
+        ))),
+        Err(e) => Err(Readiness {
+            ready: false,
+            reason: status::ready::TARGET_UNAVAILABLE,
+            message: e.to_string(),
+        }),
+    }
+}
+
 fn evaluate_now(
     ctx: &mut Ctx,
     policy: &CompiledPolicy,
     caches: &[Arc<Cache>],
     custom: &[Kind],
+    inventory: Option<&[Json]>,
     now: Timestamp,
 ) -> Evaluation {
     let target = target_kind(policy.target);
-    let objects = caches
+    let owned: Vec<Arc<Json>> = caches
         .iter()
         .find(|c| c.kind == target)
         .map(|c| c.snapshot())
         .unwrap_or_default();
-    let refs = if policy.target == TargetKind::Secret {
+    let refs = if policy.target != TargetKind::Job {
         let kinds = Kind::builtin_referrers();
         let versions: Vec<(Kind, u64)> = kinds
             .iter()
@@ -530,8 +683,12 @@ fn evaluate_now(
                 .collect()
         })
         .unwrap_or_default();
+    let objects: Vec<&Json> = match inventory {
+        Some(docs) => docs.iter().collect(),
+        None => owned.iter().map(|o| o.as_ref()).collect(),
+    };
     let snap = Snapshot {
-        objects: objects.iter().map(|o| o.as_ref()).collect(),
+        objects,
         refs: &refs,
         custom_referrers: custom_objs.iter().map(|o| o.as_ref()).collect(),
         namespace_labels: &namespace_labels,
@@ -639,10 +796,17 @@ async fn sweep_policy(
     }
     let key = policy.view.key();
     let propagation = spec.deletion.as_ref().and_then(|d| d.propagation_policy);
-    let outcomes = ctx
-        .executor
-        .delete_all(policy.target, targets, propagation, &key)
-        .await;
+    let outcomes = match (policy.target, state.registry.clone()) {
+        (TargetKind::OciArtifact, Some(registry)) => {
+            ctx.executor.delete_oci(&registry, targets, &key).await
+        }
+        (TargetKind::OciArtifact, None) => Vec::new(),
+        _ => {
+            ctx.executor
+                .delete_all(policy.target, targets, propagation, &key)
+                .await
+        }
+    };
     let (mut deleted, mut failed, mut skipped) = (0i64, 0i64, 0i64);
     let mut first_failure = None;
     for (_, o) in &outcomes {

@@ -15,15 +15,42 @@ use tokio::sync::Mutex;
 use super::caches::{Kind, prune};
 use crate::api::{Deletion, PropagationPolicy as Propagation, TargetKind};
 use crate::engine::{Evaluation, ObjectId, ObjectResult, guard};
+use crate::oci::RegistryClient;
 
 /// One object a sweep will try to delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetId {
+    Kube {
+        namespace: String,
+        name: String,
+        uid: String,
+        resource_version: String,
+    },
+    Oci {
+        repository: String,
+        digest: String,
+        tags: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub resource_version: String,
+    pub id: TargetId,
     pub why: String,
+    /// An artifact that refers to another (signature, SBOM): deleted before its subject.
+    pub is_referrer: bool,
+}
+
+impl Target {
+    /// What grace-period marks are kept by: the uid, or repository@digest.
+    pub fn mark_key(&self) -> String {
+        match &self.id {
+            TargetId::Kube { uid, .. } => uid.clone(),
+            TargetId::Oci {
+                repository, digest, ..
+            } => format!("{repository}@{digest}"),
+        }
+    }
 }
 
 /// What a sweep may do, decided before any request.
@@ -41,21 +68,35 @@ pub enum SweepPlan {
 }
 
 fn target_of(r: &ObjectResult) -> Option<Target> {
-    match &r.id {
+    let id = match &r.id {
         ObjectId::Kube {
             namespace,
             name,
             uid,
             resource_version,
-        } if !uid.is_empty() => Some(Target {
+        } if !uid.is_empty() => TargetId::Kube {
             namespace: namespace.clone(),
             name: name.clone(),
             uid: uid.clone(),
             resource_version: resource_version.clone(),
-            why: r.reason.clone(),
-        }),
-        _ => None,
-    }
+        },
+        ObjectId::Oci {
+            repository,
+            digest,
+            tags,
+        } if !digest.is_empty() => TargetId::Oci {
+            repository: repository.clone(),
+            digest: digest.clone(),
+            tags: tags.clone(),
+        },
+        _ => return None,
+    };
+    let is_referrer = r.reason.starts_with(crate::engine::FOLLOWS_SUBJECT);
+    Some(Target {
+        id,
+        why: r.reason.clone(),
+        is_referrer,
+    })
 }
 
 /// Plans a sweep. `marks` holds when each candidate (by uid) was first seen as one; it is
@@ -86,7 +127,7 @@ pub fn plan_sweep(
     candidates.sort_by_key(|r| (r.created.is_none(), r.created));
     let current: std::collections::HashSet<String> = candidates
         .iter()
-        .filter_map(|r| target_of(r).map(|t| t.uid))
+        .filter_map(|r| target_of(r).map(|t| t.mark_key()))
         .collect();
     marks.retain(|uid, _| current.contains(uid));
     let mut eligible = Vec::new();
@@ -96,7 +137,7 @@ pub fn plan_sweep(
         match grace {
             None => eligible.push(t),
             Some(g) => {
-                let marked = *marks.entry(t.uid.clone()).or_insert(now);
+                let marked = *marks.entry(t.mark_key()).or_insert(now);
                 let g = jiff::SignedDuration::try_from(g).unwrap_or(jiff::SignedDuration::MAX);
                 if marked.checked_add(g).is_ok_and(|due| due <= now) {
                     eligible.push(t);
@@ -112,6 +153,8 @@ pub fn plan_sweep(
         .unwrap_or(usize::MAX);
     let deferred = eligible.len().saturating_sub(cap);
     eligible.truncate(cap);
+    // Referrers before their subjects: a registry may refuse or orphan them otherwise.
+    eligible.sort_by_key(|t| !t.is_referrer);
     SweepPlan::Proceed {
         targets: eligible,
         deferred,
@@ -189,27 +232,36 @@ impl Executor {
         };
         futures::stream::iter(targets)
             .map(|t| {
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(self.client.clone(), &t.namespace, &resource);
                 let limiter = self.limiter.clone();
                 let propagation = propagation.clone();
+                let client = self.client.clone();
+                let resource = resource.clone();
                 async move {
-                    let outcome = delete_one(&api, kind, &t, propagation, &limiter).await;
-                    match &outcome {
-                        Outcome::Deleted => tracing::info!(
-                            target: "retainer::audit",
-                            policy = policy_key, kind = kind.as_str(), namespace = %t.namespace,
-                            name = %t.name, uid = %t.uid, why = %t.why, "deleted"
-                        ),
-                        Outcome::Skipped(reason) => tracing::info!(
-                            policy = policy_key, kind = kind.as_str(), namespace = %t.namespace,
-                            name = %t.name, reason = %reason, "skipped"
-                        ),
-                        Outcome::Failed(error) => tracing::warn!(
-                            policy = policy_key, kind = kind.as_str(), namespace = %t.namespace,
-                            name = %t.name, error = %error, "delete failed"
-                        ),
-                    }
+                    let TargetId::Kube {
+                        namespace,
+                        name,
+                        uid,
+                        resource_version,
+                    } = &t.id
+                    else {
+                        return (
+                            t.clone(),
+                            Outcome::Skipped("not a Kubernetes object".into()),
+                        );
+                    };
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(client, namespace, &resource);
+                    let outcome = delete_one(
+                        &api,
+                        kind,
+                        name,
+                        uid,
+                        resource_version,
+                        propagation,
+                        &limiter,
+                    )
+                    .await;
+                    audit(policy_key, kind, &t, &outcome);
                     (t, outcome)
                 }
             })
@@ -217,25 +269,116 @@ impl Executor {
             .collect()
             .await
     }
+
+    /// Deletes OCI artifacts by digest, referrers first: each digest is checked to exist and to
+    /// carry the tags it was evaluated with, then deleted.
+    pub async fn delete_oci(
+        &self,
+        registry: &RegistryClient,
+        targets: Vec<Target>,
+        policy_key: &str,
+    ) -> Vec<(Target, Outcome)> {
+        let (referrers, others): (Vec<Target>, Vec<Target>) =
+            targets.into_iter().partition(|t| t.is_referrer);
+        let mut out = Vec::new();
+        for batch in [referrers, others] {
+            let done: Vec<(Target, Outcome)> = futures::stream::iter(batch)
+                .map(|t| async move {
+                    let outcome = delete_artifact(registry, &t, &self.limiter).await;
+                    audit(policy_key, TargetKind::OciArtifact, &t, &outcome);
+                    (t, outcome)
+                })
+                .buffer_unordered(self.concurrency.max(1))
+                .collect()
+                .await;
+            out.extend(done);
+        }
+        out
+    }
+}
+
+fn audit(policy_key: &str, kind: TargetKind, t: &Target, outcome: &Outcome) {
+    let (namespace, name, uid) = match &t.id {
+        TargetId::Kube {
+            namespace,
+            name,
+            uid,
+            ..
+        } => (namespace.clone(), name.clone(), uid.clone()),
+        TargetId::Oci {
+            repository, digest, ..
+        } => (
+            String::new(),
+            format!("{repository}@{digest}"),
+            digest.clone(),
+        ),
+    };
+    match outcome {
+        Outcome::Deleted => tracing::info!(
+            target: "retainer::audit",
+            policy = policy_key, kind = kind.as_str(), namespace = %namespace,
+            name = %name, uid = %uid, why = %t.why, "deleted"
+        ),
+        Outcome::Skipped(reason) => tracing::info!(
+            policy = policy_key, kind = kind.as_str(), namespace = %namespace,
+            name = %name, reason = %reason, "skipped"
+        ),
+        Outcome::Failed(error) => tracing::warn!(
+            policy = policy_key, kind = kind.as_str(), namespace = %namespace,
+            name = %name, error = %error, "delete failed"
+        ),
+    }
+}
+
+async fn delete_artifact(registry: &RegistryClient, t: &Target, limiter: &RateLimiter) -> Outcome {
+    let TargetId::Oci {
+        repository,
+        digest,
+        tags,
+    } = &t.id
+    else {
+        return Outcome::Skipped("not an OCI artifact".into());
+    };
+    limiter.wait().await;
+    match registry.resolve(repository, digest).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Outcome::Skipped("already gone".into()),
+        Err(e) => return Outcome::Failed(e.to_string()),
+    }
+    for tag in tags {
+        limiter.wait().await;
+        match registry.resolve(repository, tag).await {
+            Ok(Some(d)) if &d == digest => {}
+            Ok(_) => return Outcome::Skipped(format!("tag {tag} moved since it was evaluated")),
+            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+    }
+    limiter.wait().await;
+    match registry.delete(repository, digest).await {
+        Ok(()) => Outcome::Deleted,
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
 }
 
 async fn delete_one(
     api: &Api<DynamicObject>,
     kind: TargetKind,
-    t: &Target,
+    name: &str,
+    uid: &str,
+    resource_version: &str,
     propagation: PropagationPolicy,
     limiter: &RateLimiter,
 ) -> Outcome {
     limiter.wait().await;
-    let fresh = match api.get_opt(&t.name).await {
+    let fresh = match api.get_opt(name).await {
         Ok(Some(o)) => o,
         Ok(None) => return Outcome::Skipped("already gone".into()),
         Err(e) => return Outcome::Failed(format!("reading before delete: {e}")),
     };
-    if fresh.metadata.uid.as_deref() != Some(t.uid.as_str()) {
+    if fresh.metadata.uid.as_deref() != Some(uid) {
         return Outcome::Skipped("replaced by a new object of the same name".into());
     }
-    if fresh.metadata.resource_version.as_deref() != Some(t.resource_version.as_str()) {
+    if fresh.metadata.resource_version.as_deref() != Some(resource_version) {
         return Outcome::Skipped("changed since it was evaluated".into());
     }
     let mut json = serde_json::to_value(&fresh).unwrap_or(Json::Null);
@@ -247,12 +390,12 @@ async fn delete_one(
     let dp = DeleteParams {
         propagation_policy: Some(propagation),
         preconditions: Some(Preconditions {
-            uid: Some(t.uid.clone()),
-            resource_version: Some(t.resource_version.clone()),
+            uid: Some(uid.to_string()),
+            resource_version: Some(resource_version.to_string()),
         }),
         ..DeleteParams::default()
     };
-    match api.delete(&t.name, &dp).await {
+    match api.delete(name, &dp).await {
         Ok(_) => Outcome::Deleted,
         Err(kube::Error::Api(s)) if s.code == 404 => Outcome::Skipped("already gone".into()),
         // The preconditions failed: the object changed between the read and the delete.
@@ -304,7 +447,13 @@ mod tests {
 
     fn names(plan: &SweepPlan) -> Vec<String> {
         match plan {
-            SweepPlan::Proceed { targets, .. } => targets.iter().map(|t| t.name.clone()).collect(),
+            SweepPlan::Proceed { targets, .. } => targets
+                .iter()
+                .map(|t| match &t.id {
+                    TargetId::Kube { name, .. } => name.clone(),
+                    TargetId::Oci { digest, .. } => digest.clone(),
+                })
+                .collect(),
             SweepPlan::Blocked { .. } => vec!["blocked".into()],
         }
     }

@@ -772,6 +772,9 @@ pub fn evaluate(policy: &CompiledPolicy, snap: &Snapshot<'_>) -> Evaluation {
     Evaluation { summary, results }
 }
 
+/// How the reason of a referrer deleted with its subject begins.
+pub const FOLLOWS_SUBJECT: &str = "goes with its subject";
+
 /// OCI's structural guards: a manifest a kept index lists is kept; an artifact with a subject
 /// (signature, SBOM) is never a candidate itself and follows its subject.
 fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
@@ -839,7 +842,7 @@ fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
         let (verdict, reason) = match outcome {
             Some(s) if results[s].verdict == Verdict::Delete => (
                 Verdict::Delete,
-                format!("goes with its subject {}, which is deleted", digest_of(s)),
+                format!("{FOLLOWS_SUBJECT} {}, which is deleted", digest_of(s)),
             ),
             Some(s) => (
                 Verdict::Keep,

@@ -4,12 +4,16 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::{Api, Client, Config};
 use rand::Rng;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const HOW: &str = "these tests need the test bed: run `make test`, or `scripts/testbed.sh up && eval \"$(scripts/testbed.sh env)\"` (which sets RETAINER_E2E=1 and KUBECONFIG); to use another cluster, set KUBECONFIG and RETAINER_E2E=1 yourself";
@@ -96,6 +100,27 @@ pub async fn push_image(
     created: &str,
     subject: Option<(&str, usize)>,
 ) -> String {
+    push_image_as(registry, None, repo, tag, seed, created, subject).await
+}
+
+/// A reqwest request with basic auth when credentials are given.
+fn authed(rb: reqwest::RequestBuilder, auth: Option<(&str, &str)>) -> reqwest::RequestBuilder {
+    match auth {
+        Some((u, p)) => rb.basic_auth(u, Some(p)),
+        None => rb,
+    }
+}
+
+/// `push_image` with optional basic auth.
+pub async fn push_image_as(
+    registry: &str,
+    auth: Option<(&str, &str)>,
+    repo: &str,
+    tag: &str,
+    seed: &str,
+    created: &str,
+    subject: Option<(&str, usize)>,
+) -> String {
     let http = reqwest::Client::new();
     let base = format!("http://{registry}/v2/{repo}");
     let config = serde_json::to_vec(&serde_json::json!({
@@ -106,8 +131,7 @@ pub async fn push_image(
     let layer = format!("layer {seed}").into_bytes();
     for blob in [&config, &layer] {
         let digest = sha256(blob);
-        let resp = http
-            .post(format!("{base}/blobs/uploads/"))
+        let resp = authed(http.post(format!("{base}/blobs/uploads/")), auth)
             .send()
             .await
             .expect("start upload");
@@ -129,8 +153,7 @@ pub async fn push_image(
             format!("http://{registry}{location}")
         };
         let sep = if url.contains('?') { '&' } else { '?' };
-        let resp = http
-            .put(format!("{url}{sep}digest={digest}"))
+        let resp = authed(http.put(format!("{url}{sep}digest={digest}")), auth)
             .header("content-type", "application/octet-stream")
             .body(blob.clone())
             .send()
@@ -161,8 +184,7 @@ pub async fn push_image(
     } else {
         tag.to_string()
     };
-    let resp = http
-        .put(format!("{base}/manifests/{reference}"))
+    let resp = authed(http.put(format!("{base}/manifests/{reference}")), auth)
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(body)
         .send()
@@ -201,3 +223,200 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub const SECOND: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------------
+// A controller shared by the tests of one test binary, and policy helpers.
+
+static CONTROLLER: OnceLock<()> = OnceLock::new();
+
+/// Starts the shared controller once, on its own thread and runtime.
+pub fn controller() {
+    CONTROLLER.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async {
+                let client = kube::Client::try_default().await.expect("client");
+                let opts = retainer::controller::Options {
+                    leader_elect: false,
+                    lease_namespace: "default".into(),
+                    lease_name: "unused".into(),
+                    identity: "tests".into(),
+                    lease_duration: Duration::from_secs(15),
+                    delete_concurrency: 4,
+                    delete_qps: 0.0,
+                    metrics_addr: "127.0.0.1:0".parse().unwrap(),
+                    debounce: Duration::from_millis(200),
+                    page_size: 100,
+                    // Short, so that the unreachable-registry tests finish quickly.
+                    registry: retainer::controller::RegistryOptions {
+                        timeout: Duration::from_secs(2),
+                        ..Default::default()
+                    },
+                };
+                if let Err(e) = retainer::controller::run(client, opts).await {
+                    panic!("controller stopped: {e}");
+                }
+            });
+        });
+    });
+}
+
+pub async fn install_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let docs: Vec<CustomResourceDefinition> =
+        serde_saphyr::from_multiple(&retainer::api::crds_yaml()).unwrap();
+    for crd in docs {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("retainer-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        wait_for("CRD established", Duration::from_secs(30), || async {
+            let c = crds.get(&name).await.ok()?;
+            c.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+pub async fn setup(prefix: &str) -> Bed {
+    let bed = Bed::new(prefix).await;
+    install_crds(&bed.client).await;
+    controller();
+    bed
+}
+
+pub fn policies(bed: &Bed) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("retainer.dev", "v1alpha1", "RetentionPolicy");
+    Api::namespaced_with(bed.client.clone(), &bed.ns, &ApiResource::from_gvk(&gvk))
+}
+
+pub async fn apply_policy(bed: &Bed, name: &str, spec: Value) {
+    let obj = json!({"apiVersion": "retainer.dev/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": name}, "spec": spec});
+    policies(bed)
+        .patch(
+            name,
+            &PatchParams::apply("retainer-tests").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .expect("apply policy");
+}
+
+/// Asks for a sweep and waits for its outcome in status; returns the Swept condition.
+pub async fn sweep(bed: &Bed, name: &str) -> Value {
+    let api = policies(bed);
+    let before = api.get(name).await.unwrap().data["status"]["lastSweep"]["completionTime"].clone();
+    let before_swept = swept_condition(&api.get(name).await.unwrap().data);
+    let token = unique("t");
+    let patch = json!({"metadata": {"annotations": {"retainer.dev/sweep-requested": token}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for(
+        &format!("a sweep of {name}"),
+        Duration::from_secs(30),
+        || async {
+            let p = api.get(name).await.ok()?;
+            let swept = swept_condition(&p.data);
+            let done = p.data["status"]["lastSweep"]["completionTime"] != before
+                || (swept.is_some() && swept != before_swept);
+            // Suspended sweeps leave no record: the condition says it.
+            let suspended = swept.as_ref().is_some_and(|c| c["reason"] == "Suspended");
+            (done || suspended).then(|| swept.unwrap_or(Value::Null))
+        },
+    )
+    .await
+}
+
+pub fn swept_condition(p: &Value) -> Option<Value> {
+    p["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Swept")
+        .cloned()
+}
+
+pub async fn ready(bed: &Bed, name: &str) -> Value {
+    let api = policies(bed);
+    wait_for(
+        &format!("{name} to report Ready"),
+        Duration::from_secs(30),
+        || async {
+            let p = api.get(name).await.ok()?;
+            let generation = p.metadata.generation;
+            let c = p.data["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            (c["observedGeneration"].as_i64() == generation).then_some(p.data)
+        },
+    )
+    .await
+}
+
+/// Waits until the policy's summary shows `governed` objects, then returns status.
+pub async fn summary(bed: &Bed, name: &str, governed: i64) -> Value {
+    let api = policies(bed);
+    wait_for(
+        &format!("{name} to govern {governed}"),
+        Duration::from_secs(30),
+        || async {
+            let p = api.get(name).await.ok()?;
+            (p.data["status"]["summary"]["governed"].as_i64() == Some(governed))
+                .then(|| p.data["status"].clone())
+        },
+    )
+    .await
+}
+
+/// Pushes a manifest document as is (an index, say) under `tag`; returns its digest.
+pub async fn push_manifest(
+    registry: &str,
+    repo: &str,
+    tag: &str,
+    media_type: &str,
+    body: &serde_json::Value,
+) -> String {
+    let bytes = serde_json::to_vec(body).expect("json");
+    let digest = sha256(&bytes);
+    let resp = reqwest::Client::new()
+        .put(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", media_type)
+        .body(bytes)
+        .send()
+        .await
+        .expect("put manifest");
+    assert!(
+        resp.status().is_success(),
+        "put manifest: {} {}",
+        resp.status(),
+        resp.text().await.unwrap_or_default()
+    );
+    digest
+}
+
+/// Whether a manifest digest still exists.
+pub async fn exists(registry: &str, repo: &str, digest: &str, auth: Option<(&str, &str)>) -> bool {
+    let rb = reqwest::Client::new()
+        .head(format!("http://{registry}/v2/{repo}/manifests/{digest}"))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        );
+    authed(rb, auth)
+        .send()
+        .await
+        .expect("head")
+        .status()
+        .is_success()
+}

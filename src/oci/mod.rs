@@ -1,0 +1,9 @@
+//! OCI registries: credentials, a distribution-API client, and the inventory a policy governs.
+
+pub mod auth;
+pub mod client;
+pub mod inventory;
+
+pub use auth::{Credentials, CredentialsError, credentials_for};
+pub use client::{RegistryClient, RegistryError};
+pub use inventory::{ManifestCache, inventory};
