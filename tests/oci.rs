@@ -139,6 +139,24 @@ async fn semver_mark_and_sweep(which: &str, fallback_index: bool) {
         listed.contains(&digests["1.9.1"].as_str()) && listed.contains(&sig.as_str()),
         "{st}"
     );
+    // `plan` reads the same registry and agrees, deleting nothing.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_retainer"))
+        .args(["plan", "images", "-n", &bed.ns, "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        plan["summary"]["candidates"], st["summary"]["candidates"],
+        "{plan}"
+    );
+    assert!(exists(&reg, &repo, &digests["1.9.1"], None).await);
+
     let swept = sweep(&bed, "images").await;
     assert_eq!(swept["reason"], "Completed", "{swept}");
     let mut left = tags(&reg, &repo).await;

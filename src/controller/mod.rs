@@ -420,7 +420,7 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
                     >= ctx.registry.refresh
             });
         if stale {
-            match fetch_inventory(ctx, &compiled).await {
+            match fetch_inventory(&ctx.client, &ctx.registry, &ctx.manifests, &compiled).await {
                 Ok((client, docs)) => {
                     state.inventory = Some((now, docs));
                     state.registry = Some(client);
@@ -536,8 +536,10 @@ async fn discover(ctx: &mut Ctx, api_version: &str, kind: &str) -> Option<Kind> 
 }
 
 /// Reads the credentials and the registry's inventory; a failure is the Ready condition to show.
-async fn fetch_inventory(
-    ctx: &Ctx,
+pub async fn fetch_inventory(
+    kube: &Client,
+    opts: &RegistryOptions,
+    manifests: &ManifestCache,
     policy: &CompiledPolicy,
 ) -> Result<(Arc<RegistryClient>, Vec<Json>), Readiness> {
     let Some(reg) = policy.view.spec.target.registry.as_ref() else {
@@ -567,7 +569,7 @@ async fn fetch_inventory(
                     ));
                 }
             };
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);
             let secret = match secrets.get_opt(&r.name).await {
                 Ok(Some(s)) => s,
                 Ok(None) => {
@@ -601,20 +603,12 @@ async fn fetch_inventory(
             )
         }
     };
-    let client =
-        RegistryClient::new(&reg.url, creds, ctx.registry.timeout).map_err(|e| Readiness {
-            ready: false,
-            reason: status::ready::INVALID_TARGET,
-            message: e.to_string(),
-        })?;
-    match crate::oci::inventory(
-        &client,
-        &ctx.manifests,
-        &reg.repositories,
-        ctx.registry.concurrency,
-    )
-    .await
-    {
+    let client = RegistryClient::new(&reg.url, creds, opts.timeout).map_err(|e| Readiness {
+        ready: false,
+        reason: status::ready::INVALID_TARGET,
+        message: e.to_string(),
+    })?;
+    match crate::oci::inventory(&client, manifests, &reg.repositories, opts.concurrency).await {
         Ok(docs) => Ok((Arc::new(client), docs)),
         Err(e) if e.is_auth() => Err(cred_error(format!(
             "registry {host} refused the credentials: {e}"

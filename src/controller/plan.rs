@@ -18,10 +18,11 @@ pub enum PlanError {
     List { plural: String, source: kube::Error },
     #[error("the policy is not valid: {0}")]
     Invalid(#[from] PolicyError),
-    #[error(
-        "OCIArtifact policies need registry access, which this version only has in `retainer check`"
-    )]
-    Oci,
+    #[error("{reason}: {message}")]
+    Registry {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// Reads a policy by name: a RetentionPolicy in `namespace`, or a ClusterRetentionPolicy when
@@ -89,8 +90,24 @@ pub async fn plan(
     let mut objects = match policy.target {
         TargetKind::Job => list(client, &Kind::jobs(), scope.as_deref()).await?,
         TargetKind::Secret => list(client, &Kind::secrets(), scope.as_deref()).await?,
-        TargetKind::OciArtifact => return Err(PlanError::Oci),
+        TargetKind::OciArtifact => {
+            let opts = super::RegistryOptions::default();
+            let cache = crate::oci::ManifestCache::default();
+            super::fetch_inventory(client, &opts, &cache, &policy)
+                .await
+                .map(|(_, docs)| docs)
+                .map_err(|r| PlanError::Registry {
+                    reason: r.reason,
+                    message: r.message,
+                })?
+        }
     };
+    if policy.target == TargetKind::OciArtifact {
+        // The mark uses references from every namespace.
+        for k in Kind::builtin_referrers() {
+            objects.extend(list(client, &k, None).await?);
+        }
+    }
     if policy.target == TargetKind::Secret {
         for k in Kind::builtin_referrers() {
             objects.extend(list(client, &k, scope.as_deref()).await?);
