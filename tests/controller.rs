@@ -17,37 +17,6 @@ use retainer::controller::sweep::{Executor, Outcome, RateLimiter, Target, Target
 use serde_json::{Value, json};
 use support::*;
 
-async fn job(bed: &Bed, name: &str, labels: Value, state: &str) {
-    let jobs: Api<Job> = Api::namespaced(bed.client.clone(), &bed.ns);
-    let j: Job = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}})).unwrap();
-    jobs.create(&PostParams::default(), &j).await.unwrap();
-    if state == "running" {
-        return;
-    }
-    let now = jiff::Timestamp::now().to_string();
-    let pp = PatchParams::default();
-    jobs.patch_status(
-        name,
-        &pp,
-        &Patch::Merge(json!({"status": {"startTime": now}})),
-    )
-    .await
-    .unwrap();
-    let status = if state == "succeeded" {
-        json!({"status": {"completionTime": now, "succeeded": 1, "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now}]}})
-    } else {
-        json!({"status": {"failed": 1, "conditions": [
-            {"type": "FailureTarget", "status": "True", "lastTransitionTime": now},
-            {"type": "Failed", "status": "True", "lastTransitionTime": now}]}})
-    };
-    jobs.patch_status(name, &pp, &Patch::Merge(status))
-        .await
-        .unwrap();
-}
-
 async fn job_names(bed: &Bed) -> Vec<String> {
     let jobs: Api<Job> = Api::namespaced(bed.client.clone(), &bed.ns);
     let mut names: Vec<String> = jobs

@@ -3,39 +3,10 @@
 
 mod support;
 
-use std::time::Duration;
-
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
 use support::*;
-
-async fn install_crds(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let docs: Vec<CustomResourceDefinition> =
-        serde_saphyr::from_multiple(&retainer::api::crds_yaml()).expect("CRDs parse");
-    let pp = PatchParams::apply("retainer-tests").force();
-    for crd in docs {
-        let name = crd.metadata.name.clone().expect("named CRD");
-        crds.patch(&name, &pp, &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("applying {name}: {e}"));
-        wait_for(
-            &format!("{name} to be Established"),
-            Duration::from_secs(30),
-            || async {
-                let c = crds.get(&name).await.ok()?;
-                c.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            },
-        )
-        .await;
-    }
-}
 
 fn rp_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("retainer.dev", "v1alpha1", "RetentionPolicy");

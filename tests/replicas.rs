@@ -73,32 +73,6 @@ async fn metrics_addr(r: &Replica) -> String {
     .await
 }
 
-async fn finished_job(jobs: &Api<Job>, name: &str) {
-    let j: Job = serde_json::from_value(json!({"metadata": {"name": name},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}})).unwrap();
-    jobs.create(&PostParams::default(), &j).await.unwrap();
-    let now = jiff::Timestamp::now().to_string();
-    let pp = PatchParams::default();
-    jobs.patch_status(
-        name,
-        &pp,
-        &Patch::Merge(json!({"status": {"startTime": now}})),
-    )
-    .await
-    .unwrap();
-    jobs.patch_status(
-        name,
-        &pp,
-        &Patch::Merge(
-            json!({"status": {"completionTime": now, "succeeded": 1, "conditions": [
-        {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-        {"type": "Complete", "status": "True", "lastTransitionTime": now}]}}),
-        ),
-    )
-    .await
-    .unwrap();
-}
-
 async fn remaining(jobs: &Api<Job>) -> usize {
     jobs.list(&ListParams::default())
         .await
@@ -119,21 +93,7 @@ async fn request_sweep(api: &Api<DynamicObject>, name: &str) {
 #[tokio::test]
 async fn two_replicas_one_sweeps_and_the_other_takes_over() {
     let bed = Bed::new("replicas").await;
-    let crds = retainer::api::crds_yaml();
-    let docs: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        serde_saphyr::from_multiple(&crds).unwrap();
-    let crd_api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(bed.client.clone());
-    for crd in docs {
-        let name = crd.metadata.name.clone().unwrap();
-        crd_api
-            .patch(
-                &name,
-                &PatchParams::apply("retainer-tests").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap();
-    }
+    install_crds(&bed.client).await;
     let dir = std::env::temp_dir().join(unique("retainer-replicas-"));
     std::fs::create_dir_all(&dir).unwrap();
     let lease_name = unique("lease-");
@@ -148,7 +108,7 @@ async fn two_replicas_one_sweeps_and_the_other_takes_over() {
 
     let jobs: Api<Job> = Api::namespaced(bed.client.clone(), &bed.ns);
     for i in 0..3 {
-        finished_job(&jobs, &format!("first-{i}")).await;
+        job(&bed, &format!("first-{i}"), json!({}), "succeeded").await;
     }
     let gvk = GroupVersionKind::gvk("retainer.dev", "v1alpha1", "RetentionPolicy");
     let policies: Api<DynamicObject> =
@@ -256,7 +216,7 @@ async fn two_replicas_one_sweeps_and_the_other_takes_over() {
         killed_at.elapsed()
     );
     for i in 0..2 {
-        finished_job(&jobs, &format!("second-{i}")).await;
+        job(&bed, &format!("second-{i}"), json!({}), "succeeded").await;
     }
     wait_for(
         "the new leader's status",
@@ -284,7 +244,7 @@ async fn two_replicas_one_sweeps_and_the_other_takes_over() {
 async fn plan_shows_verdicts_without_changing_anything() {
     let bed = Bed::new("plan").await;
     let jobs: Api<Job> = Api::namespaced(bed.client.clone(), &bed.ns);
-    finished_job(&jobs, "done").await;
+    job(&bed, "done", json!({}), "succeeded").await;
     let running: Job = serde_json::from_value(json!({"metadata": {"name": "running"},
         "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}})).unwrap();
     jobs.create(&PostParams::default(), &running).await.unwrap();

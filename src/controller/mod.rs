@@ -739,13 +739,7 @@ async fn sweep_policy(
                 ok: false,
                 reason: status::swept::BLOCKED,
                 message,
-                record: Some(SweepRecord {
-                    start_time: Some(time(now)),
-                    completion_time: Some(time(now_secs())),
-                    deleted: 0,
-                    failed: 0,
-                    skipped: 0,
-                }),
+                record: Some(record(now, 0, 0, 0)),
             };
         }
         SweepPlan::Proceed {
@@ -779,13 +773,7 @@ async fn sweep_policy(
             ok: true,
             reason: status::swept::DRY_RUN,
             message,
-            record: Some(SweepRecord {
-                start_time: Some(time(now)),
-                completion_time: Some(time(now_secs())),
-                deleted: 0,
-                failed: 0,
-                skipped: 0,
-            }),
+            record: Some(record(now, 0, 0, 0)),
         };
     }
     let key = policy.view.key();
@@ -845,13 +833,18 @@ async fn sweep_policy(
         ok,
         reason,
         message,
-        record: Some(SweepRecord {
-            start_time: Some(time(now)),
-            completion_time: Some(time(now_secs())),
-            deleted,
-            failed,
-            skipped,
-        }),
+        record: Some(record(now, deleted, failed, skipped)),
+    }
+}
+
+/// A sweep that started at `start` and ends now.
+fn record(start: Timestamp, deleted: i64, failed: i64, skipped: i64) -> SweepRecord {
+    SweepRecord {
+        start_time: Some(time(start)),
+        completion_time: Some(time(now_secs())),
+        deleted,
+        failed,
+        skipped,
     }
 }
 

@@ -389,6 +389,26 @@ impl RegistryClient {
         .await
     }
 
+    /// Sends a request for which 404 means "not there": None.
+    async fn optional(
+        &self,
+        action: &str,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        scope: &str,
+    ) -> Result<Option<Response>, RegistryError> {
+        let url = self.url(path);
+        let resp = self.send(action, method, &url, accept, scope).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(Self::http_error(action, resp).await);
+        }
+        Ok(Some(resp))
+    }
+
     /// The digest a tag (or digest) points at, by HEAD; None when it does not exist.
     pub async fn resolve(
         &self,
@@ -397,22 +417,19 @@ impl RegistryClient {
     ) -> Result<Option<String>, RegistryError> {
         let action = format!("resolving {repo}:{reference}");
         self.counts.manifest_heads.fetch_add(1, Ordering::Relaxed);
-        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let resp = self
-            .send(
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let Some(resp) = self
+            .optional(
                 &action,
                 Method::HEAD,
-                &url,
+                &path,
                 Some(MANIFEST_TYPES),
                 &pull(repo),
             )
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+            .await?
+        else {
             return Ok(None);
-        }
-        if !resp.status().is_success() {
-            return Err(Self::http_error(&action, resp).await);
-        }
+        };
         match resp
             .headers()
             .get("docker-content-digest")
@@ -431,22 +448,19 @@ impl RegistryClient {
     ) -> Result<Option<Fetched>, RegistryError> {
         let action = format!("fetching manifest {repo}@{reference}");
         self.counts.manifest_gets.fetch_add(1, Ordering::Relaxed);
-        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let resp = self
-            .send(
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let Some(resp) = self
+            .optional(
                 &action,
                 Method::GET,
-                &url,
+                &path,
                 Some(MANIFEST_TYPES),
                 &pull(repo),
             )
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+            .await?
+        else {
             return Ok(None);
-        }
-        if !resp.status().is_success() {
-            return Err(Self::http_error(&action, resp).await);
-        }
+        };
         let media_type = resp
             .headers()
             .get("content-type")
@@ -481,16 +495,13 @@ impl RegistryClient {
     pub async fn blob_json(&self, repo: &str, digest: &str) -> Result<Option<Json>, RegistryError> {
         let action = format!("fetching blob {repo}@{digest}");
         self.counts.blob_gets.fetch_add(1, Ordering::Relaxed);
-        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
-        let resp = self
-            .send(&action, Method::GET, &url, None, &pull(repo))
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let Some(resp) = self
+            .optional(&action, Method::GET, &path, None, &pull(repo))
+            .await?
+        else {
             return Ok(None);
-        }
-        if !resp.status().is_success() {
-            return Err(Self::http_error(&action, resp).await);
-        }
+        };
         let body = resp
             .bytes()
             .await

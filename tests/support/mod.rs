@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
@@ -419,4 +420,37 @@ pub async fn exists(registry: &str, repo: &str, digest: &str, auth: Option<(&str
         .expect("head")
         .status()
         .is_success()
+}
+
+/// Creates a Job and, unless `state` is "running", marks it succeeded or failed through the
+/// status subresource in the order the API server's validation demands (no job controller runs).
+pub async fn job(bed: &Bed, name: &str, labels: Value, state: &str) {
+    let jobs: Api<Job> = Api::namespaced(bed.client.clone(), &bed.ns);
+    let j: Job = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}})).unwrap();
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    if state == "running" {
+        return;
+    }
+    let now = jiff::Timestamp::now().to_string();
+    let pp = PatchParams::default();
+    jobs.patch_status(
+        name,
+        &pp,
+        &Patch::Merge(json!({"status": {"startTime": now}})),
+    )
+    .await
+    .unwrap();
+    let status = if state == "succeeded" {
+        json!({"status": {"completionTime": now, "succeeded": 1, "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
+            {"type": "Complete", "status": "True", "lastTransitionTime": now}]}})
+    } else {
+        json!({"status": {"failed": 1, "conditions": [
+            {"type": "FailureTarget", "status": "True", "lastTransitionTime": now},
+            {"type": "Failed", "status": "True", "lastTransitionTime": now}]}})
+    };
+    jobs.patch_status(name, &pp, &Patch::Merge(status))
+        .await
+        .unwrap();
 }
