@@ -205,14 +205,7 @@ async fn invalid_expression_is_ready_false_and_deletes_nothing() {
         json!({"target": {"kind": "Job"}, "keep": "rank < ", "schedule": "0 0 29 2 *"}),
     )
     .await;
-    let p = ready(&bed, "bad").await;
-    let c = p["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let c = ready_condition(&bed, "bad").await;
     assert_eq!(c["status"], "False");
     assert_eq!(c["reason"], "InvalidExpression");
     assert!(
@@ -228,14 +221,7 @@ async fn invalid_expression_is_ready_false_and_deletes_nothing() {
         json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "61 * * * *"}),
     )
     .await;
-    let p = ready(&bed, "bad-cron").await;
-    let c = p["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let c = ready_condition(&bed, "bad-cron").await;
     assert_eq!(c["reason"], "InvalidSchedule");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(job_names(&bed).await.len(), 1);

@@ -232,14 +232,7 @@ async fn basic_auth_with_credentials_from_a_secret() {
         "orderBy": "semver(object.tags[0])", "keep": "rank < 1", "schedule": "0 0 29 2 *"})
     };
     apply_policy(&bed, "wrong", spec("wrongcred")).await;
-    let p = ready(&bed, "wrong").await;
-    let c = p["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let c = ready_condition(&bed, "wrong").await;
     assert_eq!(
         (c["status"].as_str(), c["reason"].as_str()),
         (Some("False"), Some("CredentialsError")),
@@ -251,14 +244,7 @@ async fn basic_auth_with_credentials_from_a_secret() {
         "{c}"
     );
     apply_policy(&bed, "missing", spec("no-such-secret")).await;
-    let p = ready(&bed, "missing").await;
-    let c = p["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let c = ready_condition(&bed, "missing").await;
     assert_eq!(c["reason"], "CredentialsError");
     assert!(c["message"].as_str().unwrap().contains("not found"), "{c}");
 
@@ -311,22 +297,16 @@ async fn failing_registries_delete_nothing_and_say_why() {
         let name = format!("broken-{mode}");
         apply_policy(&bed, &name, json!({"target": {"kind": "OCIArtifact", "registry": {"url": format!("http://{reg}"), "repositories": ["app"]}},
             "keep": "false", "schedule": "0 0 29 2 *"})).await;
-        let p = ready(&bed, &name).await;
-        let c = p["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "Ready")
-            .unwrap()
-            .clone();
+        let c = ready_condition(&bed, &name).await;
         assert_eq!(
             (c["status"].as_str(), c["reason"].as_str()),
             (Some("False"), Some("TargetUnavailable")),
             "{c}"
         );
         assert!(c["message"].as_str().unwrap().contains(want), "{mode}: {c}");
+        let p = policies(&bed).get(&name).await.unwrap();
         assert!(
-            p["status"]["lastSweep"].is_null(),
+            p.data["status"]["lastSweep"].is_null(),
             "no sweep against a failing registry"
         );
     }

@@ -454,3 +454,13 @@ pub async fn job(bed: &Bed, name: &str, labels: Value, state: &str) {
         .await
         .unwrap();
 }
+
+/// The Ready condition of a policy, once it describes the current generation.
+pub async fn ready_condition(bed: &Bed, name: &str) -> Value {
+    let p = ready(bed, name).await;
+    p["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .expect("ready() waited for a Ready condition")
+}
