@@ -140,17 +140,7 @@ async fn semver_mark_and_sweep(which: &str, fallback_index: bool) {
         "{st}"
     );
     // `plan` reads the same registry and agrees, deleting nothing.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_retainer"))
-        .args(["plan", "images", "-n", &bed.ns, "-o", "json"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = plan_json(&["images", "-n", &bed.ns]).await;
     assert_eq!(
         plan["summary"]["candidates"], st["summary"]["candidates"],
         "{plan}"

@@ -252,17 +252,7 @@ async fn plan_shows_verdicts_without_changing_anything() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("policy.yaml");
     std::fs::write(&file, format!("apiVersion: retainer.dev/v1alpha1\nkind: RetentionPolicy\nmetadata: {{name: p, namespace: {}}}\nspec:\n  target: {{kind: Job}}\n  keep: \"false\"\n  schedule: \"@daily\"\n", bed.ns)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_retainer"))
-        .args(["plan", "-f", file.to_str().unwrap(), "-o", "json"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = plan_json(&["-f", file.to_str().unwrap()]).await;
     assert_eq!(
         v["summary"],
         json!({"governed": 2, "kept": 1, "candidates": 1, "errors": 0})

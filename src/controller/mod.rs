@@ -313,18 +313,6 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
         .to_string();
     let generation = obj.pointer("/metadata/generation").and_then(Json::as_i64);
     let now = now_secs();
-    let view = match view_of(kind, obj) {
-        Ok(v) => v,
-        Err(e) => {
-            let r = Readiness {
-                ready: false,
-                reason: status::ready::INVALID_TARGET,
-                message: format!("spec: {e}"),
-            };
-            write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
-            return;
-        }
-    };
     let mut state = ctx.states.remove(&key).unwrap_or_default();
     if state.uid != uid {
         state = PolicyState {
@@ -333,6 +321,31 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
         };
         state.sweep_request = sweep_request(obj);
     }
+    let view = match view_of(kind, obj) {
+        Ok(v) => v,
+        Err(e) => {
+            let r = Readiness {
+                ready: false,
+                reason: status::ready::INVALID_TARGET,
+                message: format!("spec: {e}"),
+            };
+            write_status(
+                ctx,
+                kind,
+                &key,
+                obj,
+                &r,
+                None,
+                None,
+                None,
+                now,
+                &mut state.last_written,
+            )
+            .await;
+            ctx.states.insert(key, state);
+            return;
+        }
+    };
     if state.compiled.as_ref().map(|c| c.0) != Some(generation) {
         state.compiled = Some((generation, CompiledPolicy::compile(view).map(Arc::new)));
         state.seen.clear();
@@ -344,7 +357,19 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
             let r = Readiness::invalid(e);
             state.evaluation = None;
             state.next_sweep = None;
-            write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
+            write_status(
+                ctx,
+                kind,
+                &key,
+                obj,
+                &r,
+                None,
+                None,
+                None,
+                now,
+                &mut state.last_written,
+            )
+            .await;
             ctx.states.insert(key, state);
             return;
         }
@@ -375,7 +400,19 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
                         "spec.referencedBy: the API server does not serve kind {k} in {api_version}"
                     ),
                 };
-                write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
+                write_status(
+                    ctx,
+                    kind,
+                    &key,
+                    obj,
+                    &r,
+                    None,
+                    None,
+                    None,
+                    now,
+                    &mut state.last_written,
+                )
+                .await;
                 ctx.states.insert(key, state);
                 return;
             }
@@ -394,7 +431,19 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
                 reason: status::ready::TARGET_UNAVAILABLE,
                 message: format!("cannot list {}: {err}", c.kind.plural),
             };
-            write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
+            write_status(
+                ctx,
+                kind,
+                &key,
+                obj,
+                &r,
+                None,
+                None,
+                None,
+                now,
+                &mut state.last_written,
+            )
+            .await;
         }
         ctx.states.insert(key, state);
         return;
@@ -438,7 +487,19 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
             if manual {
                 state.sweep_request = requested;
             }
-            write_status(ctx, kind, &key, obj, &r, None, None, None, now).await;
+            write_status(
+                ctx,
+                kind,
+                &key,
+                obj,
+                &r,
+                None,
+                None,
+                None,
+                now,
+                &mut state.last_written,
+            )
+            .await;
             ctx.states.insert(key, state);
             return;
         }
@@ -482,9 +543,7 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
     let next_sweep = (!compiled.view.spec.suspend)
         .then_some(state.next_sweep)
         .flatten();
-    let last_written = state.last_written.take();
-    ctx.states.insert(key.clone(), state);
-    let written = write_status_with(
+    write_status(
         ctx,
         kind,
         &key,
@@ -494,12 +553,10 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
         sweep_status.as_ref(),
         next_sweep,
         now,
-        last_written,
+        &mut state.last_written,
     )
     .await;
-    if let Some(st) = ctx.states.get_mut(&key) {
-        st.last_written = written;
-    }
+    ctx.states.insert(key, state);
 }
 
 fn sweep_request(obj: &Json) -> Option<String> {
@@ -884,6 +941,8 @@ async fn publish(
     }
 }
 
+/// Writes status by server-side apply, only when it differs from both what the object shows
+/// and what this controller last wrote. Returns what is now written.
 #[allow(clippy::too_many_arguments)]
 async fn write_status(
     ctx: &Ctx,
@@ -895,28 +954,8 @@ async fn write_status(
     sweep: Option<&SweepStatus>,
     next_sweep: Option<Timestamp>,
     now: Timestamp,
+    last_written: &mut Option<Json>,
 ) {
-    let _ = write_status_with(
-        ctx, kind, key, obj, readiness, eval, sweep, next_sweep, now, None,
-    )
-    .await;
-}
-
-/// Writes status by server-side apply, only when it differs from both what the object shows
-/// and what this controller last wrote. Returns what is now written.
-#[allow(clippy::too_many_arguments)]
-async fn write_status_with(
-    ctx: &Ctx,
-    kind: &Kind,
-    key: &str,
-    obj: &Json,
-    readiness: &Readiness,
-    eval: Option<&Evaluation>,
-    sweep: Option<&SweepStatus>,
-    next_sweep: Option<Timestamp>,
-    now: Timestamp,
-    last_written: Option<Json>,
-) -> Option<Json> {
     let current: Option<RetentionPolicyStatus> = obj
         .get("status")
         .and_then(|s| serde_json::from_value(s.clone()).ok());
@@ -936,7 +975,8 @@ async fn write_status_with(
         .map(|c| serde_json::to_value(c).unwrap_or(Json::Null));
     if current_json.as_ref() == Some(&desired_json) || last_written.as_ref() == Some(&desired_json)
     {
-        return Some(desired_json);
+        *last_written = Some(desired_json);
+        return;
     }
     let name = obj
         .pointer("/metadata/name")
@@ -960,11 +1000,9 @@ async fn write_status_with(
         Ok(_) => {
             ctx.metrics.status_write();
             tracing::debug!(policy = key, "status written");
-            Some(desired_json)
+            *last_written = Some(desired_json);
         }
-        Err(e) => {
-            tracing::warn!(policy = key, error = %e, "writing status failed");
-            last_written
-        }
+        // Left as it was: the next reconcile tries again.
+        Err(e) => tracing::warn!(policy = key, error = %e, "writing status failed"),
     }
 }

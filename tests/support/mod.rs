@@ -185,8 +185,30 @@ pub async fn push_image_as(
     } else {
         tag.to_string()
     };
-    let resp = authed(http.put(format!("{base}/manifests/{reference}")), auth)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+    put_manifest(
+        registry,
+        auth,
+        repo,
+        &reference,
+        "application/vnd.oci.image.manifest.v1+json",
+        body,
+    )
+    .await;
+    digest
+}
+
+/// PUTs manifest bytes under a tag or digest.
+async fn put_manifest(
+    registry: &str,
+    auth: Option<(&str, &str)>,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: Vec<u8>,
+) {
+    let url = format!("http://{registry}/v2/{repo}/manifests/{reference}");
+    let resp = authed(reqwest::Client::new().put(url), auth)
+        .header("content-type", media_type)
         .body(body)
         .send()
         .await
@@ -197,7 +219,6 @@ pub async fn push_image_as(
         resp.status(),
         resp.text().await.unwrap_or_default()
     );
-    digest
 }
 
 pub async fn tags(registry: &str, repo: &str) -> Vec<String> {
@@ -390,20 +411,25 @@ pub async fn push_manifest(
 ) -> String {
     let bytes = serde_json::to_vec(body).expect("json");
     let digest = sha256(&bytes);
-    let resp = reqwest::Client::new()
-        .put(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", media_type)
-        .body(bytes)
-        .send()
-        .await
-        .expect("put manifest");
-    assert!(
-        resp.status().is_success(),
-        "put manifest: {} {}",
-        resp.status(),
-        resp.text().await.unwrap_or_default()
-    );
+    put_manifest(registry, None, repo, tag, media_type, bytes).await;
     digest
+}
+
+/// Runs `retainer plan` with `args` and `-o json`; fails the test if it fails.
+pub async fn plan_json(args: &[&str]) -> Value {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_retainer"))
+        .arg("plan")
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .await
+        .expect("run retainer plan");
+    assert!(
+        out.status.success(),
+        "retainer plan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("plan prints JSON")
 }
 
 /// Whether a manifest digest still exists.
