@@ -18,5 +18,13 @@ testbed-up:
 testbed-down:
 	scripts/testbed.sh down
 
+# The chart installs the same CRDs; tests/chart.rs fails if the two copies differ.
 crds:
 	cargo run --quiet -- crds > crds/retainer.dev.yaml
+	cp crds/retainer.dev.yaml charts/retainer/crds/retainer.dev.yaml
+
+.PHONY: soak
+# The fault soak: 10,000 Jobs under repeated API server, etcd and replica kills, then rounds of
+# every fault test (20 minutes or more; starts and stops the test bed). See docs/reliability.md.
+soak:
+	scripts/soak.sh

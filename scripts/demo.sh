@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: a real API server and registries on this machine, the CRDs, a sample workload
-# (Fleet-style Jobs and Helm release Secrets), the example policies, and the controller running
-# until Ctrl-C, after which everything is stopped.
+# (Fleet-style Jobs, Helm release Secrets, images in an OCI registry and a Pod that uses one),
+# the container image built and pushed, the example policies, and the controller running until
+# Ctrl-C, after which everything is stopped.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -9,6 +10,10 @@ scripts/testbed.sh up
 eval "$(scripts/testbed.sh env)"
 cargo build --quiet --release
 BIN=$ROOT/target/release/retainer
+REG=$RETAINER_OLAREG
+
+echo "== the container image, built without a container engine and pushed to $REG"
+scripts/image.sh "$REG/retainer/retainer"
 
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd/retentionpolicies.retainer.dev crd/clusterretentionpolicies.retainer.dev --timeout=60s >/dev/null
@@ -38,9 +43,30 @@ for v in $(seq 1 13); do
     | kubectl label --local -f - owner=helm name=web version="$v" status="$status" -o yaml \
     | kubectl apply -f - >/dev/null
 done
+echo "== images: team/app 1.0.0 to 1.7.0 in $REG; a Pod in ci runs 1.1.0"
+LAYERS=$(mktemp -d)
+for i in 0 1 2 3 4 5 6 7; do
+  mkdir -p "$LAYERS/$i" && echo "app 1.$i.0" >"$LAYERS/$i/version"
+  tar -C "$LAYERS/$i" -cf "$LAYERS/$i.tar" version
+  crane append --insecure -f "$LAYERS/$i.tar" -t "$REG/team/app:1.$i.0" >/dev/null
+done
+rm -rf "$LAYERS"
+kubectl -n ci apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: app}
+spec:
+  containers: [{name: app, image: "$REG/team/app:1.1.0"}]
+YAML
 for ex in fleet-gitjobs helm-history finished-jobs unused-secrets; do
   kubectl apply --server-side -f "examples/$ex/policy.yaml" >/dev/null
 done
+# The registry example as it is, but pointed at the local registry, which needs no credentials
+# and has no catalog, and without the grace period so that the first sweep deletes.
+sed -e "s#url: http://127.0.0.1:5000#url: http://$REG#" \
+    -e 's#repositories: \["team/\*"\]#repositories: [team/app]#' \
+    -e '/credentialsSecretRef/d' -e '/gracePeriod/d' examples/registry-images/policy.yaml \
+  | kubectl apply --server-side -f - >/dev/null
 
 "$BIN" run --metrics-addr 127.0.0.1:0 --debounce 300ms 2>"$RETAINER_TESTBED_DIR/logs/retainer.log" &
 CONTROLLER=$!
@@ -53,6 +79,7 @@ trap cleanup EXIT INT TERM
 
 kubectl -n fleet-local wait --for=condition=Ready rp/gitjobs --timeout=60s >/dev/null
 kubectl -n apps wait --for=condition=Ready rp/helm-history --timeout=60s >/dev/null
+kubectl -n ci wait --for=condition=Ready rp/registry-images --timeout=60s >/dev/null
 echo
 echo "== kubectl get retainer -A"
 kubectl get retainer -A
@@ -63,10 +90,19 @@ echo
 echo "== a sweep now (kubectl annotate ... retainer.dev/sweep-requested=...)"
 kubectl -n fleet-local annotate rp gitjobs retainer.dev/sweep-requested="$(date +%s)" --overwrite >/dev/null
 kubectl -n apps annotate rp helm-history retainer.dev/sweep-requested="$(date +%s)" --overwrite >/dev/null
-sleep 3
+kubectl -n ci annotate rp registry-images retainer.dev/sweep-requested="$(date +%s)" --overwrite >/dev/null
+for p in fleet-local/gitjobs apps/helm-history ci/registry-images; do
+  kubectl -n "${p%/*}" wait --for=jsonpath='{.status.lastSweep.completionTime}' "rp/${p#*/}" --timeout=60s >/dev/null 2>&1 \
+    || kubectl -n "${p%/*}" wait --for=condition=Swept "rp/${p#*/}" --timeout=30s >/dev/null 2>&1 || true
+done
 kubectl get retainer -A
 echo
+echo "== the first sweep of ci/registry-images (status.lastSweep)"
+kubectl -n ci get rp registry-images -o jsonpath='{.status.lastSweep}' | python3 -m json.tool
+echo
+echo "== what is left"
 kubectl -n fleet-local get jobs
+echo "team/app tags: $(crane ls --insecure "$REG/team/app" | sort -V | tr '\n' ' ')"
 echo
 echo "The controller runs until Ctrl-C (log: $RETAINER_TESTBED_DIR/logs/retainer.log);"
 echo "in another shell: eval \"\$(scripts/testbed.sh env)\" and use kubectl."

@@ -9,6 +9,16 @@
 #   scripts/testbed.sh down    stop everything this state directory started
 #   scripts/testbed.sh env     print the shell exports tests and tools use
 #   scripts/testbed.sh status  say what runs
+#   scripts/testbed.sh kcm [FLAGS...]
+#                              restart kube-controller-manager with these extra flags (none: as
+#                              `up` starts it); the benchmarks use it for --kube-api-qps
+#   scripts/testbed.sh kill COMPONENT [SIGNAL]
+#                              stop one component (default SIGKILL), e.g. kube-apiserver, etcd
+#   scripts/testbed.sh start COMPONENT
+#                              start it again with the same flags, wait until it and the API
+#                              server answer (kill, start and restart are for fault tests)
+#   scripts/testbed.sh restart COMPONENT [SIGNAL]
+#                              kill, then start
 #
 # Binaries are cached by version under $RETAINER_CACHE (default ~/.cache/retainer-testbed);
 # state (certificates, data, logs, pids) lives in $RETAINER_TESTBED_DIR (default ./.testbed).
@@ -169,6 +179,7 @@ start() { # name cmd...
   local name=$1; shift
   "$@" >"$STATE/logs/$name.log" 2>&1 &
   echo $! >"$STATE/pids/$name"
+  mkdir -p "$STATE/cmds" && printf '%q ' "$@" >"$STATE/cmds/$name"
 }
 
 wait_for() { # what seconds cmd...
@@ -258,6 +269,35 @@ $auth
 EOF
 }
 
+start_kcm() { # port [extra flags...]
+  local port=$1; shift
+  start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+    --kubeconfig "$STATE/kubeconfig" --authentication-kubeconfig "$STATE/kubeconfig" \
+    --authorization-kubeconfig "$STATE/kubeconfig" --leader-elect=false \
+    --bind-address 127.0.0.1 --secure-port "$port" \
+    --controllers ttl-after-finished-controller,garbage-collector-controller "$@"
+  wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$port/healthz"
+}
+
+# Benchmarks compare retainer with the TTL controller at several client rate limits
+# (--kube-api-qps, --kube-api-burst); two TTL controllers at once would race for the same Jobs,
+# so the bed's own one is restarted with the flags instead.
+cmd_kcm() { # [extra flags...]
+  [ -f "$STATE/ports" ] || die "not up: run scripts/testbed.sh up"
+  # shellcheck disable=SC1091
+  . "$STATE/ports"
+  local f=$STATE/pids/kube-controller-manager pid
+  if [ -f "$f" ]; then
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$f"
+  fi
+  start_kcm "$KCM_PORT" "$@"
+  log "kube-controller-manager restarted${*:+ with $*}"
+}
+
 cmd_up() {
   if [ -f "$STATE/ports" ] && cmd_status >/dev/null 2>&1; then
     log "already up ($STATE)"; return 0
@@ -300,12 +340,7 @@ EOF
   wait_for kube-apiserver 120 "$K8S_BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get --raw /readyz
 
   if [ "${TESTBED_NO_KCM:-}" != 1 ]; then
-    start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
-      --kubeconfig "$STATE/kubeconfig" --authentication-kubeconfig "$STATE/kubeconfig" \
-      --authorization-kubeconfig "$STATE/kubeconfig" --leader-elect=false \
-      --bind-address 127.0.0.1 --secure-port "$kcm_port" \
-      --controllers ttl-after-finished-controller,garbage-collector-controller
-    wait_for kube-controller-manager 60 curl -skf "https://127.0.0.1:$kcm_port/healthz"
+    start_kcm "$kcm_port"
   fi
 
   start olareg "$TOOLS_BIN/olareg" serve --addr 127.0.0.1 --dir "$STATE/olareg" --port "$olareg_port" \
@@ -371,11 +406,92 @@ cmd_status() {
   return $rc
 }
 
+# ---------------------------------------------------------------------------------------------
+# kill / start / restart one component, for fault tests. `start` relaunches a component with
+# the command line it last ran with (recorded by `start` above, or read from /proc by `kill` for
+# a bed an older script started): same flags, ports, certificates and data directory. It runs in
+# its own session, so a signal to the test that called it (Ctrl-C) does not reach it.
+
+components() { local f; for f in "$STATE"/pids/*; do [ -f "$f" ] && basename "$f"; done; }
+
+pid_of() { # component
+  [ -f "$STATE/pids/$1" ] || die "no component '$1' in $STATE (have: $(components | tr '\n' ' '))"
+  cat "$STATE/pids/$1"
+}
+
+running() { kill -0 "$1" 2>/dev/null; }
+
+# The check `start` waits for, per component.
+healthy() { # component
+  # shellcheck disable=SC1091
+  . "$STATE/ports"
+  case "$1" in
+    etcd) curl -sf "http://127.0.0.1:$ETCD_PORT/health" ;;
+    kube-apiserver) "$K8S_BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get --raw /readyz ;;
+    kube-controller-manager) curl -skf "https://127.0.0.1:$KCM_PORT/healthz" ;;
+    olareg) curl -sf "http://127.0.0.1:$OLAREG_PORT/v2/" ;;
+    docker-registry) curl -sf "http://127.0.0.1:$DISTRIBUTION_PORT/v2/" ;;
+    docker-registry-auth)
+      curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DISTRIBUTION_AUTH_PORT/v2/" | grep -q 401 ;;
+    *) return 0 ;;
+  esac
+}
+
+cmd_kill() { # component [signal]
+  local name=${1:?usage: $0 kill COMPONENT [SIGNAL]} sig=${2:-KILL} pid
+  [ -f "$STATE/ports" ] || die "not up: run scripts/testbed.sh up"
+  pid=$(pid_of "$name")
+  if ! running "$pid"; then log "$name is not running"; return 0; fi
+  mkdir -p "$STATE/cmds"
+  if [ ! -s "$STATE/cmds/$name" ]; then
+    local args=()
+    mapfile -d '' -t args <"/proc/$pid/cmdline"
+    printf '%q ' "${args[@]}" >"$STATE/cmds/$name"
+  fi
+  kill -s "$sig" "$pid"
+  for _ in $(seq 100); do running "$pid" || break; sleep 0.1; done
+  if running "$pid"; then log "$name ignored SIG$sig for 10s; killing it"; kill -9 "$pid" 2>/dev/null || true; fi
+  for _ in $(seq 50); do running "$pid" || break; sleep 0.1; done
+  log "killed $name (pid $pid, SIG$sig)"
+}
+
+cmd_start() { # component
+  local name=${1:?usage: $0 start COMPONENT} pid
+  [ -f "$STATE/ports" ] || die "not up: run scripts/testbed.sh up"
+  pid=$(pid_of "$name")
+  if running "$pid"; then
+    log "$name is already running (pid $pid)"
+  else
+    [ -s "$STATE/cmds/$name" ] || die "no recorded command line for $name"
+    local args
+    eval "args=($(cat "$STATE/cmds/$name"))"
+    echo "--- restarted $(date -u +%FT%TZ) ---" >>"$STATE/logs/$name.log"
+    setsid "${args[@]}" </dev/null >>"$STATE/logs/$name.log" 2>&1 &
+    echo $! >"$STATE/pids/$name"
+    wait_for "$name" 120 healthy "$name"
+    log "started $name (pid $(cat "$STATE/pids/$name"))"
+  fi
+  # etcd back is not the bed back: wait until the API server says it is ready again.
+  if [ "$name" != kube-apiserver ] && [ -f "$STATE/pids/kube-apiserver" ] \
+    && running "$(cat "$STATE/pids/kube-apiserver")"; then
+    wait_for kube-apiserver 120 healthy kube-apiserver
+  fi
+}
+
+cmd_restart() { # component [signal]
+  cmd_kill "$@"
+  cmd_start "$1"
+}
+
 case "${1:-}" in
   build) cmd_build ;;
   up) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  *) echo "usage: $0 build|up|down|env|status" >&2; exit 2 ;;
+  kcm) shift; cmd_kcm "$@" ;;
+  kill) shift; cmd_kill "$@" ;;
+  start) shift; cmd_start "$@" ;;
+  restart) shift; cmd_restart "$@" ;;
+  *) echo "usage: $0 build|up|down|env|status|kcm [FLAGS...]|kill|start|restart COMPONENT" >&2; exit 2 ;;
 esac

@@ -97,6 +97,14 @@ struct RunArgs {
     /// How often a registry's artifacts are read again between sweeps.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     registry_refresh: std::time::Duration,
+    /// How long evaluating one policy may take; a policy whose expressions need longer is
+    /// reported (Ready=False, InvalidExpression) and not swept.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    eval_budget: std::time::Duration,
+    /// Handle only the policies matching this label selector (e.g. `shard=a`), so that
+    /// several controllers can split the policies of one cluster between them.
+    #[arg(long)]
+    policy_selector: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -128,6 +136,8 @@ async fn run_controller(args: RunArgs) -> Result<String, String> {
             concurrency: args.registry_concurrency,
             refresh: args.registry_refresh,
         },
+        eval_budget: args.eval_budget,
+        policy_selector: args.policy_selector,
     };
     retainer::controller::run(client, opts)
         .await

@@ -302,3 +302,245 @@ async fn failing_registries_delete_nothing_and_say_why() {
     }
     bed.cleanup().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a repeat inventory costs, and what a sweep checks before it deletes: the library driven
+// directly, so that requests can be counted exactly.
+
+use retainer::api::{PolicyView, RetentionPolicySpec};
+use retainer::controller::sweep::{Executor, Outcome, RateLimiter, SweepPlan, Target, plan_sweep};
+use retainer::engine::CompiledPolicy;
+use retainer::oci::{ManifestCache, RegistryClient, RequestKind, RequestTally};
+
+fn oci_policy(reg: &str, repos: &[&str], keep: &str) -> CompiledPolicy {
+    let spec: RetentionPolicySpec =
+        serde_json::from_value(json!({"target": {"kind": "OCIArtifact",
+        "registry": {"url": format!("http://{reg}"), "repositories": repos}},
+        "keep": keep, "schedule": "0 0 29 2 *"}))
+        .unwrap();
+    CompiledPolicy::compile(PolicyView {
+        namespace: Some("tests".into()),
+        name: "library".into(),
+        generation: Some(1),
+        spec,
+    })
+    .unwrap()
+}
+
+/// One inventory with a new client (as each controller read makes), and its requests.
+async fn read(reg: &str, cache: &ManifestCache, patterns: &[&str]) -> (Vec<Value>, RequestTally) {
+    let client =
+        RegistryClient::new(&format!("http://{reg}"), None, Duration::from_secs(10)).unwrap();
+    let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+    let docs = retainer::oci::inventory(&client, cache, &patterns, 8, Duration::from_secs(300))
+        .await
+        .unwrap();
+    (docs, client.counts.snapshot())
+}
+
+/// What a sweep of these documents would try to delete.
+fn targets(policy: &CompiledPolicy, docs: &[Value]) -> Vec<Target> {
+    let eval = retainer::check::evaluate_offline(policy, docs.to_vec(), jiff::Timestamp::now());
+    let mut marks = std::collections::HashMap::new();
+    match plan_sweep(&eval, None, None, &mut marks, jiff::Timestamp::now()) {
+        SweepPlan::Proceed { targets, .. } => targets,
+        SweepPlan::Blocked { message } => panic!("blocked: {message}"),
+    }
+}
+
+fn digests_of(targets: &[Target]) -> Vec<String> {
+    let mut out: Vec<String> = targets
+        .iter()
+        .map(|t| match &t.id {
+            retainer::controller::sweep::TargetId::Oci { digest, .. } => digest.clone(),
+            other => panic!("not OCI: {other:?}"),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn executor() -> Executor {
+    // OCI deletes never talk to the API server: a client that points nowhere will do.
+    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+    Executor {
+        client: kube::Client::try_from(config).unwrap(),
+        concurrency: 4,
+        limiter: std::sync::Arc::new(RateLimiter::new(0.0)),
+    }
+}
+
+/// Points `tag` at the manifest `digest` (re-PUT of its exact bytes).
+async fn repoint(reg: &str, repo: &str, tag: &str, digest: &str) {
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("http://{reg}/v2/{repo}/manifests/{digest}"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    let media_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(sha256(&body), digest);
+    let resp = http
+        .put(format!("http://{reg}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", media_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "re-pointing {tag}: {}",
+        resp.status()
+    );
+}
+
+fn only(t: &RequestTally, kinds: &[RequestKind]) -> bool {
+    t.nonzero().iter().all(|(k, _)| kinds.contains(k))
+}
+
+async fn repeat_inventory_lists_tags_only(which: &str) {
+    let reg = registry(which);
+    let team = unique("cost");
+    let repo = format!("{team}/app");
+    let (digests, sig) = semver_repo(&reg, &repo, which == "distribution").await;
+    // olareg has no catalog: name the repository; distribution expands `team/*`.
+    let pattern = if which == "olareg" {
+        repo.clone()
+    } else {
+        format!("{team}/*")
+    };
+    let cache = ManifestCache::default();
+    let (first, cost) = read(&reg, &cache, &[&pattern]).await;
+    assert!(
+        cost.get(RequestKind::ManifestHead) >= 5 && cost.get(RequestKind::Referrers) >= 5,
+        "a first inventory resolves every tag and lists referrers: {cost}"
+    );
+    let (again, cost) = read(&reg, &cache, &[&pattern]).await;
+    assert_eq!(again, first, "the same artifacts");
+    assert!(
+        only(&cost, &[RequestKind::TagList, RequestKind::Catalog]),
+        "a repeat inventory lists tags (and the catalog) only: {cost}"
+    );
+    assert_eq!(cost.get(RequestKind::TagList), 1, "{cost}");
+
+    // A new tag name is resolved; nothing else is read again.
+    let new = push_image(&reg, &repo, "3.0.0", &unique("new"), OLD, None).await;
+    let (third, cost) = read(&reg, &cache, &[&pattern]).await;
+    assert_eq!(cost.get(RequestKind::ManifestHead), 1, "{cost}");
+    assert_eq!(cost.get(RequestKind::Referrers), 1, "{cost}");
+    assert_eq!(third.len(), first.len() + 1);
+    assert!(third.iter().any(|d| d["digest"] == new.as_str()));
+    assert!(
+        third
+            .iter()
+            .any(|d| d["digest"] == sig.as_str() && d["subject"] == digests["1.9.1"].as_str())
+    );
+}
+
+#[tokio::test]
+async fn olareg_repeat_inventory_lists_tags_only() {
+    repeat_inventory_lists_tags_only("olareg").await;
+}
+
+#[tokio::test]
+async fn distribution_repeat_inventory_lists_tags_only() {
+    repeat_inventory_lists_tags_only("distribution").await;
+}
+
+/// Nothing that should be kept is deleted when the registry changes between the (cached)
+/// inventory a sweep plans from and its deletes: a kept tag re-pointed onto a candidate, and a
+/// signature pushed for one.
+#[tokio::test]
+async fn changes_after_planning_keep_the_object() {
+    let reg = registry("olareg");
+    let repo = unique("repoint/app-");
+    let mut d = std::collections::BTreeMap::new();
+    for tag in ["1.0.0", "2.0.0", "3.0.0"] {
+        d.insert(
+            tag,
+            push_image(&reg, &repo, tag, &unique(tag), OLD, None).await,
+        );
+    }
+    let policy = oci_policy(
+        &reg,
+        &[&repo],
+        "'2.0.0' in object.tags || '3.0.0' in object.tags",
+    );
+    let cache = ManifestCache::default();
+    read(&reg, &cache, &[&repo]).await;
+
+    // The kept tag 3.0.0 moves onto the candidate; the tag list does not change, so the
+    // inventory answers from its cache and still shows the old picture.
+    repoint(&reg, &repo, "3.0.0", &d["1.0.0"]).await;
+    let (stale, cost) = read(&reg, &cache, &[&repo]).await;
+    assert!(only(&cost, &[RequestKind::TagList]), "{cost}");
+    let planned = targets(&policy, &stale);
+    assert_eq!(digests_of(&planned), vec![d["1.0.0"].clone()]);
+
+    let client =
+        RegistryClient::new(&format!("http://{reg}"), None, Duration::from_secs(10)).unwrap();
+    let out = executor()
+        .delete_oci(&client, &cache, &stale, planned, false, "tests/library")
+        .await;
+    assert_eq!(out.len(), 1);
+    let Outcome::Skipped(why) = &out[0].1 else {
+        panic!("not skipped: {out:?}")
+    };
+    assert!(why.contains("tag 3.0.0 now points at"), "{why}");
+    assert_eq!(client.counts.get(RequestKind::Delete), 0, "no DELETE sent");
+
+    // The cache was forgotten: the next inventory resolves every tag again and sees the move.
+    let (fresh, cost) = read(&reg, &cache, &[&repo]).await;
+    assert_eq!(cost.get(RequestKind::ManifestHead), 3, "{cost}");
+    assert!(
+        targets(&policy, &fresh).is_empty(),
+        "1.0.0 is kept by 3.0.0 now"
+    );
+    let want: std::collections::BTreeMap<String, String> = [
+        ("1.0.0", &d["1.0.0"]),
+        ("2.0.0", &d["2.0.0"]),
+        ("3.0.0", &d["1.0.0"]),
+    ]
+    .into_iter()
+    .map(|(t, d)| (t.to_string(), d.clone()))
+    .collect();
+    assert_eq!(tag_digests(&reg, &repo).await, want);
+    assert!(exists(&reg, &repo, &d["1.0.0"], None).await);
+
+    // A signature pushed for a candidate after planning: the candidate is not deleted (the
+    // signature would be left without its subject), and neither is the signature.
+    let repo = unique("repoint/signed-");
+    let old = push_image(&reg, &repo, "1.0.0", &unique("old"), OLD, None).await;
+    let kept = push_image(&reg, &repo, "2.0.0", &unique("kept"), OLD, None).await;
+    let policy = oci_policy(&reg, &[&repo], "'2.0.0' in object.tags");
+    let (docs, _) = read(&reg, &cache, &[&repo]).await;
+    let planned = targets(&policy, &docs);
+    assert_eq!(digests_of(&planned), vec![old.clone()]);
+    let sig = push_image(&reg, &repo, "", &unique("sig"), OLD, Some((&old, 100))).await;
+    let out = executor()
+        .delete_oci(&client, &cache, &docs, planned, false, "tests/library")
+        .await;
+    let Outcome::Skipped(why) = &out[0].1 else {
+        panic!("not skipped: {out:?}")
+    };
+    assert!(why.contains(&format!("referred to by {sig}")), "{why}");
+    assert!(exists(&reg, &repo, &old, None).await && exists(&reg, &repo, &sig, None).await);
+
+    // The next sweep knows the signature, and deletes it with its subject.
+    let (docs, _) = read(&reg, &cache, &[&repo]).await;
+    let planned = targets(&policy, &docs);
+    let mut both = vec![old.clone(), sig.clone()];
+    both.sort();
+    assert_eq!(digests_of(&planned), both);
+    let out = executor()
+        .delete_oci(&client, &cache, &docs, planned, false, "tests/library")
+        .await;
+    assert!(out.iter().all(|(_, o)| *o == Outcome::Deleted), "{out:?}");
+    assert_eq!(
+        tag_digests(&reg, &repo).await,
+        [("2.0.0".to_string(), kept.clone())].into_iter().collect()
+    );
+    assert!(!exists(&reg, &repo, &old, None).await && !exists(&reg, &repo, &sig, None).await);
+}

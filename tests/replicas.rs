@@ -41,6 +41,8 @@ fn start(identity: &str, ns: &str, lease: &str, dir: &std::path::Path) -> Replic
             "127.0.0.1:0",
             "--debounce",
             "200ms",
+            "--policy-selector",
+            &owner_selector(),
         ])
         .stdout(Stdio::null())
         .stderr(file)
@@ -113,7 +115,7 @@ async fn two_replicas_one_sweeps_and_the_other_takes_over() {
     let gvk = GroupVersionKind::gvk("retainer.dev", "v1alpha1", "RetentionPolicy");
     let policies: Api<DynamicObject> =
         Api::namespaced_with(bed.client.clone(), &bed.ns, &ApiResource::from_gvk(&gvk));
-    let policy = json!({"apiVersion": "retainer.dev/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "all"},
+    let policy = json!({"apiVersion": "retainer.dev/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": "all", "labels": owner_labels()},
         "spec": {"target": {"kind": "Job"}, "keep": "false", "schedule": "0 0 29 2 *"}});
     policies
         .patch(

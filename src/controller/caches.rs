@@ -133,16 +133,19 @@ impl Cache {
 pub struct Caches {
     client: Client,
     page_size: u32,
+    /// Label selector for the policy kinds: which policies this controller handles.
+    policy_selector: Option<String>,
     caches: Mutex<BTreeMap<Kind, Arc<Cache>>>,
     /// Woken on every change of any cache.
     pub changed: Arc<Notify>,
 }
 
 impl Caches {
-    pub fn new(client: Client, page_size: u32) -> Caches {
+    pub fn new(client: Client, page_size: u32, policy_selector: Option<String>) -> Caches {
         Caches {
             client,
             page_size,
+            policy_selector,
             caches: Mutex::new(BTreeMap::new()),
             changed: Arc::new(Notify::new()),
         }
@@ -164,10 +167,14 @@ impl Caches {
             last_error: Mutex::new(None),
         });
         caches.insert(kind.clone(), cache.clone());
+        let selector = (kind.group == crate::api::GROUP)
+            .then(|| self.policy_selector.clone())
+            .flatten();
         tokio::spawn(run_watch(
             self.client.clone(),
             cache.clone(),
             self.page_size,
+            selector,
             self.changed.clone(),
         ));
         cache
@@ -180,14 +187,29 @@ impl Caches {
             .unwrap_or_default()
     }
 
+    /// Every cache has its initial list, or has reported why it cannot list: a kind the
+    /// controller may not read makes its policies `TargetUnavailable`, and must not hold the
+    /// whole controller unready (and every other policy with it).
     pub fn all_ready(&self) -> bool {
-        self.all().iter().all(|c| c.ready.load(Ordering::Acquire))
+        self.all().iter().all(|c| {
+            c.ready.load(Ordering::Acquire)
+                || c.last_error.lock().map(|e| e.is_some()).unwrap_or(false)
+        })
     }
 }
 
-async fn run_watch(client: Client, cache: Arc<Cache>, page_size: u32, changed: Arc<Notify>) {
+async fn run_watch(
+    client: Client,
+    cache: Arc<Cache>,
+    page_size: u32,
+    label_selector: Option<String>,
+    changed: Arc<Notify>,
+) {
     let api: Api<DynamicObject> = Api::all_with(client, &cache.kind.resource());
-    let config = watcher::Config::default().page_size(page_size);
+    let mut config = watcher::Config::default().page_size(page_size);
+    if let Some(s) = &label_selector {
+        config = config.labels(s);
+    }
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     // Objects of a relist in progress; swapped in whole when the list completes, so readers
     // never see a half-listed cache.
@@ -196,11 +218,23 @@ async fn run_watch(client: Client, cache: Arc<Cache>, page_size: u32, changed: A
         let mut bump = true;
         match ev {
             Err(e) => {
-                tracing::warn!(kind = %cache.kind.kind, error = %e, "watch failed; retrying with backoff");
-                if let Ok(mut last) = cache.last_error.lock() {
-                    *last = Some(e.to_string());
+                let message = e.to_string();
+                let new = cache
+                    .last_error
+                    .lock()
+                    .map(|mut last| {
+                        let new = last.as_deref() != Some(message.as_str());
+                        *last = Some(message.clone());
+                        new
+                    })
+                    .unwrap_or(false);
+                // A new error wakes the reconcile loop, so that the policies reading this kind
+                // say why at once; the same error again (a refused list is retried for as long
+                // as it is refused) is neither logged nor woken for.
+                if new {
+                    tracing::warn!(kind = %cache.kind.kind, error = %message, "watch failed; retrying with backoff");
                 }
-                bump = false;
+                bump = new;
             }
             Ok(Event::Init) => {
                 relist = Some(HashMap::new());

@@ -2,7 +2,8 @@
 //! acquire when the lease is free or expired, renew well within its duration, and treat a
 //! renewal that cannot succeed before expiry as lost leadership.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -17,6 +18,27 @@ pub enum LeaseError {
     Read { name: String, source: kube::Error },
     #[error("writing lease {name}: {source}")]
     Write { name: String, source: kube::Error },
+}
+
+/// Until when this process may act as the leader: the start of its last successful acquisition
+/// or renewal plus the lease duration, the earliest another replica may see the lease expired.
+/// `None` while this process has never tried to lead.
+static LEADING_UNTIL: Mutex<Option<Instant>> = Mutex::new(None);
+
+fn set_leading_until(until: Instant) {
+    *LEADING_UNTIL.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+}
+
+/// Whether this process may still act as the leader: always without leader election; with it,
+/// only while the lease it last wrote has not run out. A sweep checks it before every delete:
+/// a leader cut off from the API server for longer than its lease (another replica may lead by
+/// then) must not go on deleting once the server answers again, before its main loop notices
+/// the lost lease and exits.
+pub fn still_leading() -> bool {
+    match *LEADING_UNTIL.lock().unwrap_or_else(|p| p.into_inner()) {
+        None => true,
+        Some(until) => Instant::now() < until,
+    }
 }
 
 pub struct LeaderElector {
@@ -48,6 +70,20 @@ impl LeaderElector {
 
     /// One attempt to acquire or renew. Ok(true) while this instance holds the lease.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, LeaseError> {
+        // Taken before any request: the renewTime written is `now`, so the lease cannot run
+        // out, in anyone's eyes, before `started + duration`.
+        let started = Instant::now();
+        let held = self.acquire_or_renew().await;
+        match held {
+            Ok(true) => set_leading_until(started + self.duration),
+            Ok(false) => set_leading_until(started),
+            // A failed renewal leaves the deadline as it was: it runs out on its own.
+            Err(_) => {}
+        }
+        held
+    }
+
+    async fn acquire_or_renew(&self) -> Result<bool, LeaseError> {
         let now = Timestamp::now();
         let secs = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
         let existing = self
@@ -122,6 +158,7 @@ impl LeaderElector {
 
     /// Gives the lease up so another instance can take over at once.
     pub async fn release(&self) {
+        set_leading_until(Instant::now());
         if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await
             && let Some(spec) = lease.spec.as_mut()
             && spec.holder_identity.as_deref() == Some(&self.identity)

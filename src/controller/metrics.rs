@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use super::ControllerError;
 use crate::api::{PolicyView, TargetKind};
 use crate::engine::Counts;
+use crate::oci::{RequestKind, RequestTally};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -40,6 +41,12 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryLabels {
+    pub host: String,
+    pub kind: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     sweeps: Family<ResultLabels, Counter>,
@@ -51,6 +58,8 @@ pub struct Metrics {
     sweep_seconds: Family<PolicyLabels, Histogram>,
     evaluation_seconds: Family<PolicyLabels, Histogram>,
     status_writes: Counter,
+    registry_requests: Family<RegistryLabels, Counter>,
+    registry_retries: Family<RegistryLabels, Counter>,
 }
 
 fn labels(p: &PolicyView) -> PolicyLabels {
@@ -77,6 +86,8 @@ impl Metrics {
             sweep_seconds: Family::new_with_constructor(seconds_histogram),
             evaluation_seconds: Family::new_with_constructor(seconds_histogram),
             status_writes: Counter::default(),
+            registry_requests: Family::default(),
+            registry_retries: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register("sweeps", "Sweeps by result", m.sweeps.clone());
@@ -116,6 +127,16 @@ impl Metrics {
                 m.evaluation_seconds.clone(),
             );
             r.register("status_writes", "Status writes", m.status_writes.clone());
+            r.register(
+                "registry_requests",
+                "Registry HTTP requests by host and kind, retries included",
+                m.registry_requests.clone(),
+            );
+            r.register(
+                "registry_retries",
+                "Registry requests that were retries of a failed one",
+                m.registry_retries.clone(),
+            );
         }
         m
     }
@@ -165,6 +186,24 @@ impl Metrics {
 
     pub fn status_write(&self) {
         self.status_writes.inc();
+    }
+
+    /// Adds a registry client's requests (`RequestCounts::take`, so none is counted twice).
+    pub fn registry_requests(&self, host: &str, t: &RequestTally) {
+        for kind in RequestKind::ALL {
+            let l = RegistryLabels {
+                host: host.into(),
+                kind: kind.as_str().into(),
+            };
+            if t.get(kind) > 0 {
+                self.registry_requests.get_or_create(&l).inc_by(t.get(kind));
+            }
+            if t.retries(kind) > 0 {
+                self.registry_retries
+                    .get_or_create(&l)
+                    .inc_by(t.retries(kind));
+            }
+        }
     }
 
     pub fn encode(&self) -> String {

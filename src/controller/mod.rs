@@ -25,7 +25,9 @@ use crate::api::{
     ClusterRetentionPolicy, GROUP, PolicyView, RetentionPolicy, RetentionPolicyStatus, SweepRecord,
     TargetKind, VERSION,
 };
-use crate::engine::{CompiledPolicy, Evaluation, PolicyError, Snapshot, evaluate, labels_of};
+use crate::engine::{
+    CompiledPolicy, Evaluation, OverBudget, PolicyError, Snapshot, evaluate_within, labels_of,
+};
 use crate::oci::{ManifestCache, RegistryClient, credentials_for};
 use crate::refs::RefIndex;
 use crate::status::{self, Readiness, StatusInput, SweepStatus, desired_status};
@@ -64,6 +66,31 @@ pub struct Options {
     pub debounce: Duration,
     pub page_size: u32,
     pub registry: RegistryOptions,
+    /// How long one evaluation of one policy may take before it is given up and reported.
+    pub eval_budget: Duration,
+    /// Handle only the policies with these labels (a label selector); all when None.
+    pub policy_selector: Option<String>,
+}
+
+/// The defaults of `retainer run`'s flags.
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            leader_elect: false,
+            lease_namespace: "default".into(),
+            lease_name: "retainer-leader".into(),
+            identity: "retainer".into(),
+            lease_duration: Duration::from_secs(15),
+            delete_concurrency: 10,
+            delete_qps: 50.0,
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            debounce: Duration::from_millis(500),
+            page_size: 500,
+            registry: RegistryOptions::default(),
+            eval_budget: Duration::from_secs(10),
+            policy_selector: None,
+        }
+    }
 }
 
 fn policy_kinds() -> [Kind; 2] {
@@ -89,6 +116,8 @@ struct PolicyState {
     /// Cache versions the last evaluation saw; equal means nothing changed.
     seen: Vec<(Kind, u64)>,
     evaluation: Option<Evaluation>,
+    /// The last evaluation ran out of time: reported, and not retried until something changes.
+    over_budget: Option<OverBudget>,
     next_sweep: Option<Timestamp>,
     /// Grace-period marks, by uid: in memory, so a restart starts every grace period over
     /// (objects are deleted later, never earlier).
@@ -108,6 +137,7 @@ struct Ctx {
     executor: Executor,
     metrics: Arc<metrics::Metrics>,
     debounce: Duration,
+    eval_budget: Duration,
     states: HashMap<String, PolicyState>,
     /// Built-in references: rebuilt only when a referrer cache changed.
     refs: (Vec<(Kind, u64)>, Arc<RefIndex>),
@@ -142,7 +172,7 @@ fn now_secs() -> Timestamp {
 
 pub async fn run(client: Client, opts: Options) -> Result<(), ControllerError> {
     let metrics = Arc::new(metrics::Metrics::new());
-    let caches = Caches::new(client.clone(), opts.page_size);
+    let caches = Caches::new(client.clone(), opts.page_size, opts.policy_selector.clone());
     let ready = metrics::Readiness::default();
     let server = metrics::serve(opts.metrics_addr, metrics.clone(), ready.clone()).await?;
     tracing::info!(addr = %server, "serving /metrics, /healthz and /readyz");
@@ -186,6 +216,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), ControllerError> {
         caches,
         metrics,
         debounce: opts.debounce,
+        eval_budget: opts.eval_budget,
         states: HashMap::new(),
         refs: (Vec::new(), Arc::new(RefIndex::default())),
         discovered: HashMap::new(),
@@ -469,7 +500,15 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
                     >= ctx.registry.refresh
             });
         if stale {
-            match fetch_inventory(&ctx.client, &ctx.registry, &ctx.manifests, &compiled).await {
+            let read = fetch_inventory_counted(
+                &ctx.client,
+                &ctx.registry,
+                &ctx.manifests,
+                &compiled,
+                Some(&ctx.metrics),
+            )
+            .await;
+            match read {
                 Ok((client, docs)) => {
                     state.inventory = Some((now, docs));
                     state.registry = Some(client);
@@ -484,8 +523,32 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
             }
         }
         if let Some(r) = state.registry_error.clone() {
-            if manual {
+            // A sweep that was due cannot run without the registry: say so, and wait for the
+            // next one on the schedule rather than asking the failing registry again at once.
+            let failed_sweep = sweep_due.then(|| {
+                ctx.metrics.sweep(&compiled.view, "failed");
+                SweepStatus {
+                    ok: false,
+                    reason: status::swept::FAILED,
+                    message: format!(
+                        "nothing deleted: the registry could not be read: {}",
+                        r.message
+                    ),
+                    record: None,
+                }
+            });
+            if let Some(f) = &failed_sweep {
                 state.sweep_request = requested;
+                state.next_sweep = compiled.schedule.next_after(now_secs());
+                let reference = object_reference(obj);
+                publish(
+                    ctx,
+                    &reference,
+                    EventType::Warning,
+                    "SweepFailed",
+                    &f.message,
+                )
+                .await;
             }
             write_status(
                 ctx,
@@ -494,7 +557,7 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
                 obj,
                 &r,
                 None,
-                None,
+                failed_sweep.as_ref(),
                 None,
                 now,
                 &mut state.last_written,
@@ -509,15 +572,57 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
         .iter()
         .map(|c| (c.kind.clone(), c.version.load(Ordering::Acquire)))
         .collect();
-    if state.seen != versions || state.evaluation.is_none() {
+    if state.seen != versions || (state.evaluation.is_none() && state.over_budget.is_none()) {
         let started = std::time::Instant::now();
         let inventory = state.inventory.as_ref().map(|(_, docs)| docs.as_slice());
-        state.evaluation = Some(evaluate_now(
-            ctx, &compiled, &caches, &custom, inventory, now,
-        ));
+        let mut evaluate = || evaluate_now(ctx, &compiled, &caches, &custom, inventory, now);
+        // Evaluation is CPU-bound for up to the budget: on a multi-threaded runtime, let the
+        // watchers, the lease renewal and the probes move to other workers meanwhile.
+        let result = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(evaluate),
+            _ => evaluate(),
+        };
+        match result {
+            Ok(e) => {
+                state.evaluation = Some(e);
+                state.over_budget = None;
+            }
+            Err(e) => {
+                tracing::warn!(policy = %key, error = %e, budget = ?ctx.eval_budget, "evaluation gave up");
+                state.evaluation = None;
+                state.over_budget = Some(e);
+            }
+        }
         ctx.metrics
             .observe_evaluation(&compiled.view, started.elapsed());
         state.seen = versions;
+    }
+    if let Some(e) = &state.over_budget {
+        // Without verdicts nothing may be swept; the policy says why until it or its objects
+        // change.
+        let r = Readiness {
+            ready: false,
+            reason: status::ready::INVALID_EXPRESSION,
+            message: format!(
+                "{e} (budget {}s, set by --eval-budget)",
+                ctx.eval_budget.as_secs_f64()
+            ),
+        };
+        write_status(
+            ctx,
+            kind,
+            &key,
+            obj,
+            &r,
+            None,
+            None,
+            None,
+            now,
+            &mut state.last_written,
+        )
+        .await;
+        ctx.states.insert(key, state);
+        return;
     }
     let eval = state.evaluation.as_ref().expect("evaluated just above");
     ctx.metrics.set_counts(&compiled.view, eval.summary);
@@ -529,6 +634,11 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
         state.next_sweep = compiled.schedule.next_after(now_secs());
         // A sweep deleted objects: evaluate again before reporting.
         state.seen.clear();
+        if oci && s.record.as_ref().is_some_and(|r| r.deleted + r.skipped > 0) {
+            // The registry changed: read it again on the next reconcile (the status write
+            // brings one), which costs tag listings, as the sweep's checks refreshed the rest.
+            state.inventory = None;
+        }
         sweep_status = Some(s);
     } else if compiled.view.spec.suspend {
         sweep_status = Some(SweepStatus {
@@ -599,6 +709,17 @@ pub async fn fetch_inventory(
     manifests: &ManifestCache,
     policy: &CompiledPolicy,
 ) -> Result<(Arc<RegistryClient>, Vec<Json>), Readiness> {
+    fetch_inventory_counted(kube, opts, manifests, policy, None).await
+}
+
+/// `fetch_inventory`, adding the registry requests it made to `metrics`.
+pub async fn fetch_inventory_counted(
+    kube: &Client,
+    opts: &RegistryOptions,
+    manifests: &ManifestCache,
+    policy: &CompiledPolicy,
+    metrics: Option<&metrics::Metrics>,
+) -> Result<(Arc<RegistryClient>, Vec<Json>), Readiness> {
     let Some(reg) = policy.view.spec.target.registry.as_ref() else {
         return Err(Readiness {
             ready: false,
@@ -665,7 +786,20 @@ pub async fn fetch_inventory(
         reason: status::ready::INVALID_TARGET,
         message: e.to_string(),
     })?;
-    match crate::oci::inventory(&client, manifests, &reg.repositories, opts.concurrency).await {
+    // Tag resolutions and referrer listings are reused for one refresh period: a sweep checks
+    // them afresh before it deletes anything.
+    let read = crate::oci::inventory(
+        &client,
+        manifests,
+        &reg.repositories,
+        opts.concurrency,
+        opts.refresh,
+    )
+    .await;
+    if let Some(m) = metrics {
+        m.registry_requests(client.host(), &client.counts.take());
+    }
+    match read {
         Ok(docs) => Ok((Arc::new(client), docs)),
         Err(e) if e.is_auth() => Err(cred_error(format!(
             "registry {host} refused the credentials: {e}"
@@ -685,7 +819,7 @@ fn evaluate_now(
     custom: &[Kind],
     inventory: Option<&[Json]>,
     now: Timestamp,
-) -> Evaluation {
+) -> Result<Evaluation, OverBudget> {
     let target = target_kind(policy.target);
     let owned: Vec<Arc<Json>> = caches
         .iter()
@@ -745,7 +879,8 @@ fn evaluate_now(
         namespace_labels: &namespace_labels,
         now,
     };
-    evaluate(policy, &snap)
+    let deadline = std::time::Instant::now() + ctx.eval_budget;
+    evaluate_within(policy, &snap, &|| std::time::Instant::now() > deadline)
 }
 
 async fn sweep_policy(
@@ -837,7 +972,21 @@ async fn sweep_policy(
     let propagation = spec.deletion.as_ref().and_then(|d| d.propagation_policy);
     let outcomes = match (policy.target, state.registry.clone()) {
         (TargetKind::OciArtifact, Some(registry)) => {
-            ctx.executor.delete_oci(&registry, targets, &key).await
+            let evaluated = state.inventory.as_ref().map(|(_, d)| d.as_slice());
+            let out = ctx
+                .executor
+                .delete_oci(
+                    &registry,
+                    &ctx.manifests,
+                    evaluated.unwrap_or_default(),
+                    targets,
+                    spec.group_by.is_some(),
+                    &key,
+                )
+                .await;
+            ctx.metrics
+                .registry_requests(registry.host(), &registry.counts.take());
+            out
         }
         (TargetKind::OciArtifact, None) => Vec::new(),
         _ => {

@@ -1,11 +1,12 @@
 //! Sweeps: which candidates a sweep may delete (pure), and deleting them safely (I/O): a fresh
-//! read, the guards again, and a delete with UID and resourceVersion preconditions.
+//! read, the guards again, and a delete with UID and resourceVersion preconditions; for OCI
+//! artifacts, a fresh look at each repository and at the artifact's referrers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use kube::api::{DeleteParams, DynamicObject, Preconditions, PropagationPolicy};
 use kube::{Api, Client};
@@ -13,9 +14,11 @@ use serde_json::Value as Json;
 use tokio::sync::Mutex;
 
 use super::caches::{Kind, prune};
+use super::leader::still_leading;
 use crate::api::{Deletion, PropagationPolicy as Propagation, TargetKind};
 use crate::engine::{Evaluation, ObjectId, ObjectResult, guard};
-use crate::oci::RegistryClient;
+use crate::oci::inventory::{RepoView, tag_changes, views_of};
+use crate::oci::{Deleted, ManifestCache, RegistryClient, RegistryError};
 
 /// One object a sweep will try to delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,32 +273,338 @@ impl Executor {
             .await
     }
 
-    /// Deletes OCI artifacts by digest, referrers first: each digest is checked to exist and to
-    /// carry the tags it was evaluated with, then deleted.
+    /// Deletes OCI artifacts by digest, after checking afresh, right before, that the
+    /// registry still looks the way the evaluation (`evaluated`, the inventory's documents)
+    /// saw it: the repository's tags are listed and every tag is resolved again, and each
+    /// artifact's referrers are listed again. A repository whose tags changed in any way, or
+    /// an artifact that gained a referrer, is left alone this sweep (its cached reads
+    /// forgotten, so the next inventory reads it all again). When `groups_span_repositories`
+    /// (a custom groupBy, so one repository's tags can change another's ranks), every
+    /// repository is checked and any change holds back the whole sweep.
+    ///
+    /// Order: referrers (signatures, SBOMs) first, and only with their subject in the same
+    /// sweep; then their subjects, only once every artifact that refers to them is gone; then
+    /// manifests that a deleted index listed, only once that index is gone.
     pub async fn delete_oci(
         &self,
         registry: &RegistryClient,
+        cache: &ManifestCache,
+        evaluated: &[Json],
         targets: Vec<Target>,
+        groups_span_repositories: bool,
         policy_key: &str,
     ) -> Vec<(Target, Outcome)> {
-        let (referrers, others): (Vec<Target>, Vec<Target>) =
-            targets.into_iter().partition(|t| t.is_referrer);
+        let views = views_of(evaluated);
+        let mut by_repo: BTreeMap<String, Vec<Target>> = BTreeMap::new();
         let mut out = Vec::new();
-        for batch in [referrers, others] {
-            let done: Vec<(Target, Outcome)> = futures::stream::iter(batch)
-                .map(|t| async move {
-                    let outcome = delete_artifact(registry, &t, &self.limiter).await;
-                    audit(policy_key, TargetKind::OciArtifact, &t, &outcome);
-                    (t, outcome)
-                })
-                .buffer_unordered(self.concurrency.max(1))
+        for t in targets {
+            match &t.id {
+                TargetId::Oci { repository, .. } => {
+                    by_repo.entry(repository.clone()).or_default().push(t)
+                }
+                TargetId::Kube { .. } => {
+                    out.push((t, Outcome::Skipped("not an OCI artifact".into())));
+                }
+            }
+        }
+        let units: Vec<(Vec<String>, Vec<Target>)> = if groups_span_repositories {
+            let mut repos: BTreeSet<String> = views.keys().cloned().collect();
+            repos.extend(by_repo.keys().cloned());
+            let all = by_repo.into_values().flatten().collect::<Vec<_>>();
+            if all.is_empty() {
+                Vec::new()
+            } else {
+                vec![(repos.into_iter().collect(), all)]
+            }
+        } else {
+            by_repo
+                .into_iter()
+                .map(|(repo, ts)| (vec![repo], ts))
                 .collect()
+        };
+        for (repos, targets) in units {
+            let done = self
+                .sweep_repositories(registry, cache, &views, &repos, targets)
                 .await;
+            for (t, o) in &done {
+                audit(policy_key, TargetKind::OciArtifact, t, o);
+            }
             out.extend(done);
         }
         out
     }
+
+    /// Resolves every tag of `repo` now.
+    async fn fresh_tags(
+        &self,
+        registry: &RegistryClient,
+        repo: &str,
+    ) -> Result<BTreeMap<String, String>, RegistryError> {
+        self.limiter.wait().await;
+        let tags = registry.tags(repo).await?;
+        let resolved: Vec<(String, Option<String>)> = futures::stream::iter(tags)
+            .map(|t| async move {
+                self.limiter.wait().await;
+                registry.resolve(repo, &t).await.map(|d| (t, d))
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .try_collect()
+            .await?;
+        Ok(resolved
+            .into_iter()
+            .filter_map(|(t, d)| d.map(|d| (t, d)))
+            .collect())
+    }
+
+    /// Checks `repos` afresh, then deletes what still may be deleted of `targets`.
+    async fn sweep_repositories(
+        &self,
+        registry: &RegistryClient,
+        cache: &ManifestCache,
+        views: &BTreeMap<String, RepoView>,
+        repos: &[String],
+        targets: Vec<Target>,
+    ) -> Vec<(Target, Outcome)> {
+        let base = registry.base();
+        let empty = RepoView::default();
+        let view_of = |repo: &str| views.get(repo).unwrap_or(&empty);
+        let mut changes = Vec::new();
+        for repo in repos {
+            match self.fresh_tags(registry, repo).await {
+                Ok(fresh) => {
+                    let c = tag_changes(&view_of(repo).tags, &fresh);
+                    if c.is_empty() {
+                        cache.remember_tags(base, repo, &fresh);
+                    } else {
+                        cache.forget(base, repo);
+                        let more = c.len().saturating_sub(3);
+                        let mut m = format!("{repo}: {}", c[..c.len().min(3)].join(", "));
+                        if more > 0 {
+                            m.push_str(&format!(" and {more} more"));
+                        }
+                        changes.push(m);
+                    }
+                }
+                Err(e) => {
+                    let why = format!("checking the registry before deleting: {e}");
+                    return targets
+                        .into_iter()
+                        .map(|t| (t, Outcome::Failed(why.clone())))
+                        .collect();
+                }
+            }
+        }
+        if !changes.is_empty() {
+            let why = format!(
+                "the registry changed since the evaluation ({}); kept until the next sweep",
+                changes.join("; ")
+            );
+            return targets
+                .into_iter()
+                .map(|t| (t, Outcome::Skipped(why.clone())))
+                .collect();
+        }
+
+        let key = |t: &Target| match &t.id {
+            TargetId::Oci {
+                repository, digest, ..
+            } => (repository.clone(), digest.clone()),
+            TargetId::Kube { .. } => (String::new(), String::new()),
+        };
+        let target_keys: BTreeSet<(String, String)> = targets.iter().map(key).collect();
+        let mut decided: BTreeMap<(String, String), Outcome> = BTreeMap::new();
+
+        // Referrers of each artifact that is not one itself: anything unknown holds it back.
+        let subjects: Vec<(String, String)> =
+            targets.iter().filter(|t| !t.is_referrer).map(key).collect();
+        let listed: Vec<(DigestKey, Result<Vec<String>, RegistryError>)> =
+            futures::stream::iter(subjects)
+                .map(|(repo, digest)| async move {
+                    self.limiter.wait().await;
+                    let r = registry.referrers(&repo, &digest).await;
+                    ((repo, digest), r)
+                })
+                .buffer_unordered(self.concurrency.max(1))
+                .collect()
+                .await;
+        for ((repo, digest), r) in listed {
+            match r {
+                Ok(refs) => {
+                    let known = view_of(&repo).referrers_of(&digest);
+                    let unknown: Vec<&String> =
+                        refs.iter().filter(|r| !known.contains(*r)).collect();
+                    if unknown.is_empty() {
+                        cache.remember_referrers(base, &repo, &digest, refs.clone());
+                    } else {
+                        cache.forget(base, &repo);
+                        let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+                        decided.insert(
+                            (repo, digest),
+                            Outcome::Skipped(format!(
+                                "referred to by {} since the evaluation; kept until the next sweep",
+                                names.join(", ")
+                            )),
+                        );
+                    }
+                }
+                Err(e) => {
+                    decided.insert(
+                        (repo, digest),
+                        Outcome::Failed(format!("checking its referrers before deleting: {e}")),
+                    );
+                }
+            }
+        }
+
+        // Referrers go only with their subject, and only once it passed its checks.
+        let mut first = Vec::new();
+        for t in targets.iter().filter(|t| t.is_referrer) {
+            let (repo, digest) = key(t);
+            let root = view_of(&repo).root_subject(&digest);
+            let blocked = match &root {
+                None => Some("refers to nothing this sweep knows of".to_string()),
+                Some(r) if !target_keys.contains(&(repo.clone(), r.clone())) => Some(format!(
+                    "goes with its subject {r}, which this sweep does not delete"
+                )),
+                Some(r) => decided.get(&(repo.clone(), r.clone())).map(|_| {
+                    format!("goes with its subject {r}, which this sweep does not delete")
+                }),
+            };
+            match blocked {
+                Some(why) => {
+                    decided.insert((repo, digest), Outcome::Skipped(why));
+                }
+                None => first.push((repo, digest)),
+            }
+        }
+        for (k, o) in self.delete_digests(registry, first).await {
+            decided.insert(k, o);
+        }
+
+        // Subjects, once everything that refers to them is gone; not yet manifests that an
+        // index this sweep deletes lists.
+        let gone = |o: Option<&Outcome>| {
+            matches!(o, Some(Outcome::Deleted))
+                || matches!(o, Some(Outcome::Skipped(w)) if w == ALREADY_GONE)
+        };
+        let by_index = |repo: &str, digest: &str| -> Vec<String> {
+            view_of(repo)
+                .listed_by(digest)
+                .into_iter()
+                .filter(|i| target_keys.contains(&(repo.to_string(), i.clone())))
+                .collect()
+        };
+        let mut second = Vec::new();
+        let mut third = Vec::new();
+        for t in targets.iter().filter(|t| !t.is_referrer) {
+            let k = key(t);
+            if decided.contains_key(&k) {
+                continue;
+            }
+            let (repo, digest) = &k;
+            let view = view_of(repo);
+            let hanging: Vec<String> = view
+                .subject_of
+                .keys()
+                .filter(|r| view.root_subject(r).as_deref() == Some(digest.as_str()))
+                .filter(|r| !gone(decided.get(&(repo.clone(), (*r).clone()))))
+                .cloned()
+                .collect();
+            if !hanging.is_empty() {
+                decided.insert(
+                    k.clone(),
+                    Outcome::Skipped(format!("{} still refer to it", hanging.join(", "))),
+                );
+                continue;
+            }
+            if by_index(repo, digest).is_empty() {
+                second.push(k);
+            } else {
+                third.push(k);
+            }
+        }
+        for (k, o) in self.delete_digests(registry, second).await {
+            decided.insert(k, o);
+        }
+        let mut ready = Vec::new();
+        for k in third {
+            let holding: Vec<String> = by_index(&k.0, &k.1)
+                .into_iter()
+                .filter(|i| !gone(decided.get(&(k.0.clone(), i.clone()))))
+                .collect();
+            if holding.is_empty() {
+                ready.push(k);
+            } else {
+                decided.insert(
+                    k,
+                    Outcome::Skipped(format!(
+                        "listed by index {}, which this sweep did not delete",
+                        holding.join(", ")
+                    )),
+                );
+            }
+        }
+        for (k, o) in self.delete_digests(registry, ready).await {
+            decided.insert(k, o);
+        }
+
+        let mut deleted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for ((repo, digest), o) in &decided {
+            if *o == Outcome::Deleted {
+                deleted
+                    .entry(repo.clone())
+                    .or_default()
+                    .insert(digest.clone());
+            }
+        }
+        for (repo, digests) in &deleted {
+            cache.forget_digests(base, repo, digests);
+        }
+        targets
+            .into_iter()
+            .map(|t| {
+                let o = decided
+                    .remove(&key(&t))
+                    .unwrap_or_else(|| Outcome::Skipped("not reached".into()));
+                (t, o)
+            })
+            .collect()
+    }
+
+    /// Deletes manifests by digest, concurrently within the rate limit.
+    async fn delete_digests(
+        &self,
+        registry: &RegistryClient,
+        keys: Vec<(String, String)>,
+    ) -> Vec<((String, String), Outcome)> {
+        futures::stream::iter(keys)
+            .map(|(repo, digest)| async move {
+                self.limiter.wait().await;
+                if !still_leading() {
+                    return ((repo, digest), Outcome::Failed(NOT_LEADING.into()));
+                }
+                let o = match registry.delete(&repo, &digest).await {
+                    Ok(Deleted::Now) => Outcome::Deleted,
+                    Ok(Deleted::AlreadyGone) => Outcome::Skipped(ALREADY_GONE.into()),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
+                ((repo, digest), o)
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await
+    }
 }
+
+/// An artifact: (repository, digest).
+type DigestKey = (String, String);
+
+/// Why a sweep stops deleting when its replica's lease may have run out (see
+/// `leader::still_leading`); the next leader's sweep deletes what is left.
+const NOT_LEADING: &str = "not deleted: this replica's leader lease ran out";
+
+/// Why a target that was gone before its delete is skipped.
+const ALREADY_GONE: &str = "already gone";
 
 fn audit(policy_key: &str, kind: TargetKind, t: &Target, outcome: &Outcome) {
     let (namespace, name, uid) = match &t.id {
@@ -330,36 +639,6 @@ fn audit(policy_key: &str, kind: TargetKind, t: &Target, outcome: &Outcome) {
     }
 }
 
-async fn delete_artifact(registry: &RegistryClient, t: &Target, limiter: &RateLimiter) -> Outcome {
-    let TargetId::Oci {
-        repository,
-        digest,
-        tags,
-    } = &t.id
-    else {
-        return Outcome::Skipped("not an OCI artifact".into());
-    };
-    limiter.wait().await;
-    match registry.resolve(repository, digest).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Outcome::Skipped("already gone".into()),
-        Err(e) => return Outcome::Failed(e.to_string()),
-    }
-    for tag in tags {
-        limiter.wait().await;
-        match registry.resolve(repository, tag).await {
-            Ok(Some(d)) if &d == digest => {}
-            Ok(_) => return Outcome::Skipped(format!("tag {tag} moved since it was evaluated")),
-            Err(e) => return Outcome::Failed(e.to_string()),
-        }
-    }
-    limiter.wait().await;
-    match registry.delete(repository, digest).await {
-        Ok(()) => Outcome::Deleted,
-        Err(e) => Outcome::Failed(e.to_string()),
-    }
-}
-
 async fn delete_one(
     api: &Api<DynamicObject>,
     kind: TargetKind,
@@ -369,6 +648,9 @@ async fn delete_one(
     propagation: PropagationPolicy,
     limiter: &RateLimiter,
 ) -> Outcome {
+    if !still_leading() {
+        return Outcome::Failed(NOT_LEADING.into());
+    }
     limiter.wait().await;
     let fresh = match api.get_opt(name).await {
         Ok(Some(o)) => o,
@@ -387,6 +669,9 @@ async fn delete_one(
         return Outcome::Skipped(g.to_string());
     }
     limiter.wait().await;
+    if !still_leading() {
+        return Outcome::Failed(NOT_LEADING.into());
+    }
     let dp = DeleteParams {
         propagation_policy: Some(propagation),
         preconditions: Some(Preconditions {

@@ -127,7 +127,7 @@ impl CompiledPolicy {
                 .map_err(|e| invalid(format!("spec.target.namespaceSelector: {e}")))?;
         }
         if let Some(fs) = &spec.target.field_selector {
-            select::parse_field_selector(fs)
+            select::validate_field_selector(spec.target.kind.as_str(), fs)
                 .map_err(|e| invalid(format!("spec.target.fieldSelector: {e}")))?;
         }
         let registry_host = match &spec.target.registry {
@@ -562,12 +562,43 @@ fn sort_name(obj: &Json) -> &str {
 
 /// Runs the whole pipeline for one policy over one snapshot.
 pub fn evaluate(policy: &CompiledPolicy, snap: &Snapshot<'_>) -> Evaluation {
+    // The budget here is never exhausted, so the default is never used.
+    evaluate_within(policy, snap, &|| false).unwrap_or_default()
+}
+
+/// Evaluation stopped because it ran out of its time budget: the expressions are too costly
+/// for the number of objects. No verdicts are given, so nothing is deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error(
+    "evaluating the policy's expressions ran out of its time budget after {evaluated} of {total} objects; make spec.match, spec.keep or spec.referencedBy cheaper (fewer macros over lists), or select fewer objects"
+)]
+pub struct OverBudget {
+    pub evaluated: usize,
+    pub total: usize,
+}
+
+/// `evaluate`, asking `over_budget` between objects whether to give up. The caller decides
+/// what the budget is (a deadline, in the controller), so this stays free of clocks.
+pub fn evaluate_within(
+    policy: &CompiledPolicy,
+    snap: &Snapshot<'_>,
+    over_budget: &dyn Fn() -> bool,
+) -> Result<Evaluation, OverBudget> {
     let kind = policy.target;
     let now = to_chrono(snap.now);
+    let total = snap.objects.len();
+    let stop = |evaluated: usize| -> Result<(), OverBudget> {
+        if over_budget() {
+            Err(OverBudget { evaluated, total })
+        } else {
+            Ok(())
+        }
+    };
 
     // select, bind once, match, group, order
     let mut rows: Vec<Row<'_>> = Vec::new();
-    for &obj in &snap.objects {
+    for (seen, &obj) in snap.objects.iter().enumerate() {
+        stop(seen)?;
         if !selects(policy, obj, snap.namespace_labels) {
             continue;
         }
@@ -692,7 +723,7 @@ pub fn evaluate(policy: &CompiledPolicy, snap: &Snapshot<'_>) -> Evaluation {
     }
 
     // referenced-by: built-in, then custom
-    let custom = custom_references(policy, snap, now);
+    let custom = custom_references(policy, snap, now, &|| stop(0))?;
     for row in &mut rows {
         let obj = row.obj;
         let mut refs = match kind {
@@ -720,6 +751,7 @@ pub fn evaluate(policy: &CompiledPolicy, snap: &Snapshot<'_>) -> Evaluation {
     // guards, then keep
     let mut results: Vec<ObjectResult> = Vec::with_capacity(rows.len());
     for row in &rows {
+        stop(results.len())?;
         let (verdict, reason) = match &row.decided {
             Some(d) => d.clone(),
             None => match guard(kind, row.obj) {
@@ -769,7 +801,7 @@ pub fn evaluate(policy: &CompiledPolicy, snap: &Snapshot<'_>) -> Evaluation {
             Verdict::Error => summary.errors += 1,
         }
     }
-    Evaluation { summary, results }
+    Ok(Evaluation { summary, results })
 }
 
 /// How the reason of a referrer deleted with its subject begins.
@@ -914,7 +946,8 @@ fn custom_references(
     policy: &CompiledPolicy,
     snap: &Snapshot<'_>,
     now: chrono::DateTime<chrono::FixedOffset>,
-) -> CustomRefs {
+    stop: &dyn Fn() -> Result<(), OverBudget>,
+) -> Result<CustomRefs, OverBudget> {
     let mut out = CustomRefs {
         names: HashMap::new(),
         images: Vec::new(),
@@ -922,6 +955,7 @@ fn custom_references(
     };
     for (api_version, kind, refs) in &policy.referrer_sources {
         for &obj in &snap.custom_referrers {
+            stop()?;
             if str_at(obj, "/apiVersion") != Some(api_version) || str_at(obj, "/kind") != Some(kind)
             {
                 continue;
@@ -955,7 +989,7 @@ fn custom_references(
             }
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

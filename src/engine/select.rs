@@ -14,10 +14,70 @@ pub enum LabelSelectorError {
     MissingValues(String),
     #[error("operator {0} takes no values")]
     UnexpectedValues(String),
+    #[error(
+        "'{0}' is not a valid label key: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    )]
+    InvalidKey(String),
+    #[error(
+        "'{0}' is not a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    )]
+    InvalidValue(String),
+}
+
+/// A label name or value: `[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?`.
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A DNS-1123 subdomain, the optional prefix of a label key.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            let b = part.as_bytes();
+            !b.is_empty()
+                && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+                && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+fn check_key(key: &str) -> Result<(), LabelSelectorError> {
+    let ok = match key.split_once('/') {
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_label_name(name),
+        None => is_label_name(key),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(LabelSelectorError::InvalidKey(key.to_string()))
+    }
+}
+
+fn check_value(value: &str) -> Result<(), LabelSelectorError> {
+    if value.is_empty() || is_label_name(value) {
+        Ok(())
+    } else {
+        Err(LabelSelectorError::InvalidValue(value.to_string()))
+    }
 }
 
 pub fn validate_label_selector(sel: &LabelSelector) -> Result<(), LabelSelectorError> {
+    for (k, v) in sel.match_labels.iter().flatten() {
+        check_key(k)?;
+        check_value(v)?;
+    }
     for e in sel.match_expressions.iter().flatten() {
+        check_key(&e.key)?;
+        for v in e.values.iter().flatten() {
+            check_value(v)?;
+        }
         let has_values = e.values.as_ref().is_some_and(|v| !v.is_empty());
         match e.operator.as_str() {
             "In" | "NotIn" if !has_values => {
@@ -55,6 +115,30 @@ pub fn matches_label_selector(sel: &LabelSelector, labels: &BTreeMap<String, Str
         }
     });
     by_labels && by_exprs
+}
+
+/// The fields the API server lets a field selector name, by kind (beyond metadata.name and
+/// metadata.namespace, which every kind supports).
+pub fn selectable_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "Secret" => &["metadata.name", "metadata.namespace", "type"],
+        "Job" => &["metadata.name", "metadata.namespace", "status.successful"],
+        _ => &["metadata.name", "metadata.namespace"],
+    }
+}
+
+/// Parses a field selector and checks that `kind` supports its fields, as the API server would.
+pub fn validate_field_selector(kind: &str, s: &str) -> Result<(), String> {
+    let supported = selectable_fields(kind);
+    for (field, _, _) in parse_field_selector(s)? {
+        if !supported.contains(&field.as_str()) {
+            return Err(format!(
+                "field '{field}' is not supported for {kind} (supported: {})",
+                supported.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `a=b,c!=d`: (path, value, equal?)

@@ -633,3 +633,128 @@ fn repository_patterns() {
     assert!(repository_matches("team/app", "team/app"));
     assert!(!repository_matches("team/app", "team/app2"));
 }
+
+#[test]
+fn evaluation_stops_when_its_budget_runs_out_and_gives_no_verdicts() {
+    let p = policy(
+        None,
+        json!({"target": {"kind": "Job"}, "schedule": "@daily", "keep": "rank < 1"}),
+    );
+    let objects: Vec<Json> = (0..10)
+        .map(|i| {
+            job(
+                "ns",
+                &format!("j{i}"),
+                "2026-05-01T00:00:00Z",
+                json!({}),
+                "succeeded",
+            )
+        })
+        .collect();
+    let refs = RefIndex::build(&[]);
+    let ns = BTreeMap::new();
+    let snap = Snapshot {
+        objects: objects.iter().collect(),
+        refs: &refs,
+        custom_referrers: Vec::new(),
+        namespace_labels: &ns,
+        now: NOW.parse().unwrap(),
+    };
+    // (budget in checks, expected outcome): the budget is asked once per object per pass.
+    // Ok(candidates) or Err((evaluated, total)).
+    type Outcome = Result<i64, (usize, usize)>;
+    let cases: &[(usize, Outcome)] = &[
+        (0, Err((0, 10))),
+        (4, Err((4, 10))),
+        (10, Err((0, 10))),
+        (15, Err((5, 10))),
+        (usize::MAX, Ok(9)),
+    ];
+    for &(budget, ref want) in cases {
+        let asked = std::cell::Cell::new(0usize);
+        let over = || {
+            asked.set(asked.get() + 1);
+            asked.get() > budget
+        };
+        let got = evaluate_within(&p, &snap, &over)
+            .map(|e| e.summary.candidates)
+            .map_err(|e| (e.evaluated, e.total));
+        assert_eq!(&got, want, "budget {budget}");
+    }
+    let err = evaluate_within(&p, &snap, &|| true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ran out of its time budget after 0 of 10 objects"),
+        "{err}"
+    );
+}
+
+#[test]
+fn selectors_are_checked_as_the_api_server_checks_them() {
+    let cases: &[(serde_json::Value, Option<&str>)] = &[
+        (json!({"selector": {"matchLabels": {"app": "web"}}}), None),
+        (
+            json!({"selector": {"matchLabels": {"example.com/app-name_1.x": "v-1.2_b"}}}),
+            None,
+        ),
+        (json!({"selector": {"matchLabels": {"app": ""}}}), None),
+        (
+            json!({"selector": {"matchLabels": {"bad key!": "x"}}}),
+            Some("spec.target.selector: 'bad key!' is not a valid label key"),
+        ),
+        (
+            json!({"selector": {"matchLabels": {"Example.com/app": "x"}}}),
+            Some("'Example.com/app' is not a valid label key"),
+        ),
+        (
+            json!({"selector": {"matchLabels": {"app": "-web"}}}),
+            Some("'-web' is not a valid label value"),
+        ),
+        (
+            json!({"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a b"]}]}}),
+            Some("'a b' is not a valid label value"),
+        ),
+        (
+            json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Near", "values": ["x"]}]}}),
+            Some("unknown operator 'Near'"),
+        ),
+        (json!({"fieldSelector": "status.successful=1"}), None),
+        (
+            json!({"fieldSelector": "spec.parallelism=1"}),
+            Some(
+                "spec.target.fieldSelector: field 'spec.parallelism' is not supported for Job (supported: metadata.name, metadata.namespace, status.successful)",
+            ),
+        ),
+        (
+            json!({"fieldSelector": "status.successful"}),
+            Some("'status.successful' is not field=value"),
+        ),
+    ];
+    for (target, want) in cases {
+        let mut t = json!({"kind": "Job"});
+        merge(&mut t, target.clone());
+        let spec: RetentionPolicySpec =
+            serde_json::from_value(json!({"target": t, "schedule": "@daily", "keep": "true"}))
+                .unwrap();
+        let got = CompiledPolicy::compile(PolicyView {
+            namespace: Some("ns".into()),
+            name: "p".into(),
+            generation: Some(1),
+            spec,
+        })
+        .err()
+        .map(|e| e.to_string());
+        match (want, got) {
+            (None, None) => {}
+            (Some(w), Some(g)) => assert!(g.contains(w), "{target}: got {g:?}, want {w:?}"),
+            (w, g) => panic!("{target}: got {g:?}, want {w:?}"),
+        }
+    }
+}
+
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    if let (Some(b), serde_json::Value::Object(p)) = (base.as_object_mut(), patch) {
+        b.extend(p);
+    }
+}

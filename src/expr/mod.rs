@@ -136,7 +136,34 @@ pub enum CompileError {
         want: &'static str,
         got: &'static str,
     },
+    #[error(
+        "{field}: lists.range at line {line}, column {column} needs a literal size of at most {MAX_RANGE}, so that evaluation cost stays bounded"
+    )]
+    UnboundedRange {
+        field: String,
+        line: usize,
+        column: usize,
+    },
+    #[error(
+        "{field}: macros such as all, exists, map and filter are nested {depth} deep at line {line}, column {column}; at most {MAX_NESTED_MACROS} may be nested, so that evaluation cost stays bounded"
+    )]
+    TooDeep {
+        field: String,
+        depth: usize,
+        line: usize,
+        column: usize,
+    },
 }
+
+/// How deep comprehensions (all, exists, exists_one, map, filter) may nest inside each other's
+/// loop bodies. Each level multiplies the work by the size of a list read from the object, so
+/// three levels over a label map or a split name already cost millions of steps per object;
+/// chained macros (`a.filter(..).map(..)`) add instead of multiply and are not limited.
+pub const MAX_NESTED_MACROS: usize = 2;
+
+/// The largest `lists.range(n)`: the extension allows a million, which nested once is a
+/// trillion steps.
+pub const MAX_RANGE: i64 = 1000;
 
 /// A user's expression failing on one object at evaluation time. The object is kept.
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -199,6 +226,7 @@ impl Compiled {
             }
         })?;
         check_references(field, source, &program)?;
+        check_nesting(field, source, &program)?;
         if let Some(got) = static_type(&program.expression().expr)
             && !got.satisfies(field.expected())
         {
@@ -426,6 +454,78 @@ fn check_references(field: Field, source: &str, program: &Program) -> Result<(),
     Ok(())
 }
 
+/// The deepest nesting of comprehensions through loop bodies, and the id of the innermost one.
+fn nesting(e: &IdedExpr) -> (usize, u64) {
+    let deepest = |es: &[&IdedExpr]| {
+        es.iter()
+            .map(|c| nesting(c))
+            .max_by_key(|(d, _)| *d)
+            .unwrap_or((0, e.id))
+    };
+    match &e.expr {
+        Expr::Comprehension(c) => {
+            let once = deepest(&[&c.iter_range, &c.accu_init, &c.result]);
+            let (body, id) = deepest(&[&c.loop_cond, &c.loop_step]);
+            let inner = (body + 1, if body == 0 { e.id } else { id });
+            if once.0 > inner.0 { once } else { inner }
+        }
+        _ => deepest(&children(e)),
+    }
+}
+
+/// A `lists.range` call whose size is not a small literal.
+fn unbounded_range(e: &IdedExpr) -> Option<u64> {
+    // Parsed either as one qualified name or as `range` called on the `lists` namespace.
+    let is_range = |c: &cel::common::ast::CallExpr| {
+        c.func_name == "lists.range"
+            || (c.func_name == "range"
+                && c.target
+                    .as_deref()
+                    .is_some_and(|t| matches!(&t.expr, Expr::Ident(n) if n == "lists")))
+    };
+    if let Expr::Call(c) = &e.expr
+        && is_range(c)
+    {
+        let bounded = matches!(
+            c.args.as_slice(),
+            [IdedExpr { expr: Expr::Literal(LiteralValue::Int(n)), .. }] if *n.inner() <= MAX_RANGE
+        );
+        if !bounded {
+            return Some(e.id);
+        }
+    }
+    children(e).into_iter().find_map(unbounded_range)
+}
+
+fn check_nesting(field: Field, source: &str, program: &Program) -> Result<(), CompileError> {
+    let position = |id: u64| {
+        program
+            .source_info()
+            .offset_for(id)
+            .map(|(start, _)| line_column(source, start as usize))
+            .unwrap_or((1, 1))
+    };
+    if let Some(id) = unbounded_range(program.expression()) {
+        let (line, column) = position(id);
+        return Err(CompileError::UnboundedRange {
+            field: field.path(),
+            line,
+            column,
+        });
+    }
+    let (depth, id) = nesting(program.expression());
+    if depth <= MAX_NESTED_MACROS {
+        return Ok(());
+    }
+    let (line, column) = position(id);
+    Err(CompileError::TooDeep {
+        field: field.path(),
+        depth,
+        line,
+        column,
+    })
+}
+
 fn line_column(source: &str, char_offset: usize) -> (usize, usize) {
     let mut line = 1;
     let mut column = 1;
@@ -617,6 +717,23 @@ fn static_type(e: &Expr) -> Option<StaticType> {
             "split" => StaticType::List,
             "duration" => StaticType::Duration,
             "timestamp" => StaticType::Timestamp,
+            "-_" => static_type(&c.args.first()?.expr)?,
+            "_+_" | "_-_" | "_*_" | "_/_" | "_%_" | "_?_:_" => {
+                // Operands (or branches) of one type: arithmetic keeps it. Mixed types are left
+                // to evaluation, except for the time arithmetic every policy uses.
+                let n = c.args.len();
+                let a = static_type(&c.args.get(n.checked_sub(2)?)?.expr)?;
+                let b = static_type(&c.args.get(n - 1)?.expr)?;
+                use StaticType::*;
+                match (c.func_name.as_str(), a, b) {
+                    ("_-_", Timestamp, Timestamp) => Duration,
+                    ("_+_" | "_-_", Timestamp, Duration) | ("_+_", Duration, Timestamp) => {
+                        Timestamp
+                    }
+                    (_, a, b) if a == b => a,
+                    _ => return None,
+                }
+            }
             _ => return None,
         },
         _ => return None,

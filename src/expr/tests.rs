@@ -157,6 +157,46 @@ fn compile_errors_name_the_field_and_position() {
             "spec.orderBy: must evaluate to timestamp, int, double, string or semver, but it is list",
         ),
         (Field::Match, "rank", "spec.match: 'rank'"),
+        (
+            Field::Keep,
+            "rank + 1",
+            "spec.keep: must evaluate to bool, but it is int",
+        ),
+        (
+            Field::Keep,
+            "rank < 1 ? 'yes' : 'no'",
+            "spec.keep: must evaluate to bool, but it is string",
+        ),
+        (
+            Field::Keep,
+            "now - age",
+            "spec.keep: must evaluate to bool, but it is timestamp",
+        ),
+        (
+            Field::OrderBy,
+            "[1] + [2]",
+            "spec.orderBy: must evaluate to timestamp, int, double, string or semver, but it is list",
+        ),
+        (
+            Field::Keep,
+            "object.metadata.name.split('').all(a, object.metadata.name.split('').all(b,\n  object.metadata.name.split('').exists(c, a + b + c == 'xyz')))",
+            "spec.keep: macros such as all, exists, map and filter are nested 3 deep at line 2, column",
+        ),
+        (
+            Field::Match,
+            "[1].map(a, [2].map(b, [3].filter(c, c > a + b))).size() > 0",
+            "spec.match: macros such as all, exists, map and filter are nested 3 deep",
+        ),
+        (
+            Field::Keep,
+            "lists.range(1000000).exists(i, i == rank)",
+            "spec.keep: lists.range at line 1, column 12 needs a literal size of at most 1000",
+        ),
+        (
+            Field::Keep,
+            "lists.range(groupSize).exists(i, i == rank)",
+            "spec.keep: lists.range at line 1, column 12 needs a literal size",
+        ),
     ];
     for (field, src, want) in cases {
         let err = Compiled::compile(*field, src).expect_err(src).to_string();
@@ -164,6 +204,19 @@ fn compile_errors_name_the_field_and_position() {
             err.starts_with(want),
             "{src}: got {err:?}, want prefix {want:?}"
         );
+    }
+}
+
+#[test]
+fn macro_nesting_is_bounded_but_chaining_is_not() {
+    let allowed = [
+        "object.spec.template.spec.containers.exists(c, c.env.exists(e, e.name == 'X'))",
+        "object.metadata.labels.filter(k, k.startsWith('a')).map(k, k + 'x').filter(k, k.size() > 1).exists(k, k == 'ax')",
+        "[1, 2].map(a, [3].map(b, a + b)).map(l, l.filter(x, x > 3)).size() > 0",
+        "lists.range(1000).exists(i, i == 999)",
+    ];
+    for src in allowed {
+        Compiled::compile(Field::Match, src).unwrap_or_else(|e| panic!("{src}: {e}"));
     }
 }
 

@@ -1,13 +1,17 @@
 //! A small OCI distribution client on reqwest: catalog, tags with `Link` paging, manifests by
 //! digest, image config, referrers (OCI 1.1 API with the tag-schema fallback), and DELETE of a
 //! manifest by digest. Auth: anonymous, basic, and the bearer-token flow with per-scope tokens.
+//! Every request is idempotent, so each is retried with jittered exponential backoff while the
+//! registry is unreachable, times out, answers 429 (honouring `Retry-After` up to a cap) or 500,
+//! 502, 503, 504; requests are counted by kind, so that tests and benchmarks can say what a
+//! sweep costs.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -23,18 +27,21 @@ const MAX_PAGES: usize = 10_000;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RegistryError {
-    #[error("{action}: registry {registry} is unreachable: {message}")]
+    #[error("{action}: registry {registry} is unreachable: {message}{}", gave_up(*attempts))]
     Unreachable {
         action: String,
         registry: String,
         message: String,
+        attempts: u32,
     },
-    #[error("{action}: HTTP {status} {code}: {message}")]
+    #[error("{action} at {registry}: HTTP {status} {code}: {message}{}", gave_up(*attempts))]
     Http {
         action: String,
+        registry: String,
         status: u16,
         code: String,
         message: String,
+        attempts: u32,
     },
     #[error(
         "{action}: the registry does not allow deleting manifests (HTTP {status} {code}); enable deletes in its configuration"
@@ -48,6 +55,15 @@ pub enum RegistryError {
     Protocol { action: String, message: String },
 }
 
+/// How an error says that retries did not help.
+fn gave_up(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (gave up after {attempts} attempts)")
+    } else {
+        String::new()
+    }
+}
+
 impl RegistryError {
     /// Whether the registry refused our credentials (or their absence).
     pub fn is_auth(&self) -> bool {
@@ -59,25 +75,265 @@ impl RegistryError {
             }
         )
     }
+
+    /// Whether trying the same request again may succeed: the registry was unreachable or
+    /// timed out, asked us to slow down (429), or failed on its side (500, 502, 503, 504).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } => true,
+            RegistryError::Http { status, .. } => transient_status(*status),
+            _ => false,
+        }
+    }
+
+    fn with_attempts(mut self, n: u32) -> RegistryError {
+        match &mut self {
+            RegistryError::Unreachable { attempts, .. } | RegistryError::Http { attempts, .. } => {
+                *attempts = n
+            }
+            _ => {}
+        }
+        self
+    }
 }
 
-/// Requests made, by kind: what a sweep costs.
+fn transient_status(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
+/// The kinds of request a sweep makes; what `RequestCounts` counts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequestKind {
+    Catalog,
+    TagList,
+    ManifestHead,
+    ManifestGet,
+    BlobGet,
+    Referrers,
+    Delete,
+    Token,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 8] = [
+        RequestKind::Catalog,
+        RequestKind::TagList,
+        RequestKind::ManifestHead,
+        RequestKind::ManifestGet,
+        RequestKind::BlobGet,
+        RequestKind::Referrers,
+        RequestKind::Delete,
+        RequestKind::Token,
+    ];
+
+    /// The metric label and report name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Catalog => "catalog",
+            RequestKind::TagList => "tag_list",
+            RequestKind::ManifestHead => "manifest_head",
+            RequestKind::ManifestGet => "manifest_get",
+            RequestKind::BlobGet => "blob_get",
+            RequestKind::Referrers => "referrers",
+            RequestKind::Delete => "delete",
+            RequestKind::Token => "token",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// HTTP requests sent, by kind, retries included; and how many of them were retries.
 #[derive(Debug, Default)]
 pub struct RequestCounts {
-    pub catalog: AtomicU64,
-    pub tag_lists: AtomicU64,
-    pub manifest_heads: AtomicU64,
-    pub manifest_gets: AtomicU64,
-    pub blob_gets: AtomicU64,
-    pub referrers: AtomicU64,
-    pub deletes: AtomicU64,
-    pub tokens: AtomicU64,
+    sent: [AtomicU64; 8],
+    retried: [AtomicU64; 8],
 }
 
 impl RequestCounts {
-    pub fn manifest_requests(&self) -> u64 {
-        self.manifest_heads.load(Ordering::Relaxed) + self.manifest_gets.load(Ordering::Relaxed)
+    fn add(&self, kind: RequestKind) {
+        self.sent[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
+
+    fn add_retry(&self, kind: RequestKind) {
+        self.retried[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, kind: RequestKind) -> u64 {
+        self.sent[kind.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn manifest_requests(&self) -> u64 {
+        self.get(RequestKind::ManifestHead) + self.get(RequestKind::ManifestGet)
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> RequestTally {
+        RequestTally {
+            sent: std::array::from_fn(|i| self.sent[i].load(Ordering::Relaxed)),
+            retried: std::array::from_fn(|i| self.retried[i].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// The counts so far, starting again from zero: for exporting them as increments.
+    pub fn take(&self) -> RequestTally {
+        RequestTally {
+            sent: std::array::from_fn(|i| self.sent[i].swap(0, Ordering::Relaxed)),
+            retried: std::array::from_fn(|i| self.retried[i].swap(0, Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A copy of `RequestCounts` at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestTally {
+    sent: [u64; 8],
+    retried: [u64; 8],
+}
+
+impl RequestTally {
+    pub fn get(&self, kind: RequestKind) -> u64 {
+        self.sent[kind.index()]
+    }
+
+    pub fn retries(&self, kind: RequestKind) -> u64 {
+        self.retried[kind.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.sent.iter().sum()
+    }
+
+    /// The requests made between `earlier` and this tally.
+    pub fn since(&self, earlier: &RequestTally) -> RequestTally {
+        RequestTally {
+            sent: std::array::from_fn(|i| self.sent[i].saturating_sub(earlier.sent[i])),
+            retried: std::array::from_fn(|i| self.retried[i].saturating_sub(earlier.retried[i])),
+        }
+    }
+
+    /// The kinds with at least one request, and how many.
+    pub fn nonzero(&self) -> Vec<(RequestKind, u64)> {
+        RequestKind::ALL
+            .iter()
+            .map(|k| (*k, self.get(*k)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+impl std::fmt::Display for RequestTally {
+    /// `tag_list=20 manifest_head=2000`, or `none`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .nonzero()
+            .iter()
+            .map(|(k, n)| match self.retries(*k) {
+                0 => format!("{}={n}", k.as_str()),
+                r => format!("{}={n} ({r} retries)", k.as_str()),
+            })
+            .collect();
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join(" "))
+        }
+    }
+}
+
+/// How a failed request is tried again: idempotent requests only (every request this client
+/// makes is: GET, HEAD, and DELETE by digest), a bounded number of times, with jittered
+/// exponential backoff, within a total time budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; 1 means no retries.
+    pub attempts: u32,
+    /// The first backoff; each next one doubles, up to `max_backoff`.
+    pub base: Duration,
+    pub max_backoff: Duration,
+    /// The longest `Retry-After` honoured; a registry that asks for more is not retried.
+    pub max_retry_after: Duration,
+    /// No retry starts once this long has passed since the first attempt, waiting included.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            base: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(10),
+            budget: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`: half the exponential step plus a random part of
+    /// the other half, so that concurrent workers do not retry in lockstep.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let step = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_backoff);
+        step / 2 + step.mul_f64(jitter() / 2.0)
+    }
+}
+
+/// A number in [0, 1) for backoff jitter. Not for anything secret: a splitmix64 sequence
+/// seeded from the clock, which is all spreading retries apart needs.
+fn jitter() -> f64 {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x9e37_79b9_7f4a_7c15);
+    let mut z = STATE
+        .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        .wrapping_add(seed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+    Some(Duration::try_from(at.duration_since(jiff::Timestamp::now())).unwrap_or(Duration::ZERO))
+}
+
+/// What a DELETE did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// The registry deleted it (or a retry found it gone after an earlier attempt whose
+    /// answer was lost: DELETE by digest is idempotent).
+    Now,
+    /// It was gone before this delete.
+    AlreadyGone,
+}
+
+/// A response, and how many attempts it took.
+struct Sent {
+    resp: Response,
+    attempts: u32,
+}
+
+/// One request to send: what it is for, and how.
+struct Req<'a> {
+    action: &'a str,
+    kind: RequestKind,
+    method: Method,
+    url: &'a str,
+    accept: Option<&'a str>,
+    scope: &'a str,
 }
 
 pub struct RegistryClient {
@@ -86,6 +342,10 @@ pub struct RegistryClient {
     http: reqwest::Client,
     creds: Option<Credentials>,
     tokens: Mutex<HashMap<String, String>>,
+    /// The registry answered with a Basic challenge: send the credentials up front from then
+    /// on, rather than being refused once per request.
+    basic: AtomicBool,
+    retry: RetryPolicy,
     pub counts: RequestCounts,
 }
 
@@ -167,28 +427,49 @@ impl RegistryClient {
             http,
             creds,
             tokens: Mutex::new(HashMap::new()),
+            basic: AtomicBool::new(false),
+            retry: RetryPolicy::default(),
             counts: RequestCounts::default(),
         })
+    }
+
+    /// The same client with another retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> RegistryClient {
+        self.retry = retry;
+        self
     }
 
     pub fn host(&self) -> &str {
         &self.host
     }
 
+    /// The base URL: what identifies the registry in caches.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn unreachable(&self, action: &str, e: reqwest::Error) -> RegistryError {
         let message = if e.is_timeout() {
             "timed out".to_string()
         } else {
-            e.to_string()
+            // reqwest's own message is "error sending request"; the cause says what happened.
+            let mut m = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                m.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            m
         };
         RegistryError::Unreachable {
             action: action.into(),
             registry: self.host.clone(),
             message,
+            attempts: 1,
         }
     }
 
-    async fn http_error(action: &str, resp: Response) -> RegistryError {
+    async fn http_error(&self, action: &str, resp: Response) -> RegistryError {
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();
         let parsed: Option<Json> = serde_json::from_str(&body).ok();
@@ -206,28 +487,77 @@ impl RegistryClient {
             .and_then(|e| e.get("message"))
             .and_then(Json::as_str)
             .map(String::from)
-            .unwrap_or_else(|| body.chars().take(200).collect());
+            .unwrap_or_else(|| body.trim().chars().take(200).collect());
         RegistryError::Http {
             action: action.into(),
+            registry: self.host.clone(),
             status,
             code,
             message,
+            attempts: 1,
         }
     }
 
-    /// Sends a request, answering an auth challenge once: basic credentials, or a bearer token
-    /// for `scope` (`repository:<name>:<actions>`).
-    async fn send(
-        &self,
-        action: &str,
-        method: Method,
-        url: &str,
-        accept: Option<&str>,
-        scope: &str,
-    ) -> Result<Response, RegistryError> {
+    /// Sends a request, trying again (see `RetryPolicy`) while the registry is unreachable,
+    /// times out, asks us to slow down or fails on its side. An answer of another status is
+    /// returned for the caller to read; one that stays transient becomes an error saying how
+    /// many attempts were made.
+    async fn send(&self, req: &Req<'_>) -> Result<Sent, RegistryError> {
+        let started = std::time::Instant::now();
+        let mut attempt = 1;
+        loop {
+            let (wait, err) = match self.attempt(req).await {
+                Ok(resp) if !transient_status(resp.status().as_u16()) => {
+                    return Ok(Sent {
+                        resp,
+                        attempts: attempt,
+                    });
+                }
+                Ok(resp) => {
+                    let asked = (resp.status() == StatusCode::TOO_MANY_REQUESTS)
+                        .then(|| retry_after(resp.headers()))
+                        .flatten();
+                    let mut err = self.http_error(req.action, resp).await;
+                    let wait = match asked {
+                        Some(a) if a > self.retry.max_retry_after => {
+                            if let RegistryError::Http { message, .. } = &mut err {
+                                message.push_str(&format!(
+                                    " (asked to retry after {}s, more than the {}s this client waits)",
+                                    a.as_secs(),
+                                    self.retry.max_retry_after.as_secs()
+                                ));
+                            }
+                            None
+                        }
+                        // Never sooner than asked; the jitter only spreads workers apart.
+                        Some(a) => Some(a + self.retry.backoff(1) / 4),
+                        None => Some(self.retry.backoff(attempt)),
+                    };
+                    (wait, err)
+                }
+                Err(e) if e.is_transient() => (Some(self.retry.backoff(attempt)), e),
+                Err(e) => return Err(e.with_attempts(attempt)),
+            };
+            let within_budget =
+                |w: Duration| started.elapsed().saturating_add(w) < self.retry.budget;
+            match wait {
+                Some(w) if attempt < self.retry.attempts && within_budget(w) => {
+                    tracing::debug!(action = req.action, registry = %self.host, attempt, wait = ?w, error = %err, "retrying a registry request");
+                    tokio::time::sleep(w).await;
+                    attempt += 1;
+                    self.counts.add_retry(req.kind);
+                }
+                _ => return Err(err.with_attempts(attempt)),
+            }
+        }
+    }
+
+    /// One attempt, answering an auth challenge once: basic credentials, or a bearer token for
+    /// the request's scope (`repository:<name>:<actions>`).
+    async fn attempt(&self, req: &Req<'_>) -> Result<Response, RegistryError> {
         let build = |auth: Option<String>| {
-            let mut rb = self.http.request(method.clone(), url);
-            if let Some(a) = accept {
+            let mut rb = self.http.request(req.method.clone(), req.url);
+            if let Some(a) = req.accept {
                 rb = rb.header(ACCEPT, a);
             }
             if let Some(a) = auth {
@@ -235,11 +565,20 @@ impl RegistryClient {
             }
             rb
         };
-        let cached = self.tokens.lock().ok().and_then(|t| t.get(scope).cloned());
-        let first = build(cached.map(|t| format!("Bearer {t}")))
+        let known = match &self.creds {
+            Some(c) if self.basic.load(Ordering::Relaxed) => Some(basic(c)),
+            _ => self
+                .tokens
+                .lock()
+                .ok()
+                .and_then(|t| t.get(req.scope).cloned())
+                .map(|t| format!("Bearer {t}")),
+        };
+        self.counts.add(req.kind);
+        let first = build(known)
             .send()
             .await
-            .map_err(|e| self.unreachable(action, e))?;
+            .map_err(|e| self.unreachable(req.action, e))?;
         if first.status() != StatusCode::UNAUTHORIZED {
             return Ok(first);
         }
@@ -252,22 +591,26 @@ impl RegistryClient {
         let (scheme, params) = challenge_params(&challenge);
         let auth = match scheme.as_str() {
             "basic" => match &self.creds {
-                Some(c) => basic(c),
-                None => return Err(Self::http_error(action, first).await),
+                Some(c) => {
+                    self.basic.store(true, Ordering::Relaxed);
+                    basic(c)
+                }
+                None => return Err(self.http_error(req.action, first).await),
             },
             "bearer" => {
-                let token = self.token(action, &params, scope).await?;
+                let token = self.token(req.action, &params, req.scope).await?;
                 if let Ok(mut t) = self.tokens.lock() {
-                    t.insert(scope.to_string(), token.clone());
+                    t.insert(req.scope.to_string(), token.clone());
                 }
                 format!("Bearer {token}")
             }
-            _ => return Err(Self::http_error(action, first).await),
+            _ => return Err(self.http_error(req.action, first).await),
         };
+        self.counts.add(req.kind);
         build(Some(auth))
             .send()
             .await
-            .map_err(|e| self.unreachable(action, e))
+            .map_err(|e| self.unreachable(req.action, e))
     }
 
     async fn token(
@@ -288,10 +631,10 @@ impl RegistryClient {
         if let Some(c) = &self.creds {
             rb = rb.header(AUTHORIZATION, basic(c));
         }
-        self.counts.tokens.fetch_add(1, Ordering::Relaxed);
+        self.counts.add(RequestKind::Token);
         let resp = rb.send().await.map_err(|e| self.unreachable(action, e))?;
         if !resp.status().is_success() {
-            return Err(Self::http_error(&format!("{action} (token)"), resp).await);
+            return Err(self.http_error(&format!("{action} (token)"), resp).await);
         }
         let body: Json = resp.json().await.map_err(|e| RegistryError::Protocol {
             action: action.into(),
@@ -319,23 +662,30 @@ impl RegistryClient {
     async fn paged(
         &self,
         action: &str,
+        kind: RequestKind,
         first: &str,
         field: &str,
         scope: &str,
-        counter: &AtomicU64,
     ) -> Result<Vec<String>, RegistryError> {
         let mut out: Vec<String> = Vec::new();
         let mut seen_urls = BTreeSet::new();
         let mut seen_items = BTreeSet::new();
         let mut url = self.url(first);
         for _ in 0..MAX_PAGES {
-            counter.fetch_add(1, Ordering::Relaxed);
-            let resp = self.send(action, Method::GET, &url, None, scope).await?;
+            let req = Req {
+                action,
+                kind,
+                method: Method::GET,
+                url: &url,
+                accept: None,
+                scope,
+            };
+            let resp = self.send(&req).await?.resp;
             if resp.status() == StatusCode::NOT_FOUND && field == "tags" {
                 return Ok(out);
             }
             if !resp.status().is_success() {
-                return Err(Self::http_error(action, resp).await);
+                return Err(self.http_error(action, resp).await);
             }
             let next = next_link(resp.headers());
             let body: Json = resp.json().await.map_err(|e| RegistryError::Protocol {
@@ -370,10 +720,10 @@ impl RegistryClient {
     pub async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
         self.paged(
             "listing the catalog",
+            RequestKind::Catalog,
             "/v2/_catalog?n=1000",
             "repositories",
             "registry:catalog:*",
-            &self.counts.catalog,
         )
         .await
     }
@@ -381,30 +731,22 @@ impl RegistryClient {
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
         self.paged(
             &format!("listing tags of {repo}"),
+            RequestKind::TagList,
             &format!("/v2/{repo}/tags/list?n=1000"),
             "tags",
             &pull(repo),
-            &self.counts.tag_lists,
         )
         .await
     }
 
     /// Sends a request for which 404 means "not there": None.
-    async fn optional(
-        &self,
-        action: &str,
-        method: Method,
-        path: &str,
-        accept: Option<&str>,
-        scope: &str,
-    ) -> Result<Option<Response>, RegistryError> {
-        let url = self.url(path);
-        let resp = self.send(action, method, &url, accept, scope).await?;
+    async fn optional(&self, req: &Req<'_>) -> Result<Option<Response>, RegistryError> {
+        let resp = self.send(req).await?.resp;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !resp.status().is_success() {
-            return Err(Self::http_error(action, resp).await);
+            return Err(self.http_error(req.action, resp).await);
         }
         Ok(Some(resp))
     }
@@ -416,18 +758,17 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<Option<String>, RegistryError> {
         let action = format!("resolving {repo}:{reference}");
-        self.counts.manifest_heads.fetch_add(1, Ordering::Relaxed);
-        let path = format!("/v2/{repo}/manifests/{reference}");
-        let Some(resp) = self
-            .optional(
-                &action,
-                Method::HEAD,
-                &path,
-                Some(MANIFEST_TYPES),
-                &pull(repo),
-            )
-            .await?
-        else {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let scope = pull(repo);
+        let req = Req {
+            action: &action,
+            kind: RequestKind::ManifestHead,
+            method: Method::HEAD,
+            url: &url,
+            accept: Some(MANIFEST_TYPES),
+            scope: &scope,
+        };
+        let Some(resp) = self.optional(&req).await? else {
             return Ok(None);
         };
         match resp
@@ -447,18 +788,17 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<Option<Fetched>, RegistryError> {
         let action = format!("fetching manifest {repo}@{reference}");
-        self.counts.manifest_gets.fetch_add(1, Ordering::Relaxed);
-        let path = format!("/v2/{repo}/manifests/{reference}");
-        let Some(resp) = self
-            .optional(
-                &action,
-                Method::GET,
-                &path,
-                Some(MANIFEST_TYPES),
-                &pull(repo),
-            )
-            .await?
-        else {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let scope = pull(repo);
+        let req = Req {
+            action: &action,
+            kind: RequestKind::ManifestGet,
+            method: Method::GET,
+            url: &url,
+            accept: Some(MANIFEST_TYPES),
+            scope: &scope,
+        };
+        let Some(resp) = self.optional(&req).await? else {
             return Ok(None);
         };
         let media_type = resp
@@ -494,12 +834,17 @@ impl RegistryClient {
 
     pub async fn blob_json(&self, repo: &str, digest: &str) -> Result<Option<Json>, RegistryError> {
         let action = format!("fetching blob {repo}@{digest}");
-        self.counts.blob_gets.fetch_add(1, Ordering::Relaxed);
-        let path = format!("/v2/{repo}/blobs/{digest}");
-        let Some(resp) = self
-            .optional(&action, Method::GET, &path, None, &pull(repo))
-            .await?
-        else {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let scope = pull(repo);
+        let req = Req {
+            action: &action,
+            kind: RequestKind::BlobGet,
+            method: Method::GET,
+            url: &url,
+            accept: None,
+            scope: &scope,
+        };
+        let Some(resp) = self.optional(&req).await? else {
             return Ok(None);
         };
         let body = resp
@@ -516,17 +861,17 @@ impl RegistryClient {
     /// `sha256-<hex>` tag-schema index.
     pub async fn referrers(&self, repo: &str, digest: &str) -> Result<Vec<String>, RegistryError> {
         let action = format!("listing referrers of {repo}@{digest}");
-        self.counts.referrers.fetch_add(1, Ordering::Relaxed);
         let url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
-        let resp = self
-            .send(
-                &action,
-                Method::GET,
-                &url,
-                Some("application/vnd.oci.image.index.v1+json"),
-                &pull(repo),
-            )
-            .await?;
+        let scope = pull(repo);
+        let req = Req {
+            action: &action,
+            kind: RequestKind::Referrers,
+            method: Method::GET,
+            url: &url,
+            accept: Some("application/vnd.oci.image.index.v1+json"),
+            scope: &scope,
+        };
+        let resp = self.send(&req).await?.resp;
         let index: Json = if resp.status().is_success() {
             resp.json().await.map_err(|e| RegistryError::Protocol {
                 action: action.clone(),
@@ -539,7 +884,7 @@ impl RegistryClient {
                 None => return Ok(Vec::new()),
             }
         } else {
-            return Err(Self::http_error(&action, resp).await);
+            return Err(self.http_error(&action, resp).await);
         };
         Ok(index
             .get("manifests")
@@ -550,20 +895,33 @@ impl RegistryClient {
             .collect())
     }
 
-    /// Deletes a manifest by digest. Gone already is success.
-    pub async fn delete(&self, repo: &str, digest: &str) -> Result<(), RegistryError> {
+    /// Deletes a manifest by digest.
+    pub async fn delete(&self, repo: &str, digest: &str) -> Result<Deleted, RegistryError> {
         let action = format!("deleting {repo}@{digest}");
-        self.counts.deletes.fetch_add(1, Ordering::Relaxed);
         let url = self.url(&format!("/v2/{repo}/manifests/{digest}"));
         let scope = format!("repository:{repo}:pull,delete");
-        let resp = self
-            .send(&action, Method::DELETE, &url, None, &scope)
-            .await?;
+        let req = Req {
+            action: &action,
+            kind: RequestKind::Delete,
+            method: Method::DELETE,
+            url: &url,
+            accept: None,
+            scope: &scope,
+        };
+        let Sent { resp, attempts } = self.send(&req).await?;
         let status = resp.status();
-        if status.is_success() || status == StatusCode::NOT_FOUND {
-            return Ok(());
+        if status.is_success() {
+            return Ok(Deleted::Now);
         }
-        let err = Self::http_error(&action, resp).await;
+        if status == StatusCode::NOT_FOUND {
+            // After a retry, most likely our earlier attempt deleted it and its answer was lost.
+            return Ok(if attempts > 1 {
+                Deleted::Now
+            } else {
+                Deleted::AlreadyGone
+            });
+        }
+        let err = self.http_error(&action, resp).await.with_attempts(attempts);
         match err {
             RegistryError::Http {
                 status: 405, code, ..
@@ -599,6 +957,73 @@ fn basic(c: &Credentials) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_capped() {
+        let p = RetryPolicy::default();
+        for attempt in 1..=8 {
+            let step = (p.base * (1 << (attempt - 1))).min(p.max_backoff);
+            let w = p.backoff(attempt);
+            assert!(w >= step / 2 && w <= step, "attempt {attempt}: {w:?}");
+        }
+        assert!(p.backoff(40) <= p.max_backoff);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(
+            RETRY_AFTER,
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a past date: now");
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn errors_say_where_what_and_how_often() {
+        let e = RegistryError::Http {
+            action: "listing tags of team/app".into(),
+            registry: "127.0.0.1:5000".into(),
+            status: 503,
+            code: "UNAVAILABLE".into(),
+            message: "try later".into(),
+            attempts: 4,
+        };
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "listing tags of team/app at 127.0.0.1:5000: HTTP 503 UNAVAILABLE: try later (gave up after 4 attempts)"
+        );
+        let e = RegistryError::Http {
+            action: "resolving team/app:1.0".into(),
+            registry: "127.0.0.1:5000".into(),
+            status: 404,
+            code: "MANIFEST_UNKNOWN".into(),
+            message: "manifest unknown".into(),
+            attempts: 1,
+        };
+        assert!(!e.is_transient());
+        assert!(!e.to_string().contains("attempts"));
+    }
+
+    #[test]
+    fn tallies_count_by_kind() {
+        let c = RequestCounts::default();
+        c.add(RequestKind::TagList);
+        c.add(RequestKind::TagList);
+        c.add_retry(RequestKind::TagList);
+        let before = c.snapshot();
+        c.add(RequestKind::ManifestHead);
+        let t = c.snapshot();
+        assert_eq!(t.to_string(), "tag_list=2 (1 retries) manifest_head=1");
+        assert_eq!(t.since(&before).to_string(), "manifest_head=1");
+        assert_eq!(c.take(), t);
+        assert_eq!(c.snapshot().to_string(), "none");
+    }
 
     #[test]
     fn parses_challenges_and_links() {

@@ -1,10 +1,18 @@
 //! What a policy governs in a registry: every digest of its repositories with all its tags, the
 //! artifacts that refer to them, and the manifests indexes list, as the engine's OCIArtifact
-//! documents. Manifests are immutable by digest, so they are cached across sweeps: a repeat
-//! inventory costs tag listings, tag resolutions and referrer listings, not manifest fetches.
+//! documents.
+//!
+//! Reads are cached in two ways. Manifests are immutable by digest: cached for the life of the
+//! process. Tag resolutions and referrer listings are not immutable (a tag can be re-pointed, a
+//! signature added, without the tag list changing), so they are remembered with the time they
+//! were read and reused only while younger than the caller's limit: a repeat inventory lists
+//! the tags of each repository and resolves only tag names it has not seen. A sweep therefore
+//! never trusts them: it checks each repository afresh before deleting from it
+//! (`controller::sweep`), and forgets what it remembered when the registry changed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value as Json, json};
@@ -24,28 +32,198 @@ pub struct ManifestInfo {
     pub children: Vec<String>,
 }
 
-/// Manifests by digest; shared across sweeps and policies.
+/// What the registry last said about one repository, each fact with when it was read.
+#[derive(Clone, Debug, Default)]
+struct RepoMemo {
+    /// tag → digest
+    tags: HashMap<String, (String, Instant)>,
+    /// subject digest → the digests its referrers listing named
+    referrers: HashMap<String, (Vec<String>, Instant)>,
+}
+
+/// Registry reads kept between inventories, shared across sweeps and policies: manifests by
+/// digest, and per repository (by registry base URL and name) the last tag resolutions and
+/// referrer listings.
 #[derive(Default)]
-pub struct ManifestCache(Mutex<HashMap<String, ManifestInfo>>);
+pub struct ManifestCache {
+    manifests: Mutex<HashMap<String, ManifestInfo>>,
+    repos: Mutex<HashMap<(String, String), RepoMemo>>,
+}
 
 impl ManifestCache {
     fn get(&self, digest: &str) -> Option<ManifestInfo> {
-        self.0.lock().ok().and_then(|m| m.get(digest).cloned())
+        self.manifests
+            .lock()
+            .ok()
+            .and_then(|m| m.get(digest).cloned())
     }
 
     fn put(&self, digest: &str, info: ManifestInfo) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.manifests.lock() {
             m.insert(digest.to_string(), info);
         }
     }
 
+    /// Manifests cached.
     pub fn len(&self) -> usize {
-        self.0.lock().map(|m| m.len()).unwrap_or(0)
+        self.manifests.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    fn memo(&self, registry: &str, repo: &str) -> RepoMemo {
+        self.repos
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&(registry.to_string(), repo.to_string())).cloned())
+            .unwrap_or_default()
+    }
+
+    fn update(&self, registry: &str, repo: &str, f: impl FnOnce(&mut RepoMemo)) {
+        if let Ok(mut r) = self.repos.lock() {
+            f(r.entry((registry.to_string(), repo.to_string()))
+                .or_default());
+        }
+    }
+
+    /// Forgets a repository's tags and referrers: the next inventory reads them all again.
+    pub fn forget(&self, registry: &str, repo: &str) {
+        if let Ok(mut r) = self.repos.lock() {
+            r.remove(&(registry.to_string(), repo.to_string()));
+        }
+    }
+
+    /// Records a repository's tag resolutions, all read just now, in place of the old ones.
+    pub fn remember_tags(&self, registry: &str, repo: &str, tags: &BTreeMap<String, String>) {
+        let now = Instant::now();
+        self.update(registry, repo, |m| {
+            m.tags = tags
+                .iter()
+                .map(|(t, d)| (t.clone(), (d.clone(), now)))
+                .collect();
+        });
+    }
+
+    /// Records a referrers listing read just now.
+    pub fn remember_referrers(&self, registry: &str, repo: &str, subject: &str, refs: Vec<String>) {
+        let now = Instant::now();
+        self.update(registry, repo, |m| {
+            m.referrers.insert(subject.to_string(), (refs, now));
+        });
+    }
+
+    /// Forgets deleted digests: the tags that pointed at them and their referrer listings.
+    pub fn forget_digests(&self, registry: &str, repo: &str, deleted: &BTreeSet<String>) {
+        self.update(registry, repo, |m| {
+            m.tags.retain(|_, (d, _)| !deleted.contains(d));
+            m.referrers.retain(|d, _| !deleted.contains(d));
+        });
+    }
+}
+
+/// What an evaluation saw of one repository, from the inventory's documents: what a sweep
+/// checks afresh before deleting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepoView {
+    /// tag → digest
+    pub tags: BTreeMap<String, String>,
+    /// digest → the digest it refers to (signatures, SBOMs, `sha256-<hex>` indexes)
+    pub subject_of: BTreeMap<String, String>,
+    /// index digest → the digests it lists
+    pub children: BTreeMap<String, Vec<String>>,
+}
+
+impl RepoView {
+    /// The artifacts known to refer to `digest`.
+    pub fn referrers_of(&self, digest: &str) -> BTreeSet<String> {
+        self.subject_of
+            .iter()
+            .filter(|(_, s)| s.as_str() == digest)
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+
+    /// The artifact a referrer belongs to in the end (a signature of an SBOM belongs to the
+    /// SBOM's subject); None for an artifact that refers to nothing.
+    pub fn root_subject(&self, digest: &str) -> Option<String> {
+        let mut at = self.subject_of.get(digest)?;
+        // Bounded like the engine's chains: a cycle cannot hold us.
+        for _ in 0..16 {
+            match self.subject_of.get(at) {
+                Some(next) => at = next,
+                None => break,
+            }
+        }
+        Some(at.clone())
+    }
+
+    /// The indexes that list `digest`.
+    pub fn listed_by(&self, digest: &str) -> Vec<String> {
+        self.children
+            .iter()
+            .filter(|(_, c)| c.iter().any(|d| d == digest))
+            .map(|(i, _)| i.clone())
+            .collect()
+    }
+}
+
+/// The views of the repositories that OCIArtifact documents describe.
+pub fn views_of(docs: &[Json]) -> BTreeMap<String, RepoView> {
+    let mut out: BTreeMap<String, RepoView> = BTreeMap::new();
+    for doc in docs {
+        let s = |k: &str| doc.get(k).and_then(Json::as_str);
+        let (Some(repo), Some(digest)) = (s("repository"), s("digest")) else {
+            continue;
+        };
+        let v = out.entry(repo.to_string()).or_default();
+        for t in doc
+            .get("tags")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = t.as_str() {
+                v.tags.insert(t.to_string(), digest.to_string());
+            }
+        }
+        if let Some(subject) = s("subject") {
+            v.subject_of.insert(digest.to_string(), subject.to_string());
+        }
+        let children: Vec<String> = doc
+            .get("manifests")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(String::from))
+            .collect();
+        if !children.is_empty() {
+            v.children.insert(digest.to_string(), children);
+        }
+    }
+    out
+}
+
+/// How a repository's tags moved between two readings, for messages; empty when they did not.
+pub fn tag_changes(
+    before: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (t, d) in before {
+        match now.get(t) {
+            None => out.push(format!("tag {t} is gone")),
+            Some(n) if n != d => out.push(format!("tag {t} now points at {n}, not {d}")),
+            Some(_) => {}
+        }
+    }
+    for (t, d) in now {
+        if !before.contains_key(t) {
+            out.push(format!("tag {t} is new (at {d})"));
+        }
+    }
+    out
 }
 
 /// `sha256-<hex>` and `sha256-<hex>.sig` (cosign's tag schema, and OCI's referrers fallback
@@ -159,16 +337,18 @@ pub async fn repositories(
     Ok(out.into_iter().collect())
 }
 
-/// Every artifact of the repositories, as OCIArtifact documents.
+/// Every artifact of the repositories, as OCIArtifact documents. Tag resolutions and referrer
+/// listings younger than `reuse_for` are taken from `cache` (Duration::ZERO: read everything).
 pub async fn inventory(
     client: &RegistryClient,
     cache: &ManifestCache,
     patterns: &[String],
     concurrency: usize,
+    reuse_for: Duration,
 ) -> Result<Vec<Json>, RegistryError> {
     let mut docs = Vec::new();
     for repo in repositories(client, patterns).await? {
-        docs.extend(repository_inventory(client, cache, &repo, concurrency).await?);
+        docs.extend(repository_inventory(client, cache, &repo, concurrency, reuse_for).await?);
     }
     Ok(docs)
 }
@@ -178,17 +358,33 @@ async fn repository_inventory(
     cache: &ManifestCache,
     repo: &str,
     concurrency: usize,
+    reuse_for: Duration,
 ) -> Result<Vec<Json>, RegistryError> {
     let tags = client.tags(repo).await?;
-    let resolved: Vec<(String, Option<String>)> = futures::stream::iter(tags)
+    let memo = cache.memo(client.base(), repo);
+    let reusable = |at: &Instant| at.elapsed() < reuse_for;
+    let mut remembered = RepoMemo::default();
+    let mut tags_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for t in tags {
+        match memo.tags.get(&t) {
+            Some((d, at)) if reusable(at) => {
+                tags_of.entry(d.clone()).or_default().insert(t.clone());
+                remembered.tags.insert(t, (d.clone(), *at));
+            }
+            _ => unknown.push(t),
+        }
+    }
+    let resolved: Vec<(String, Option<String>)> = futures::stream::iter(unknown)
         .map(|t| async move { client.resolve(repo, &t).await.map(|d| (t, d)) })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
-    let mut tags_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let now = Instant::now();
     for (tag, digest) in resolved {
         if let Some(d) = digest {
-            tags_of.entry(d).or_default().insert(tag);
+            tags_of.entry(d.clone()).or_default().insert(tag.clone());
+            remembered.tags.insert(tag, (d, now));
         }
     }
     let mut infos: BTreeMap<String, ManifestInfo> = BTreeMap::new();
@@ -212,24 +408,38 @@ async fn repository_inventory(
             }
             infos.insert(d, i);
         }
-        // Referrers of tagged artifacts that are not referrers themselves.
+        // Referrers of every artifact that is not a referrer itself (index children included:
+        // a sweep deletes nothing whose referrers it does not know).
         let referrable: Vec<String> = infos
             .iter()
             .filter(|(d, i)| {
-                i.subject.is_none()
-                    && !subjects.contains_key(*d)
-                    && tags_of.contains_key(*d)
-                    && !listed.contains(*d)
+                i.subject.is_none() && !subjects.contains_key(*d) && !listed.contains(*d)
             })
             .map(|(d, _)| d.clone())
             .collect();
         listed.extend(referrable.iter().cloned());
-        let listed: Vec<(String, Vec<String>)> = futures::stream::iter(referrable)
+        let mut found: Vec<(String, Vec<String>)> = Vec::new();
+        let mut unlisted = Vec::new();
+        for d in referrable {
+            match memo.referrers.get(&d) {
+                Some((refs, at)) if reusable(at) => {
+                    found.push((d.clone(), refs.clone()));
+                    remembered.referrers.insert(d, (refs.clone(), *at));
+                }
+                _ => unlisted.push(d),
+            }
+        }
+        let fresh: Vec<(String, Vec<String>)> = futures::stream::iter(unlisted)
             .map(|d| async move { client.referrers(repo, &d).await.map(|r| (d, r)) })
             .buffer_unordered(concurrency.max(1))
             .try_collect()
             .await?;
-        for (subject, refs) in listed {
+        let now = Instant::now();
+        for (d, refs) in &fresh {
+            remembered.referrers.insert(d.clone(), (refs.clone(), now));
+        }
+        found.extend(fresh);
+        for (subject, refs) in found {
             for r in refs {
                 subjects.entry(r.clone()).or_insert_with(|| subject.clone());
                 if !infos.contains_key(&r) && !next.contains(&r) {
@@ -239,6 +449,8 @@ async fn repository_inventory(
         }
         pending = next;
     }
+    // Only now that the whole repository was read: a failure half-way remembers nothing new.
+    cache.update(client.base(), repo, |m| *m = remembered);
     let host = client.host().to_string();
     Ok(infos
         .into_iter()
@@ -282,6 +494,69 @@ async fn repository_inventory(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_say_what_an_evaluation_saw() {
+        let docs = vec![
+            json!({"repository": "app", "digest": "sha256:a", "tags": ["1.0", "latest"]}),
+            json!({"repository": "app", "digest": "sha256:i", "tags": ["2.0"], "manifests": ["sha256:c1", "sha256:c2"]}),
+            json!({"repository": "app", "digest": "sha256:sig", "tags": [], "subject": "sha256:a"}),
+            json!({"repository": "app", "digest": "sha256:sigsig", "tags": [], "subject": "sha256:sig"}),
+            json!({"repository": "other", "digest": "sha256:b", "tags": ["1.0"]}),
+        ];
+        let v = views_of(&docs);
+        assert_eq!(v.len(), 2);
+        let app = &v["app"];
+        assert_eq!(
+            app.tags
+                .iter()
+                .map(|(t, d)| format!("{t}={d}"))
+                .collect::<Vec<_>>(),
+            vec!["1.0=sha256:a", "2.0=sha256:i", "latest=sha256:a"]
+        );
+        assert_eq!(
+            app.referrers_of("sha256:a"),
+            BTreeSet::from(["sha256:sig".to_string()])
+        );
+        assert_eq!(
+            app.root_subject("sha256:sigsig").as_deref(),
+            Some("sha256:a")
+        );
+        assert_eq!(app.root_subject("sha256:a"), None);
+        assert_eq!(app.listed_by("sha256:c2"), vec!["sha256:i"]);
+
+        let mut now = app.tags.clone();
+        assert!(tag_changes(&app.tags, &now).is_empty());
+        now.insert("latest".into(), "sha256:i".into());
+        now.remove("1.0");
+        now.insert("3.0".into(), "sha256:x".into());
+        assert_eq!(
+            tag_changes(&app.tags, &now),
+            vec![
+                "tag 1.0 is gone",
+                "tag latest now points at sha256:i, not sha256:a",
+                "tag 3.0 is new (at sha256:x)"
+            ]
+        );
+    }
+
+    #[test]
+    fn remembered_reads_are_forgotten_when_asked() {
+        let c = ManifestCache::default();
+        let tags = BTreeMap::from([
+            ("1.0".to_string(), "sha256:a".to_string()),
+            ("2.0".to_string(), "sha256:b".to_string()),
+        ]);
+        c.remember_tags("http://r", "app", &tags);
+        c.remember_referrers("http://r", "app", "sha256:a", vec!["sha256:s".into()]);
+        c.forget_digests("http://r", "app", &BTreeSet::from(["sha256:a".to_string()]));
+        let m = c.memo("http://r", "app");
+        assert_eq!(m.tags.keys().collect::<Vec<_>>(), vec!["2.0"]);
+        assert!(m.referrers.is_empty());
+        assert!(c.memo("http://other", "app").tags.is_empty(), "by registry");
+        c.forget("http://r", "app");
+        assert!(c.memo("http://r", "app").tags.is_empty());
+    }
 
     #[test]
     fn tag_schema_names_its_subject() {

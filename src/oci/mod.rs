@@ -5,5 +5,7 @@ pub mod client;
 pub mod inventory;
 
 pub use auth::{Credentials, CredentialsError, credentials_for};
-pub use client::{RegistryClient, RegistryError};
+pub use client::{
+    Deleted, RegistryClient, RegistryError, RequestCounts, RequestKind, RequestTally, RetryPolicy,
+};
 pub use inventory::{ManifestCache, inventory};

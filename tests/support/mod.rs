@@ -251,6 +251,25 @@ pub const SECOND: Duration = Duration::from_secs(1);
 
 static CONTROLLER: OnceLock<()> = OnceLock::new();
 
+/// The label that routes a policy to the controllers of this test process only: test binaries
+/// may run at the same time against one cluster, and each controller must leave the others'
+/// policies alone.
+pub const OWNER_LABEL: &str = "retainer.dev/test-owner";
+
+pub fn owner() -> String {
+    format!("p{}", std::process::id())
+}
+
+/// `--policy-selector` for controllers of this test process.
+pub fn owner_selector() -> String {
+    format!("{OWNER_LABEL}={}", owner())
+}
+
+/// Metadata labels that route a policy to this process's controllers.
+pub fn owner_labels() -> Value {
+    json!({ OWNER_LABEL: owner() })
+}
+
 /// Starts the shared controller once, on its own thread and runtime.
 pub fn controller() {
     CONTROLLER.get_or_init(|| {
@@ -259,9 +278,6 @@ pub fn controller() {
             rt.block_on(async {
                 let client = kube::Client::try_default().await.expect("client");
                 let opts = retainer::controller::Options {
-                    leader_elect: false,
-                    lease_namespace: "default".into(),
-                    lease_name: "unused".into(),
                     identity: "tests".into(),
                     lease_duration: Duration::from_secs(15),
                     delete_concurrency: 4,
@@ -274,6 +290,10 @@ pub fn controller() {
                         timeout: Duration::from_secs(2),
                         ..Default::default()
                     },
+                    // Short, so that the runaway-expression test finishes quickly.
+                    eval_budget: Duration::from_secs(2),
+                    policy_selector: Some(owner_selector()),
+                    ..Default::default()
                 };
                 if let Err(e) = retainer::controller::run(client, opts).await {
                     panic!("controller stopped: {e}");
@@ -322,7 +342,8 @@ pub fn policies(bed: &Bed) -> Api<DynamicObject> {
 }
 
 pub async fn apply_policy(bed: &Bed, name: &str, spec: Value) {
-    let obj = json!({"apiVersion": "retainer.dev/v1alpha1", "kind": "RetentionPolicy", "metadata": {"name": name}, "spec": spec});
+    let obj = json!({"apiVersion": "retainer.dev/v1alpha1", "kind": "RetentionPolicy",
+                     "metadata": {"name": name, "labels": owner_labels()}, "spec": spec});
     policies(bed)
         .patch(
             name,
@@ -489,4 +510,69 @@ pub async fn ready_condition(bed: &Bed, name: &str) -> Value {
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
         .cloned()
         .expect("ready() waited for a Ready condition")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Helm chart.
+
+/// The chart's directory.
+pub fn chart_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/retainer")
+}
+
+/// Runs helm; a missing helm fails the test, saying where to get it.
+pub fn helm(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("helm")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run helm ({e}): these tests need helm v3 on PATH; `eval \"$(scripts/testbed.sh env)\"` puts the test bed's on it"
+            )
+        })
+}
+
+/// `helm template` of the chart as `release` in `namespace` with extra `args`: every rendered
+/// document, parsed.
+pub fn helm_template(release: &str, namespace: &str, args: &[&str]) -> Vec<Value> {
+    let chart = chart_dir();
+    let mut all = vec![
+        "template",
+        release,
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        namespace,
+    ];
+    all.extend_from_slice(args);
+    let out = helm(&all);
+    assert!(
+        out.status.success(),
+        "helm {all:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("helm prints UTF-8");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{text}"));
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// Every tag of a repository and the digest it points at now (HEAD per tag): what a test
+/// compares with the set it expects to survive a sweep.
+pub async fn tag_digests(registry: &str, repo: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in tags(registry, repo).await {
+        let resp = reqwest::Client::new()
+            .head(format!("http://{registry}/v2/{repo}/manifests/{t}"))
+            .header(
+                "accept",
+                "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+            )
+            .send()
+            .await
+            .expect("head");
+        if let Some(d) = resp.headers().get("docker-content-digest") {
+            out.insert(t, d.to_str().expect("ascii digest").to_string());
+        }
+    }
+    out
 }

@@ -1,0 +1,466 @@
+//! Property-based fuzzing of everything a user or a cluster can feed the pure core: policy
+//! specs, CEL expressions (grammar-shaped and random), objects of any shape, and `check`'s input
+//! files. Properties: nothing panics; bad input is an error, never a crash; the summary adds
+//! up; and the guards hold whatever the expressions say (an object labelled
+//! `retainer.dev/keep=true`, a Job that has not finished, or an object being deleted is never a
+//! candidate).
+//!
+//! `cargo test --test fuzz` runs a quick round. A long run, for `make soak`:
+//! `RETAINER_FUZZ_SECS=600 cargo test --release --test fuzz -- --nocapture`, which keeps
+//! generating new cases until the time is up and prints how many it tried.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use retainer::api::{PolicyView, RetentionPolicySpec};
+use retainer::engine::{CompiledPolicy, ObjectId, Snapshot, Verdict, evaluate_within};
+use retainer::expr::{Compiled, Field};
+use retainer::refs::RefIndex;
+use serde_json::{Value as Json, json};
+
+const NOW: &str = "2026-06-01T12:00:00Z";
+
+/// Pieces of CEL that policies are made of; concatenated at random they make expressions that
+/// are often valid, sometimes subtly not.
+fn cel_atom() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("object".to_string()),
+        Just("object.metadata.name".to_string()),
+        Just("object.metadata.labels".to_string()),
+        Just("object.metadata.labels['app']".to_string()),
+        Just("object.metadata.?labels.app.orValue('x')".to_string()),
+        Just("object.status.?succeeded.orValue(0)".to_string()),
+        Just("object.tags".to_string()),
+        Just("object.metadata.creationTimestamp".to_string()),
+        Just("timestamp(object.metadata.creationTimestamp)".to_string()),
+        Just("now".to_string()),
+        Just("age".to_string()),
+        Just("rank".to_string()),
+        Just("groupSize".to_string()),
+        Just("group".to_string()),
+        Just("referencedBy".to_string()),
+        Just("referencedBy.size()".to_string()),
+        Just("duration('1h')".to_string()),
+        Just("duration('bogus')".to_string()),
+        Just("semver('1.2.3')".to_string()),
+        Just("semver(object.metadata.name, true)".to_string()),
+        Just("isSemver(object.metadata.name)".to_string()),
+        Just("object.metadata.name.split('-')".to_string()),
+        Just("[1, 2, 3]".to_string()),
+        Just("{'a': 1}".to_string()),
+        Just("lists.range(10)".to_string()),
+        Just("null".to_string()),
+        Just("1.5".to_string()),
+        Just("9223372036854775807".to_string()),
+        Just("-9223372036854775808".to_string()),
+        Just("'\\u00e9'".to_string()),
+        Just("b'\\xff'".to_string()),
+        (-3i64..100).prop_map(|n| n.to_string()),
+        "[a-z]{0,6}".prop_map(|s| format!("'{s}'")),
+    ]
+}
+
+fn cel_expr() -> impl Strategy<Value = String> {
+    cel_atom().prop_recursive(4, 32, 3, |inner| {
+        prop_oneof![
+            (
+                inner.clone(),
+                inner.clone(),
+                prop::sample::select(vec![
+                    "||", "&&", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%", "in"
+                ])
+            )
+                .prop_map(|(a, b, op)| format!("{a} {op} {b}")),
+            (
+                inner.clone(),
+                prop::sample::select(vec![
+                    "size()",
+                    "lowerAscii()",
+                    "trim()",
+                    "major()",
+                    "sum()",
+                    "min()",
+                    "max()",
+                    "isSorted()",
+                    "orValue(1)",
+                    "startsWith('a')",
+                    "matches('^a.*')",
+                    "matches('(')",
+                    "join(',')",
+                    "indexOf('a')",
+                    "substring(1, 2)",
+                    "compareTo(semver('1.0.0'))",
+                ])
+            )
+                .prop_map(|(a, m)| format!("{a}.{m}")),
+            (
+                inner.clone(),
+                inner.clone(),
+                prop::sample::select(vec!["all", "exists", "exists_one", "map", "filter"])
+            )
+                .prop_map(|(a, b, m)| format!("{a}.{m}(x, {b})")),
+            (inner.clone(), inner.clone(), inner.clone())
+                .prop_map(|(c, a, b)| format!("{c} ? {a} : {b}")),
+            inner.clone().prop_map(|a| format!("!({a})")),
+            inner.clone().prop_map(|a| format!("-({a})")),
+            inner.clone().prop_map(|a| format!("[{a}][0]")),
+            inner.clone().prop_map(|a| format!("has({a})")),
+            (inner.clone(), inner).prop_map(|(a, b)| format!("{a}[{b}]")),
+        ]
+    })
+}
+
+/// Any expression text at all: grammar-shaped, or raw characters.
+fn any_expr() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => cel_expr(),
+        1 => "\\PC{0,40}",
+        1 => "[()\\[\\]{}.,?:!'\"a-z0-9 =<>&|+*/%-]{0,40}",
+    ]
+}
+
+/// JSON of any shape, for object fields whose types a policy cannot rely on.
+fn any_json() -> impl Strategy<Value = Json> {
+    let leaf = prop_oneof![
+        Just(Json::Null),
+        any::<bool>().prop_map(Json::from),
+        any::<i64>().prop_map(Json::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Json::from),
+        "\\PC{0,12}".prop_map(Json::from),
+        Just(json!("2026-05-01T00:00:00Z")),
+        Just(json!("1.2.3")),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Json::from),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                .prop_map(|m| Json::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Objects shaped like what the engine sees, with any field possibly the wrong type.
+fn object(kind: &'static str) -> impl Strategy<Value = Json> {
+    (
+        "[a-z0-9-]{1,10}",
+        prop::option::of(prop_oneof![
+            Just(json!("2026-05-01T00:00:00Z")),
+            Just(json!("not a time")),
+            Just(json!(12)),
+        ]),
+        prop::collection::btree_map(
+            prop_oneof![
+                Just("app".to_string()),
+                Just("retainer.dev/keep".to_string()),
+                "[a-z]{1,4}".prop_map(String::from)
+            ],
+            prop_oneof![Just("true".to_string()), "[a-z0-9.]{0,5}".prop_map(String::from)],
+            0..3,
+        ),
+        any::<bool>(),
+        prop_oneof![
+            Just(json!([{"type": "Complete", "status": "True"}])),
+            Just(json!([{"type": "Failed", "status": "True"}])),
+            Just(json!([{"type": "Complete", "status": "False"}])),
+            Just(json!([])),
+            Just(json!("garbage")),
+        ],
+        any_json(),
+        prop::collection::vec("[0-9a-z.]{1,6}", 0..3),
+    )
+        .prop_map(move |(name, created, labels, deleting, conditions, extra, tags)| {
+            let mut o = match kind {
+                "OCIArtifact" => json!({"kind": "OCIArtifact", "registry": "127.0.0.1:5000",
+                    "repository": "team/app", "digest": format!("sha256:{:0>64}", name.len()),
+                    "tags": tags, "annotations": {"retainer.dev/keep": labels.get("retainer.dev/keep")},
+                    "created": created, "extra": extra}),
+                _ => json!({"apiVersion": if kind == "Job" { "batch/v1" } else { "v1" }, "kind": kind,
+                    "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                                 "creationTimestamp": created, "labels": labels},
+                    "status": {"conditions": conditions, "extra": extra}, "type": "Opaque"}),
+            };
+            if deleting {
+                o["metadata"]["deletionTimestamp"] = json!("2026-05-02T00:00:00Z");
+            }
+            o
+        })
+}
+
+/// Mostly expressions that compile, so that evaluation and the guards get exercised.
+fn keep_expr() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => Just("false".to_string()),
+        3 => prop::sample::select(vec![
+            "false", "true", "rank < 1", "age < duration('1h')", "referencedBy.size() > 0",
+            "rank < 2 || age < duration('24h')", "object.metadata.?labels.app.orValue('') == 'web'",
+            "groupSize > 3 && rank < groupSize / 2", "object.tags.exists(t, t == 'latest')",
+        ]).prop_map(String::from),
+        1 => any_expr(),
+    ]
+}
+
+fn optional_expr() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![6 => Just(None), 1 => any_expr().prop_map(Some)]
+}
+
+/// Mostly None, so that most generated policies compile and get evaluated.
+fn rarely<T: std::fmt::Debug + Clone + 'static>(
+    s: impl Strategy<Value = T> + 'static,
+) -> impl Strategy<Value = Option<T>> {
+    prop_oneof![4 => Just(None), 1 => s.prop_map(Some)]
+}
+
+fn spec() -> impl Strategy<Value = Json> {
+    (
+        prop_oneof![
+            9 => prop::sample::select(vec!["Job", "Secret", "OCIArtifact"]),
+            1 => Just("Pod"),
+        ],
+        optional_expr(),
+        optional_expr(),
+        optional_expr(),
+        keep_expr(),
+        prop_oneof![
+            12 => Just("@daily".to_string()),
+            1 => Just("*/5 * * * *".to_string()),
+            1 => Just("61 * * * *".to_string()),
+            1 => Just("0 0 30 2 *".to_string()),
+            1 => "[0-9*/, -]{0,14}".prop_map(String::from),
+        ],
+        rarely(prop_oneof![
+            Just("Europe/Berlin".to_string()),
+            Just("Mars/Base".to_string()),
+            "\\PC{0,8}".prop_map(String::from),
+        ]),
+        rarely(prop_oneof![
+            Just("1h".to_string()),
+            Just("0s".to_string()),
+            Just("99999999999h".to_string()),
+            "[0-9.a-z]{0,6}".prop_map(String::from),
+        ]),
+        rarely(prop_oneof![
+            Just("metadata.name!=x".to_string()),
+            "[a-z.=!, ]{0,16}".prop_map(String::from)
+        ]),
+        rarely(prop::collection::btree_map(
+            prop_oneof!["[a-z]{1,3}", "\\PC{0,8}"],
+            prop_oneof!["[a-z]{0,3}", "\\PC{0,8}"],
+            0..2,
+        )),
+    )
+        .prop_map(
+            |(kind, m, g, o, keep, schedule, tz, grace, fields, labels)| {
+                let mut s = json!({"target": {"kind": kind}, "keep": keep, "schedule": schedule});
+                if kind == "OCIArtifact" {
+                    s["target"]["registry"] =
+                        json!({"url": "http://127.0.0.1:5000", "repositories": ["team/*"]});
+                } else {
+                    if let Some(f) = fields {
+                        s["target"]["fieldSelector"] = json!(f);
+                    }
+                    if let Some(l) = labels {
+                        s["target"]["selector"] = json!({"matchLabels": l});
+                    }
+                }
+                for (k, v) in [
+                    ("match", m),
+                    ("groupBy", g),
+                    ("orderBy", o),
+                    ("timeZone", tz),
+                ] {
+                    if let Some(v) = v {
+                        s[k] = json!(v);
+                    }
+                }
+                if let Some(g) = grace {
+                    s["deletion"] = json!({"gracePeriod": g});
+                }
+                s
+            },
+        )
+}
+
+fn compile(spec: &Json) -> Option<CompiledPolicy> {
+    // A spec that does not deserialize is one the CRD schema refuses before the controller
+    // sees it.
+    let spec: RetentionPolicySpec = serde_json::from_value(spec.clone()).ok()?;
+    CompiledPolicy::compile(PolicyView {
+        namespace: Some("ns".into()),
+        name: "fuzz".into(),
+        generation: Some(1),
+        spec,
+    })
+    .ok()
+}
+
+static COMPILED: AtomicUsize = AtomicUsize::new(0);
+static CANDIDATES: AtomicUsize = AtomicUsize::new(0);
+
+fn check_policy(spec: Json, objects: Vec<Json>) -> Result<(), TestCaseError> {
+    let Some(policy) = compile(&spec) else {
+        return Ok(());
+    };
+    COMPILED.fetch_add(1, Ordering::Relaxed);
+    let refs = RefIndex::build(&objects);
+    let namespaces = BTreeMap::new();
+    let snap = Snapshot {
+        objects: objects.iter().collect(),
+        refs: &refs,
+        custom_referrers: objects.iter().collect(),
+        namespace_labels: &namespaces,
+        now: NOW.parse().expect("a valid timestamp"),
+    };
+    // A budget that can never be exhausted in a test, and one that always is: both must be safe.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let eval = evaluate_within(&policy, &snap, &|| Instant::now() > deadline)
+        .map_err(|e| TestCaseError::fail(format!("over budget: {e}")))?;
+    prop_assert!(evaluate_within(&policy, &snap, &|| true).is_err() || objects.is_empty());
+    let s = eval.summary;
+    prop_assert_eq!(s.governed, s.kept + s.candidates + s.errors);
+    prop_assert_eq!(s.governed as usize, eval.results.len());
+    for r in &eval.results {
+        if r.verdict != Verdict::Delete {
+            continue;
+        }
+        CANDIDATES.fetch_add(1, Ordering::Relaxed);
+        let obj = objects
+            .iter()
+            .find(|o| match &r.id {
+                ObjectId::Kube { name, .. } => o.pointer("/metadata/name") == Some(&json!(name)),
+                ObjectId::Oci { digest, .. } => o.get("digest") == Some(&json!(digest)),
+            })
+            .ok_or_else(|| TestCaseError::fail("a verdict for an object that was not given"))?;
+        let keep_label = obj.pointer("/metadata/labels/retainer.dev~1keep") == Some(&json!("true"))
+            || obj.pointer("/annotations/retainer.dev~1keep") == Some(&json!("true"));
+        prop_assert!(!keep_label, "a kept-labelled object is a candidate: {obj}");
+        prop_assert!(
+            obj.pointer("/metadata/deletionTimestamp").is_none(),
+            "an object being deleted is a candidate"
+        );
+        if obj["kind"] == "Job" {
+            prop_assert!(
+                retainer::engine::job_finished(obj),
+                "an unfinished Job is a candidate: {obj}"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn objects() -> impl Strategy<Value = Vec<Json>> {
+    prop::collection::vec(
+        prop_oneof![object("Job"), object("Secret"), object("OCIArtifact")],
+        0..8,
+    )
+    .prop_map(|mut objects| {
+        // Unique identities, so that each verdict names exactly one object.
+        for (i, o) in objects.iter_mut().enumerate() {
+            if o["kind"] == "OCIArtifact" {
+                o["digest"] = json!(format!("sha256:{i:064}"));
+            } else {
+                o["metadata"]["name"] = json!(format!(
+                    "{}-{i}",
+                    o["metadata"]["name"].as_str().unwrap_or("o")
+                ));
+                o["metadata"]["uid"] = json!(format!("uid-{i}"));
+            }
+        }
+        objects
+    })
+}
+
+/// Runs `test` on generated cases: a fixed number by default, or for RETAINER_FUZZ_SECS.
+fn run<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
+where
+    S::Value: std::fmt::Debug,
+{
+    let secs: u64 = std::env::var("RETAINER_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut rounds = 0u64;
+    loop {
+        let mut runner = TestRunner::new(Config {
+            cases: 256,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        if let Err(e) = runner.run(&strategy, &test) {
+            panic!("{name}: {e}");
+        }
+        rounds += 1;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    eprintln!("{name}: {} cases, no failures", rounds * 256);
+}
+
+#[test]
+fn expressions_compile_or_fail_cleanly_and_evaluate_without_panics() {
+    let fields = [Field::Match, Field::GroupBy, Field::OrderBy, Field::Keep];
+    run(
+        "expressions",
+        (
+            any_expr(),
+            prop::sample::select(fields.to_vec()),
+            object("Job"),
+        ),
+        |(src, field, obj)| {
+            let Ok(c) = Compiled::compile(field, &src) else {
+                return Ok(());
+            };
+            let bound = retainer::expr::project(&obj, &c.fields);
+            let empty = json!([]);
+            let refs = retainer::expr::json_to_val(&empty);
+            let vars = retainer::expr::Vars {
+                object: bound.as_ref(),
+                now: chrono::DateTime::parse_from_rfc3339(NOW).expect("a valid timestamp"),
+                age: chrono::Duration::hours(1),
+                group: Some("g"),
+                rank: Some(0),
+                group_size: Some(1),
+                referenced_by: Some(refs.as_ref()),
+            };
+            let _ = c.eval(&vars);
+            let _ = c.eval_keep(&vars);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn policies_over_arbitrary_objects_keep_the_guards() {
+    run("policies", (spec(), objects()), |(s, o)| check_policy(s, o));
+    // The properties mean little unless policies compile and candidates occur.
+    let (compiled, candidates) = (
+        COMPILED.load(Ordering::Relaxed),
+        CANDIDATES.load(Ordering::Relaxed),
+    );
+    eprintln!("policies: {compiled} compiled, {candidates} candidates checked against the guards");
+    assert!(
+        compiled > 50 && candidates > 20,
+        "{compiled} compiled, {candidates} candidates"
+    );
+}
+
+#[test]
+fn check_input_files_parse_or_fail_cleanly() {
+    run(
+        "documents",
+        prop_oneof![
+            "\\PC{0,200}",
+            "(---\n|kind: |apiVersion: |metadata:\n  name: |items: |\\[|\\]|\\{|\\}|- |: |'|\"|&a |\\*a |!!binary |[a-z0-9]{1,4}|\n){0,40}",
+        ],
+        |text| {
+            let _ = retainer::check::parse_documents("fuzz.yaml", &text);
+            Ok(())
+        },
+    );
+}
