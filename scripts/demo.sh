@@ -13,7 +13,9 @@ BIN=$ROOT/target/release/retainer
 REG=$RETAINER_OLAREG
 
 echo "== the container image, built without a container engine and pushed to $REG"
-scripts/image.sh "$REG/retainer/retainer"
+IMAGE=$(scripts/image.sh "$REG/retainer/retainer")
+echo "$IMAGE"
+echo "(in a cluster that can pull it: helm install retainer charts/retainer --set image.repository=$REG/retainer/retainer)"
 
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established crd/retentionpolicies.retainer.dev crd/clusterretentionpolicies.retainer.dev --timeout=60s >/dev/null
@@ -48,7 +50,8 @@ LAYERS=$(mktemp -d)
 for i in 0 1 2 3 4 5 6 7; do
   mkdir -p "$LAYERS/$i" && echo "app 1.$i.0" >"$LAYERS/$i/version"
   tar -C "$LAYERS/$i" -cf "$LAYERS/$i.tar" version
-  crane append --insecure -f "$LAYERS/$i.tar" -t "$REG/team/app:1.$i.0" >/dev/null
+  crane append --insecure -f "$LAYERS/$i.tar" -t "$REG/team/app:1.$i.0" >/dev/null 2>&1 \
+    || { echo "pushing team/app:1.$i.0 to $REG failed" >&2; exit 1; }
 done
 rm -rf "$LAYERS"
 kubectl -n ci apply -f - >/dev/null <<YAML

@@ -25,8 +25,13 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
   rustup target add "$TARGET"
 fi
 if ! command -v musl-gcc >/dev/null; then
-  echo "image: musl-gcc not found: apt-get install musl-tools" >&2
-  exit 1
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[image] installing musl-tools (musl-gcc, for the C parts of the TLS library)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >/dev/null
+  else
+    echo "image: musl-gcc not found: apt-get install musl-tools" >&2
+    exit 1
+  fi
 fi
 
 echo "[image] building a static binary for $TARGET" >&2
