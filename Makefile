@@ -1,4 +1,4 @@
-.PHONY: test unit demo testbed-up testbed-down crds
+.PHONY: test unit demo testbed-up testbed-down crds bench
 
 # Unit tests, lints and the real-server tests (starts and stops the local test bed).
 test:
@@ -28,3 +28,8 @@ crds:
 # every fault test (20 minutes or more; starts and stops the test bed). See docs/reliability.md.
 soak:
 	scripts/soak.sh
+
+# Every benchmark side by side, then BENCHMARKS.md (an hour or more: the TTL controller at its
+# defaults is slow). Not part of `make test`.
+bench:
+	bench/run.sh

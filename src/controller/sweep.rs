@@ -13,10 +13,10 @@ use kube::{Api, Client};
 use serde_json::Value as Json;
 use tokio::sync::Mutex;
 
-use super::caches::{Kind, prune};
+use super::caches::Kind;
 use super::leader::still_leading;
 use crate::api::{Deletion, PropagationPolicy as Propagation, TargetKind};
-use crate::engine::{Evaluation, ObjectId, ObjectResult, guard};
+use crate::engine::{Evaluation, ObjectId, ObjectResult};
 use crate::oci::inventory::{RepoView, tag_changes, views_of};
 use crate::oci::{Deleted, ManifestCache, RegistryClient, RegistryError};
 
@@ -256,7 +256,6 @@ impl Executor {
                         Api::namespaced_with(client, namespace, &resource);
                     let outcome = delete_one(
                         &api,
-                        kind,
                         name,
                         uid,
                         resource_version,
@@ -641,7 +640,6 @@ fn audit(policy_key: &str, kind: TargetKind, t: &Target, outcome: &Outcome) {
 
 async fn delete_one(
     api: &Api<DynamicObject>,
-    kind: TargetKind,
     name: &str,
     uid: &str,
     resource_version: &str,
@@ -651,23 +649,10 @@ async fn delete_one(
     if !still_leading() {
         return Outcome::Failed(NOT_LEADING.into());
     }
-    limiter.wait().await;
-    let fresh = match api.get_opt(name).await {
-        Ok(Some(o)) => o,
-        Ok(None) => return Outcome::Skipped("already gone".into()),
-        Err(e) => return Outcome::Failed(format!("reading before delete: {e}")),
-    };
-    if fresh.metadata.uid.as_deref() != Some(uid) {
-        return Outcome::Skipped("replaced by a new object of the same name".into());
-    }
-    if fresh.metadata.resource_version.as_deref() != Some(resource_version) {
-        return Outcome::Skipped("changed since it was evaluated".into());
-    }
-    let mut json = serde_json::to_value(&fresh).unwrap_or(Json::Null);
-    prune(kind.as_str(), &mut json);
-    if let Some(g) = guard(kind, &json) {
-        return Outcome::Skipped(g.to_string());
-    }
+    // No read first: the uid and resourceVersion preconditions make the API server refuse the
+    // delete (409) unless the object is exactly the one evaluated, guards included. The check
+    // and the delete are then one atomic step, where a read before it would leave a gap and
+    // double the requests a sweep sends.
     limiter.wait().await;
     if !still_leading() {
         return Outcome::Failed(NOT_LEADING.into());
@@ -683,7 +668,8 @@ async fn delete_one(
     match api.delete(name, &dp).await {
         Ok(_) => Outcome::Deleted,
         Err(kube::Error::Api(s)) if s.code == 404 => Outcome::Skipped("already gone".into()),
-        // The preconditions failed: the object changed between the read and the delete.
+        // The preconditions failed: the object changed since it was evaluated, or was replaced
+        // by a new one of the same name.
         Err(kube::Error::Api(s)) if s.code == 409 => {
             Outcome::Skipped("changed since it was evaluated".into())
         }
