@@ -74,7 +74,16 @@ pub fn parse_documents(path: &str, text: &str) -> Result<Vec<Json>, CheckError> 
             && d.get("items").is_some_and(Json::is_array);
         if is_list {
             let api_version = d.get("apiVersion").cloned();
-            for mut item in d["items"].as_array().cloned().unwrap_or_default() {
+            // Moved out, not copied: a List of a whole cluster is most of the memory `check`
+            // uses.
+            let items = match d {
+                Json::Object(mut m) => match m.remove("items") {
+                    Some(Json::Array(items)) => items,
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            for mut item in items {
                 // `kubectl get -o yaml` of a single kind may omit apiVersion and kind on items.
                 if item.get("apiVersion").is_none()
                     && let Some(av) = &api_version

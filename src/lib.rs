@@ -7,6 +7,7 @@ pub mod check;
 pub mod controller;
 pub mod engine;
 pub mod expr;
+pub mod json;
 pub mod oci;
 pub mod refs;
 pub mod schedule;

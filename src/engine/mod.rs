@@ -351,7 +351,7 @@ impl SortKey {
 }
 
 fn str_at<'a>(obj: &'a Json, pointer: &str) -> Option<&'a str> {
-    obj.pointer(pointer).and_then(Json::as_str)
+    crate::json::at(obj, pointer).and_then(Json::as_str)
 }
 
 fn parse_time(s: Option<&str>) -> Option<Timestamp> {
@@ -382,24 +382,19 @@ fn to_chrono(t: Timestamp) -> chrono::DateTime<chrono::FixedOffset> {
 
 /// A guard that keeps an object whatever the expressions say, if one applies.
 pub fn guard(kind: TargetKind, obj: &Json) -> Option<&'static str> {
-    if obj
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
-    {
+    if crate::json::at(obj, "/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
         return Some("guard: already being deleted");
     }
-    if str_at(
-        obj,
-        &format!("/metadata/labels/{}", KEEP_LABEL.replace('/', "~1")),
-    ) == Some("true")
-    {
+    let meta = |field: &str| {
+        obj.get("metadata")
+            .and_then(|m| m.get(field))
+            .and_then(|l| l.get(KEEP_LABEL))
+            .and_then(Json::as_str)
+    };
+    if meta("labels") == Some("true") {
         return Some("guard: label retainer.dev/keep=true");
     }
-    if str_at(
-        obj,
-        &format!("/metadata/annotations/{}", KEEP_LABEL.replace('/', "~1")),
-    ) == Some("true")
-    {
+    if meta("annotations") == Some("true") {
         return Some("guard: annotation retainer.dev/keep=true");
     }
     if kind == TargetKind::OciArtifact
@@ -419,7 +414,7 @@ pub fn guard(kind: TargetKind, obj: &Json) -> Option<&'static str> {
 
 /// A Job is finished when its Complete or Failed condition is True.
 pub fn job_finished(obj: &Json) -> bool {
-    obj.pointer("/status/conditions")
+    crate::json::at(obj, "/status/conditions")
         .and_then(Json::as_array)
         .into_iter()
         .flatten()
@@ -468,10 +463,16 @@ pub fn selects(
             }
         }
     }
-    if let Some(sel) = &spec.target.selector
-        && !matches_label_selector(sel, &labels_of(obj))
-    {
-        return false;
+    if let Some(sel) = &spec.target.selector {
+        // Validated when the policy compiled.
+        let labels = obj
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(Json::as_object);
+        let label = |k: &str| labels.and_then(|m| m.get(k)).and_then(Json::as_str);
+        if !select::matches_validated_selector(sel, label) {
+            return false;
+        }
     }
     if let Some(fs) = &spec.target.field_selector
         && !matches_field_selector(fs, obj)
@@ -483,7 +484,7 @@ pub fn selects(
 
 /// An object's `metadata.labels` as a map.
 pub fn labels_of(obj: &Json) -> BTreeMap<String, String> {
-    obj.pointer("/metadata/labels")
+    crate::json::at(obj, "/metadata/labels")
         .and_then(Json::as_object)
         .map(|m| {
             m.iter()

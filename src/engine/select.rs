@@ -95,20 +95,27 @@ pub fn validate_label_selector(sel: &LabelSelector) -> Result<(), LabelSelectorE
 
 /// An empty selector matches everything; an invalid one nothing.
 pub fn matches_label_selector(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if validate_label_selector(sel).is_err() {
-        return false;
-    }
+    validate_label_selector(sel).is_ok()
+        && matches_validated_selector(sel, |k| labels.get(k).map(String::as_str))
+}
+
+/// Matching for a selector already validated (a compiled policy's), against labels looked up
+/// in place: no copy of the object's labels per object.
+pub fn matches_validated_selector<'a>(
+    sel: &LabelSelector,
+    label: impl Fn(&str) -> Option<&'a str>,
+) -> bool {
     let by_labels = sel
         .match_labels
         .iter()
         .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+        .all(|(k, v)| label(k) == Some(v.as_str()));
     let by_exprs = sel.match_expressions.iter().flatten().all(|e| {
         let values = e.values.as_deref().unwrap_or(&[]);
-        let value = labels.get(&e.key);
+        let value = label(&e.key);
         match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+            "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
             "Exists" => value.is_some(),
             "DoesNotExist" => value.is_none(),
             _ => false,

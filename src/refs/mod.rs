@@ -19,7 +19,7 @@ pub struct Referrer {
 impl Referrer {
     pub fn of(obj: &Json) -> Referrer {
         let s = |p: &str| {
-            obj.pointer(p)
+            crate::json::at(obj, p)
                 .and_then(Json::as_str)
                 .unwrap_or("")
                 .to_string()
@@ -122,9 +122,9 @@ pub fn pod_specs(obj: &Json) -> Vec<&Json> {
         | "DaemonSet"
         | "ReplicaSet"
         | "Job"
-        | "ReplicationController" => obj.pointer("/spec/template/spec"),
-        "CronJob" => obj.pointer("/spec/jobTemplate/spec/template/spec"),
-        "PodTemplate" => obj.pointer("/template/spec"),
+        | "ReplicationController" => crate::json::at(obj, "/spec/template/spec"),
+        "CronJob" => crate::json::at(obj, "/spec/jobTemplate/spec/template/spec"),
+        "PodTemplate" => crate::json::at(obj, "/template/spec"),
         _ => None,
     };
     spec.into_iter().collect()
@@ -160,7 +160,7 @@ pub fn images_of(obj: &Json) -> Vec<ImageRef> {
     }
     if obj.get("kind").and_then(Json::as_str) == Some("Pod") {
         for list in STATUS_LISTS {
-            for c in items(obj.pointer("/status").and_then(|s| s.get(list))) {
+            for c in items(crate::json::at(obj, "/status").and_then(|s| s.get(list))) {
                 if let Some(r) = str_at(c, "imageID").and_then(ImageRef::parse) {
                     out.insert(r);
                 }
@@ -185,7 +185,7 @@ pub fn secrets_of(obj: &Json) -> BTreeSet<String> {
             }
         }
         Some("Ingress") => {
-            for t in items(obj.pointer("/spec/tls")) {
+            for t in items(crate::json::at(obj, "/spec/tls")) {
                 add(str_at(t, "secretName"));
             }
         }
@@ -196,20 +196,18 @@ pub fn secrets_of(obj: &Json) -> BTreeSet<String> {
             add(str_at(s, "name"));
         }
         for v in items(spec.get("volumes")) {
-            add(v.pointer("/secret/secretName").and_then(Json::as_str));
-            for src in items(v.pointer("/projected/sources")) {
-                add(src.pointer("/secret/name").and_then(Json::as_str));
+            add(crate::json::at(v, "/secret/secretName").and_then(Json::as_str));
+            for src in items(crate::json::at(v, "/projected/sources")) {
+                add(crate::json::at(src, "/secret/name").and_then(Json::as_str));
             }
         }
         for list in CONTAINER_LISTS {
             for c in items(spec.get(list)) {
                 for e in items(c.get("env")) {
-                    add(e
-                        .pointer("/valueFrom/secretKeyRef/name")
-                        .and_then(Json::as_str));
+                    add(crate::json::at(e, "/valueFrom/secretKeyRef/name").and_then(Json::as_str));
                 }
                 for e in items(c.get("envFrom")) {
-                    add(e.pointer("/secretRef/name").and_then(Json::as_str));
+                    add(crate::json::at(e, "/secretRef/name").and_then(Json::as_str));
                 }
             }
         }
