@@ -182,10 +182,7 @@ mod data {
     const NOW: &str = "2026-11-22T12:00:00Z";
 
     /// Prints, per scenario, the medians of `runs` wall and CPU times of:
-    ///   parse       read the file and parse it as `retainer check` does (serde-saphyr), but
-    ///               with serde-saphyr's size budget lifted: `check` refuses more than 1,024
-    ///               documents or 250,000 YAML nodes, far fewer than these files hold
-    ///   parse-json  the same file through serde_json: what a JSON fast path would cost
+    ///   parse       read the file and `check::parse_documents` it, as `retainer check` does
     ///   check       parse + `check::evaluate_offline` + `check::render_json`: `retainer check
     ///               -o json` without process start-up, policy loading and printing
     ///   pipeline    `engine::evaluate` alone, over objects already parsed
@@ -218,7 +215,7 @@ mod data {
             let mut report = String::new();
             for _ in 0..runs {
                 let start = Clock::start();
-                let objs = parse_lifted(&data_path);
+                let objs = read_objects(&data_path);
                 parse.push(start.elapsed());
                 let eval = check::evaluate_offline(&policy, objs, now);
                 let out = check::render_json(&policy, &eval);
@@ -234,15 +231,8 @@ mod data {
                 )
                 .expect("report written");
             }
-            let mut parse_json = Vec::new();
-            for _ in 0..runs {
-                let start = Clock::start();
-                let objs = parse_json_list(&data_path);
-                parse_json.push(start.elapsed());
-                std::hint::black_box(objs);
-            }
 
-            let mut objs = parse_lifted(&data_path);
+            let mut objs = read_objects(&data_path);
             for o in &mut objs {
                 check::strip_secret_data(o);
             }
@@ -285,7 +275,6 @@ mod data {
                 evals = e;
             }
             emit("parse", &parse, count, 0);
-            emit("parse-json", &parse_json, count, 0);
             emit("check", &check_t, count, governed);
             emit("pipeline", &pipeline, count, governed);
             emit("cel", &cel_t, count, evals);
@@ -300,47 +289,9 @@ mod data {
         CompiledPolicy::compile(view).expect("policy compiles")
     }
 
-    /// `check::parse_documents` with serde-saphyr's budget lifted, and otherwise the same work,
-    /// the deep copy of a List's items included.
-    fn parse_lifted(path: &str) -> Vec<Value> {
+    fn read_objects(path: &str) -> Vec<Value> {
         let text = std::fs::read_to_string(path).expect("objects file");
-        let mut options = serde_saphyr::Options::default();
-        options.budget = None;
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple_with_options(&text, options).expect("objects parse");
-        let mut out = Vec::new();
-        for d in docs {
-            match d.get("items").and_then(Value::as_array) {
-                Some(items)
-                    if d.get("kind")
-                        .and_then(Value::as_str)
-                        .is_some_and(|k| k.ends_with("List")) =>
-                {
-                    let api_version = d.get("apiVersion").cloned();
-                    for mut item in items.clone() {
-                        if item.get("apiVersion").is_none()
-                            && let Some(av) = &api_version
-                        {
-                            item["apiVersion"] = av.clone();
-                        }
-                        out.push(item);
-                    }
-                }
-                _ if d.is_null() => {}
-                _ => out.push(d),
-            }
-        }
-        out
-    }
-
-    /// A JSON List through serde_json, its items moved out rather than copied.
-    fn parse_json_list(path: &str) -> Vec<Value> {
-        let text = std::fs::read_to_string(path).expect("objects file");
-        let mut doc: Value = serde_json::from_str(&text).expect("objects parse");
-        match doc.get_mut("items").map(Value::take) {
-            Some(Value::Array(items)) => items,
-            _ => vec![doc],
-        }
+        check::parse_documents(path, &text).expect("objects parse")
     }
 
     /// The policy's expressions, compiled as `CompiledPolicy::compile` compiles them (its own

@@ -2,7 +2,7 @@
 # Evaluation throughput, retainer vs cel-go, same expressions, same data (issue #7, item 2).
 #
 #   bench/eval.sh [N]     N Jobs and N Secrets (default 100000); RUNS=3 runs of each figure;
-#                         SMALL_N=1000: the end-to-end size `retainer check` accepts today
+#                         SMALL_N=1000 adds an end-to-end run on that many objects
 #
 # Generates the objects if bench/data lacks them, builds retainer, its eval bench and the cel-go
 # program (bench/celgo), runs each contender RUNS times, checks that both decide every object
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 N=${1:-${N:-100000}}
-SMALL_N=${SMALL_N:-1000}
+SMALL_N=${SMALL_N:-$N}
 RUNS=${RUNS:-3}
 DATA=bench/data
 OUT=bench/results/eval.md
@@ -183,7 +183,7 @@ w("")
 w("### What is measured")
 w("")
 w("- **End to end**: one process from start to exit, writing the JSON report to a file. "
-  "retainer: `retainer check -o json` (reads the file with serde-saphyr, drops Secret data, "
+  "retainer: `retainer check -o json` (reads the file, JSON with serde_json, drops Secret data, "
   "indexes referrers, evaluates, prints). cel-go: `celgo` (reads the file with `encoding/json`, "
   "integral numbers as int64 as Kubernetes does, then the same pipeline and the same report). "
   "cel-go runs on one core (`GOMAXPROCS=1`, like retainer's single-threaded evaluation) and with "
@@ -240,19 +240,18 @@ if refused:
       "the end-to-end one.")
     w("")
 if small_n != n:
-    w(f"### End to end, N = {int(small_n):,} (files `retainer check` accepts today)")
+    w(f"### End to end, N = {int(small_n):,}")
     w("")
     e2e_table(small_n)
-    w("At this size both are mostly start-up and parsing.")
     w("")
 
 w(f"### In process, N = {N:,}")
 w("")
 w("| policy | phase | retainer CPU s | cel-go CPU s | retainer objects/CPU-s | cel-go objects/CPU-s | speed vs cel-go | wall s, retainer / cel-go |")
 w("|---|---|---:|---:|---:|---:|---:|---:|")
-labels = {"parse-json": "parse with serde_json (not what check does)", "cel-bind": "cel: of which binding"}
+labels = {"cel-bind": "cel: of which binding"}
 for name in scenarios:
-    for phase in ["parse", "parse-json", "check", "pipeline", "cel", "cel-bind"]:
+    for phase in ["parse", "check", "pipeline", "cel", "cel-bind"]:
         r, g = rs.get((name, phase)), go.get((name, phase))
         if r is None and g is None:
             continue
@@ -271,10 +270,49 @@ if all((s, "cel") in rs and (s, "cel") in go for s in scenarios):
       f"{ratio(total(go, 'cel'), total(rs, 'cel'))}); retainer's binding is "
       f"{100 * total(rs, 'cel-bind') / total(rs, 'cel'):.0f}% of its `cel` time. In retainer's "
       f"in-process `check`, parsing is {100 * total(rs, 'parse') / total(rs, 'check'):.0f}% of "
-      f"the time; serde_json parses the same files {total(rs, 'parse') / total(rs, 'parse-json'):.0f} "
-      f"times faster than serde-saphyr.")
+      f"the time (cel-go's: {100 * total(go, 'parse') / total(go, 'check'):.0f}%).")
     w("")
 
+w("### Where retainer's time goes")
+w("")
+if all((s, ph) in rs for s in scenarios for ph in ("pipeline", "cel")):
+    spans = [rs[(s, "pipeline")]["cpu"] / rs[(s, "cel")]["cpu"] for s in scenarios if rs[(s, "cel")]["cpu"] > 0]
+    outside = f" (here `pipeline` takes {min(spans):.0f} to {max(spans):.0f} times the `cel` time)"
+else:
+    outside = ""
+w("From callgrind instruction profiles of `eval-bench` on 4,000-object files (`valgrind "
+  "--tool=callgrind --toggle-collect=...`; `cel` 0.15.0, 2026-11-22), in order of weight:")
+w("")
+w("1. **Parsing**, the larger part of `check`. `check::parse_documents` (`src/check.rs`) now "
+  "reads JSON with serde_json: serde-saphyr, which it used before for JSON too, was 16 times "
+  "slower on these files and refused them outright (its default budget stops at 250,000 YAML "
+  "nodes, about 2,000 such Jobs; YAML input still has that limit). It still deep-copies a "
+  "List's items (`d[\"items\"].as_array().cloned()`), so the parsed objects are held twice "
+  "for a moment, most likely the larger part of retainer's higher peak RSS above; moving the "
+  "items out of the List would do.")
+w(f"2. **The pipeline outside CEL**{outside}: in `engine::evaluate` over fleet-gitjobs, 57% of "
+  "the instructions are in `serde_json::Value::pointer`, which allocates two Strings per path "
+  "segment (`~1`/`~0` unescaping) on every call; `engine::guard` also builds its pointers with "
+  "`format!` and `replace` for every object, and `engine::selects` copies every label into a "
+  "BTreeMap (`engine::labels_of`) just to test the label selector. Suggested "
+  "(`src/engine/mod.rs`: `str_at`, `guard`, `selects`, `object_id`, `sort_name`): chains of "
+  "`get(\"metadata\").and_then(|m| m.get(\"name\"))`, constant keys, and selectors matched "
+  "against the object's label map in place.")
+w("3. **Binding**, about a third of `cel`: `expr::project` builds a cel-rust `HashMap` (SipHash) "
+  "and a `Box` per node, where cel-go wraps Go maps lazily. A lazy, JSON-backed map value would "
+  "remove it, but cel 0.15 converts values to `Value` for library functions and results, and "
+  "compares maps, only through its own `DefaultMap`: such a type would break map equality and "
+  "conversions until the cel crate supports foreign maps.")
+w("4. **Interpretation**, the rest of `cel`, inside the cel crate: per `Compiled::run`, "
+  "`Context::resolve_qualified` (about 25% for helm-history) joins `object.metadata.labels.name` "
+  "into a new String and asks the resolver for every prefix of it on every evaluation, where "
+  "cel-go resolves the name once when planning; map lookups hash with SipHash "
+  "(`DefaultMap::find`, about 20%); calls collect their arguments into `Vec`s (about 25%); and "
+  "nothing is folded, so `duration('24h')` is parsed on every evaluation (finished-jobs), which "
+  "cel-go's `OptOptimize` does once. `src/expr` offers no cheap, safe gain against these: "
+  "running `keep` whole before its terms would save a run per candidate but cost one per kept "
+  "object.")
+w("")
 w("### Same verdicts")
 w("")
 w("| N | policy | governed | kept | candidates | errors | retainer's report | against cel-go's |")
@@ -304,7 +342,7 @@ w("")
 w("### Commands")
 w("")
 w("```sh")
-w(f"bench/eval.sh {n}     # everything below, RUNS={runs}, SMALL_N={small_n}")
+w(f"bench/eval.sh {n}     # everything below, RUNS={runs}" + (f", SMALL_N={small_n}" if small_n != n else ""))
 w(f"python3 bench/gen_objects.py --n {n} --out {data}")
 w(f"retainer check -f examples/POLICY/policy.yaml --objects {data}/KIND-{n}.json --now {now} -o json")
 w(f"(cd bench/celgo && go build -o ../../{data}/bin/celgo .)")

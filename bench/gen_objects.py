@@ -29,6 +29,7 @@ import json
 import os
 import re
 import sys
+import time
 
 NOW = 1795348800  # 2026-11-22T12:00:00Z, the benchmark's --now
 DAY = 86400
@@ -58,8 +59,6 @@ def uid(i, salt):
 
 
 def ts(epoch):
-    import time
-
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
