@@ -254,15 +254,8 @@ impl Executor {
                     };
                     let api: Api<DynamicObject> =
                         Api::namespaced_with(client, namespace, &resource);
-                    let outcome = delete_one(
-                        &api,
-                        name,
-                        uid,
-                        resource_version,
-                        propagation,
-                        &limiter,
-                    )
-                    .await;
+                    let outcome =
+                        delete_one(&api, name, uid, resource_version, propagation, &limiter).await;
                     audit(policy_key, kind, &t, &outcome);
                     (t, outcome)
                 }
