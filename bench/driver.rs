@@ -630,6 +630,16 @@ fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// What the nearest-rank p99 of `n` samples is, in words.
+fn p99_rank(n: usize) -> String {
+    let rank = (0.99 * n as f64).ceil() as usize;
+    if rank >= n {
+        format!("p99 of {n} is the slowest")
+    } else {
+        format!("p99 of {n} is the {rank}th fastest")
+    }
+}
+
 /// Nearest-rank percentile.
 fn percentile(xs: &[f64], p: f64) -> f64 {
     let mut v = xs.to_vec();
@@ -676,6 +686,14 @@ fn thousands(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+fn runs(n: usize) -> String {
+    if n == 1 {
+        "1 run".into()
+    } else {
+        format!("{n} runs")
+    }
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -830,6 +848,8 @@ struct SweepRun {
     patch: f64,
     /// CPU seconds the deleting process spent from the trigger to the last Job gone.
     cpu: f64,
+    /// The same for kube-apiserver, when it runs on this machine (the test bed).
+    api_cpu: f64,
     note: String,
 }
 
@@ -855,18 +875,19 @@ fn clock_ticks() -> f64 {
     })
 }
 
+fn bed_pid(component: &str) -> Option<String> {
+    let dir = std::env::var("RETAINER_TESTBED_DIR").ok()?;
+    let pid = std::fs::read_to_string(format!("{dir}/pids/{component}")).ok()?;
+    Some(pid.trim().to_string())
+}
+
 /// The process that does a contender's deleting: this driver, the controller, or the bed's
 /// kube-controller-manager.
 fn deleter_pid(c: Contender, controller: Option<&Controller>) -> Option<String> {
     match c {
         Contender::Plain | Contender::PlainGet => Some("self".into()),
         Contender::Retainer | Contender::RetainerDefault => controller.map(|c| c.pid.to_string()),
-        Contender::Ttl | Contender::TtlEqual => {
-            let dir = std::env::var("RETAINER_TESTBED_DIR").ok()?;
-            let pid =
-                std::fs::read_to_string(format!("{dir}/pids/kube-controller-manager")).ok()?;
-            Some(pid.trim().to_string())
-        }
+        Contender::Ttl | Contender::TtlEqual => bed_pid("kube-controller-manager"),
     }
 }
 
@@ -935,19 +956,19 @@ async fn sweep(args: SweepArgs) -> R<()> {
         "{} finished Jobs (no Pods) in a fresh namespace per run, deleted by each contender in \
          turn. Time from the trigger (the first request of a plain client, the \
          `retainer.dev/sweep-requested` annotation, the first `ttlSecondsAfterFinished` patch) \
-         until a watch on the namespace has seen the last Job go; medians of {} runs, \
+         until a watch on the namespace has seen the last Job go; medians of {}, \
          contenders interleaved round by round.\n\n",
         thousands(args.n),
-        args.runs
+        runs(args.runs)
     ));
-    md.push_str("| | contender | median (s) | Jobs/s | first gone (s) | CPU (s) | runs (s) |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("| | contender | median (s) | Jobs/s | first gone (s) | CPU (s) | apiserver CPU (s) | runs (s) |\n|---|---|---|---|---|---|---|---|\n");
     let mut rows = contenders.clone();
     rows.sort();
     for &c in &rows {
         let t = total(c);
         let rs = results.get(&c).cloned().unwrap_or_default();
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c.label(),
             c.describe(args.fast_qps),
             secs(t),
@@ -958,6 +979,7 @@ async fn sweep(args: SweepArgs) -> R<()> {
             },
             secs(med(c, |r| r.first)),
             secs(med(c, |r| r.cpu)),
+            secs(med(c, |r| r.api_cpu)),
             list(&rs.iter().map(|r| r.total).collect::<Vec<_>>()),
         ));
     }
@@ -1011,8 +1033,8 @@ async fn sweep(args: SweepArgs) -> R<()> {
     md.push_str(
         "- CPU: user and system seconds, from the trigger to the last Job gone, of the process \
          that deletes: this driver for a and a′ (its watch of the namespace included), the \
-         controller for b and b₀, kube-controller-manager (both its controllers) for c and c₅₀. \
-         The machine's two cores also run etcd, kube-apiserver and the driver.\n",
+         controller for b and b₀, kube-controller-manager (both its controllers) for c and c₅₀; \
+         and of kube-apiserver. The machine's two cores run all of them, and etcd.\n",
     );
     md.push_str(
         "- A retainer sweep reads each Job fresh (GET) and deletes it with uid and \
@@ -1040,10 +1062,10 @@ async fn sweep(args: SweepArgs) -> R<()> {
         md.push_str(&format!("- Notes from runs: {}.\n", notes.join("; ")));
     }
     md.push_str(&format!(
-        "\nSetup: N = {}, {} runs; {}; kube-controller-manager {}; the test bed (etcd without \
+        "\nSetup: N = {}, {}; {}; kube-controller-manager {}; the test bed (etcd without \
          fsync, API priority and fairness off); {}.\n\nCommand: `{}`\n",
-        args.n,
-        args.runs,
+        thousands(args.n),
+        runs(args.runs),
         versions(&client, &args.common).await,
         kcm_version().await,
         today(),
@@ -1158,6 +1180,8 @@ async fn sweep_in(
     let mut tracker = Tracker::start(client, ns).await?;
     let deleter = deleter_pid(c, controller.as_ref());
     let cpu0 = deleter.as_deref().and_then(cpu_seconds);
+    let apiserver = bed_pid("kube-apiserver");
+    let api_cpu0 = apiserver.as_deref().and_then(cpu_seconds);
     let t0 = Instant::now();
     let deadline = t0 + timeout;
     match c {
@@ -1218,15 +1242,21 @@ async fn sweep_in(
         Ok((first, last)) => {
             run.total = (last - t0).as_secs_f64();
             run.first = (first - t0).as_secs_f64();
-            run.cpu = match (cpu0, deleter.as_deref().and_then(cpu_seconds)) {
+            let spent = |before: Option<f64>, pid: &Option<String>| match (
+                before,
+                pid.as_deref().and_then(cpu_seconds),
+            ) {
                 (Some(a), Some(b)) => b - a,
                 _ => f64::NAN,
             };
+            run.cpu = spent(cpu0, &deleter);
+            run.api_cpu = spent(api_cpu0, &apiserver);
         }
         Err(left) => {
             run.total = f64::NAN;
             run.first = f64::NAN;
             run.cpu = f64::NAN;
+            run.api_cpu = f64::NAN;
             run.note = format!(
                 "timed out after {} s with {left} Jobs left",
                 timeout.as_secs()
@@ -1319,8 +1349,8 @@ async fn memory(args: MemoryArgs) -> R<()> {
     md.push_str("## Controller memory\n\n");
     md.push_str(&format!(
         "Resident memory of `retainer run` (`VmRSS`, and the peak `VmHWM`, from \
-         `/proc/<pid>/status`), medians of {} runs, each a fresh process:\n\n",
-        args.runs
+         `/proc/<pid>/status`), medians of {}, each a fresh process:\n\n",
+        runs(args.runs)
     ));
     md.push_str(
         "| state | VmRSS (MiB) | peak VmHWM (MiB) | runs: VmHWM (MiB) |\n|---|---|---|---|\n",
@@ -1516,14 +1546,14 @@ async fn reaction(args: ReactionArgs) -> R<()> {
          generation and a new summary); each time, the time from sending the apply until a \
          watch on the policy shows a `Ready` condition and `status.observedGeneration` of that \
          generation and the summary the new `keep` gives. The next apply follows {} ms after \
-         the status is seen. Per run, p50 and p99 (nearest rank, so the slowest of {}) of the {} \
-         applies; the table gives the medians over {} runs, each a fresh controller process.\n\n",
+         the status is seen. Per run, p50 and p99 by nearest rank ({}) of the {} applies; the \
+         table gives the medians over {}, each a fresh controller process.\n\n",
         thousands(args.jobs),
         args.applies,
         args.gap_ms,
+        p99_rank(args.applies),
         args.applies,
-        args.applies,
-        args.runs
+        runs(args.runs)
     ));
     md.push_str("| controller | p50 (ms) | p99 (ms) | runs: p50 / p99 (ms) | evaluation, mean (ms) |\n|---|---|---|---|---|\n");
     let mut default_p99 = f64::NAN;
@@ -1566,18 +1596,18 @@ async fn reaction(args: ReactionArgs) -> R<()> {
         }
     ));
     md.push_str(
-        "- A change to any watched object wakes the controller, which then waits `--debounce` \
-         for changes to settle before it evaluates the policies whose inputs changed and writes \
-         status; the evaluation column is the mean of `retainer_evaluation_duration_seconds` \
+        "- A change to any watched object wakes the controller, which then sleeps `--debounce` \
+         (from the first change; later ones are taken along) before it evaluates the policies \
+         whose inputs changed and writes status; the evaluation column is the mean of `retainer_evaluation_duration_seconds` \
          for this policy. What is left is the watch event to the controller, compiling the \
          policy's expressions and the status write and its watch event back.\n",
     );
     md.push_str(&format!("- Besides this namespace, the bed held {bed}.\n"));
     md.push_str(&format!(
-        "\nSetup: {} Jobs, {} applies, {} runs; {}; {}.\n\nCommand: `{}`\n",
-        args.jobs,
+        "\nSetup: {} Jobs, {} applies, {}; {}; {}.\n\nCommand: `{}`\n",
+        thousands(args.jobs),
         args.applies,
-        args.runs,
+        runs(args.runs),
         versions(&client, &args.common).await,
         today(),
         args.common.command_line
@@ -1594,6 +1624,7 @@ async fn reaction_in(
     ns: &str,
 ) -> R<(ReactionResults, String)> {
     say(format!("creating {} Jobs in {ns}", args.jobs));
+    let bed = bed_contents(client).await;
     create_jobs(
         client,
         ns,
@@ -1602,7 +1633,6 @@ async fn reaction_in(
         |i| json!({"retainer-bench": "reaction", "group": format!("g{}", i % GROUPS)}),
     )
     .await?;
-    let bed = bed_contents(client).await;
     let debounces: Vec<String> = args
         .debounces
         .split(',')

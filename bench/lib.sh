@@ -7,8 +7,9 @@
 # with `make test` would sweep the tests' policies, and their policies (slow registries, runaway
 # expressions) would be measured as part of retainer's reaction. BENCH_KUBECONFIG names another
 # cluster instead (the TTL comparison at other client limits is then skipped). BENCH_BIN_DIR
-# names prebuilt `retainer` and `bench-driver` binaries instead of building; BENCH_LOG_DIR keeps
-# the controller logs (default: a new /tmp directory).
+# names prebuilt `retainer` and `bench-driver` binaries instead of building (BENCH_REV then says
+# what they were built from); BENCH_LOG_DIR keeps the controller logs (default: a new /tmp
+# directory).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,8 +43,10 @@ bench_bed() {
 bench_build() {
   if [ -n "${BENCH_BIN_DIR:-}" ]; then
     BIN=$BENCH_BIN_DIR
+    BENCH_REV=${BENCH_REV:-prebuilt}
     return
   fi
+  BENCH_REV=${BENCH_REV:-$(git describe --always --dirty 2>/dev/null || echo unknown)}
   cargo build --release --quiet --bin retainer --example bench-driver
   local target=${CARGO_TARGET_DIR:-$ROOT/target}
   # Copies: a rebuild during a long run must not swap the binary being measured.
@@ -65,7 +68,7 @@ bench_run() {
     --retainer "$BIN/retainer" \
     --out "bench/results/$name.md" \
     --command-line "$cmdline" \
-    --rev "$(git describe --always --dirty 2>/dev/null || echo unknown)" \
+    --rev "$BENCH_REV" \
     --log-dir "$logs" \
     ${TESTBED_ARGS[@]+"${TESTBED_ARGS[@]}"} \
     "$@"
