@@ -119,8 +119,17 @@ impl Cache {
         self.len() == 0
     }
 
-    fn to_json(&self, obj: DynamicObject) -> Option<(String, Arc<Json>)> {
+    fn to_json(&self, mut obj: DynamicObject) -> Option<(String, Arc<Json>)> {
         let uid = obj.metadata.uid.clone()?;
+        // Dropped before the conversion, not after: a Secret's data and any object's
+        // managedFields are never copied at all.
+        obj.metadata.managed_fields = None;
+        if self.kind.kind == "Secret"
+            && let Some(m) = obj.data.as_object_mut()
+        {
+            m.remove("data");
+            m.remove("stringData");
+        }
         let mut json = serde_json::to_value(&obj).ok()?;
         json["apiVersion"] = Json::String(self.kind.api_version());
         json["kind"] = Json::String(self.kind.kind.clone());
