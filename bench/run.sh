@@ -3,8 +3,9 @@
 #
 #   bench/run.sh                 all of them, at the sizes the project reports
 #   BENCH_ONLY="eval oci" bench/run.sh
+#   BENCH_ONLY=- bench/run.sh    only stitch BENCHMARKS.md from bench/results/
 #
-# Each bench/<name>.sh runs its contenders side by side in one session and writes
+# Each bench/<name>.sh runs its contenders side by side in one run and writes
 # bench/results/<name>.md; this script adds the machine and versions and stitches the sections
 # together. Sections of benchmarks not run this time are kept from their last run, and say when
 # that was. Benchmarks, not tests: nothing here gates CI.
@@ -14,6 +15,8 @@ cd "$ROOT"
 
 ALL="eval sweep memory reaction oci"
 ONLY=${BENCH_ONLY:-$ALL}
+# BENCH_ONLY=- runs nothing and only stitches the sections.
+[ "$ONLY" = - ] && ONLY=
 for b in $ONLY; do
   echo "[bench] $b" >&2
   "bench/$b.sh"
@@ -25,7 +28,7 @@ out=BENCHMARKS.md
   echo
   echo "Written by \`make bench\` (\`bench/run.sh\`); each section names its own command, sizes and"
   echo "versions, and is a median of at least three runs with the contenders side by side in one"
-  echo "session on one test bed. The summary against the project's targets is in"
+  echo "run on one test bed. The summary against the project's targets is in"
   echo "[bench/targets.md](bench/targets.md)."
   echo
   echo "Machine: $(nproc) vCPU ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)),"

@@ -26,9 +26,10 @@ use fault::{SERIAL, Testbed};
 
 /// Jobs per scenario.
 const JOBS: usize = 2_000;
-/// --delete-qps: a read and a delete per Job, so about 50 deletions a second; the sweep of some
-/// 1,270 candidates takes about 25 s, long enough to be cut in the middle.
-const QPS: u32 = 100;
+/// --delete-qps, the default: one precondition-guarded delete per Job, so about 50 deletions
+/// a second; the sweep of some 1,270 candidates takes about 25 s, long enough to be cut in the
+/// middle.
+const QPS: u32 = 50;
 /// --lease-duration of the replicas.
 const LEASE: Duration = Duration::from_secs(5);
 

@@ -320,10 +320,10 @@ async fn rounds_of_every_fault() {
     let mut reports = Vec::new();
     for round in 1..=rounds {
         log(format!("round {round} of {rounds}"));
-        reports.push(server_fault(&tb, "kube-apiserver", jobs, 100, Duration::from_secs(3)).await);
-        reports.push(server_fault(&tb, "etcd", jobs, 100, Duration::from_secs(3)).await);
-        reports.push(controller_kill(jobs, 100).await);
-        reports.push(leader_kill(jobs, 100, Duration::from_secs(5)).await);
+        reports.push(server_fault(&tb, "kube-apiserver", jobs, 50, Duration::from_secs(3)).await);
+        reports.push(server_fault(&tb, "etcd", jobs, 50, Duration::from_secs(3)).await);
+        reports.push(controller_kill(jobs, 50).await);
+        reports.push(leader_kill(jobs, 50, Duration::from_secs(5)).await);
         reports.push(leader_cut_off(&tb, 1_500, 40, Duration::from_secs(3)).await);
     }
     eprintln!("\n=== soak: {rounds} rounds of every fault ===");

@@ -498,8 +498,8 @@ impl Scenario {
         }
     }
 
-    /// How long a whole sweep of the candidates takes at the rate limit (a read and a delete
-    /// each), with room for a loaded machine.
+    /// How long a whole sweep of the candidates may take at the rate limit, with room for a
+    /// loaded machine (and for a controller that spends two requests on a deletion).
     pub fn sweep_timeout(&self) -> Duration {
         let per_sec = (f64::from(self.qps) / 2.0).max(1.0);
         Duration::from_secs_f64(self.candidates() as f64 / per_sec * 3.0 + 120.0)
