@@ -25,7 +25,8 @@ crds:
 
 .PHONY: soak
 # The fault soak: 10,000 Jobs under repeated API server, etcd and replica kills, then rounds of
-# every fault test (20 minutes or more; starts and stops the test bed). See docs/reliability.md.
+# every fault test, then ten minutes of fuzzing (half an hour or more; starts and stops the test
+# bed). See docs/reliability.md.
 soak:
 	scripts/soak.sh
 
