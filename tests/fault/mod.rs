@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::support::{Bed, apply_policy, install_crds, policies, unique};
+use crate::support::{Bed, apply_policy, install_crds, owner_selector, policies, unique};
 
 /// The policy every scenario applies, in its own namespace.
 pub const POLICY: &str = "faults";
@@ -407,8 +407,13 @@ impl Scenario {
             .join(format!("{identity}.{}.log", self.incarnations));
         let file = std::fs::File::create(&log).expect("log file");
         let qps = qps.to_string();
+        // Only this test process's policies: a replica that outlived its scenario must never
+        // act on another test's objects.
+        let selector = owner_selector();
         let mut args = vec![
             "run",
+            "--policy-selector",
+            &selector,
             "--metrics-addr",
             "127.0.0.1:0",
             "--debounce",
