@@ -360,19 +360,7 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
                 reason: status::ready::INVALID_TARGET,
                 message: format!("spec: {e}"),
             };
-            write_status(
-                ctx,
-                kind,
-                &key,
-                obj,
-                &r,
-                None,
-                None,
-                None,
-                now,
-                &mut state.last_written,
-            )
-            .await;
+            write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
             ctx.states.insert(key, state);
             return;
         }
@@ -388,19 +376,7 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
             let r = Readiness::invalid(e);
             state.evaluation = None;
             state.next_sweep = None;
-            write_status(
-                ctx,
-                kind,
-                &key,
-                obj,
-                &r,
-                None,
-                None,
-                None,
-                now,
-                &mut state.last_written,
-            )
-            .await;
+            write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
             ctx.states.insert(key, state);
             return;
         }
@@ -431,19 +407,7 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
                         "spec.referencedBy: the API server does not serve kind {k} in {api_version}"
                     ),
                 };
-                write_status(
-                    ctx,
-                    kind,
-                    &key,
-                    obj,
-                    &r,
-                    None,
-                    None,
-                    None,
-                    now,
-                    &mut state.last_written,
-                )
-                .await;
+                write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
                 ctx.states.insert(key, state);
                 return;
             }
@@ -462,19 +426,7 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
                 reason: status::ready::TARGET_UNAVAILABLE,
                 message: format!("cannot list {}: {err}", c.kind.plural),
             };
-            write_status(
-                ctx,
-                kind,
-                &key,
-                obj,
-                &r,
-                None,
-                None,
-                None,
-                now,
-                &mut state.last_written,
-            )
-            .await;
+            write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
         }
         ctx.states.insert(key, state);
         return;
@@ -608,19 +560,7 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
                 ctx.eval_budget.as_secs_f64()
             ),
         };
-        write_status(
-            ctx,
-            kind,
-            &key,
-            obj,
-            &r,
-            None,
-            None,
-            None,
-            now,
-            &mut state.last_written,
-        )
-        .await;
+        write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
         ctx.states.insert(key, state);
         return;
     }
@@ -1088,6 +1028,31 @@ async fn publish(
     if let Err(e) = ctx.recorder.publish(&ev, reference).await {
         tracing::warn!(error = %e, "publishing an event failed");
     }
+}
+
+/// Status of a policy that has no evaluation to report: only why it is not Ready.
+async fn write_not_ready(
+    ctx: &Ctx,
+    kind: &Kind,
+    key: &str,
+    obj: &Json,
+    readiness: &Readiness,
+    now: Timestamp,
+    last_written: &mut Option<Json>,
+) {
+    write_status(
+        ctx,
+        kind,
+        key,
+        obj,
+        readiness,
+        None,
+        None,
+        None,
+        now,
+        last_written,
+    )
+    .await
 }
 
 /// Writes status by server-side apply, only when it differs from both what the object shows
