@@ -19,7 +19,11 @@ use tokio::process::Command;
 
 #[tokio::test]
 async fn a_planted_secret_value_never_appears_in_any_output() {
-    let bed = setup("sec").await;
+    // Not `setup`: that starts this process's shared in-process controller, which would race
+    // the binary below for the same policy. Only the binary may govern it, so that its log is
+    // the one that names what it deleted.
+    let bed = Bed::new("sec").await;
+    install_crds(&bed.client).await;
     let canary = format!("canary-{}", unique("v"));
     let b64 = base64::engine::general_purpose::STANDARD.encode(&canary);
     let dir = std::env::temp_dir().join(unique("retainer-security-"));
