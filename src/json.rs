@@ -1,6 +1,12 @@
-//! JSON lookups on the hot path of evaluation.
+//! JSON lookups on the hot path of evaluation, and parsing only the fields that are read.
 
-use serde_json::Value as Json;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value as Json};
+
+use crate::expr::FieldTree;
 
 /// `obj.pointer(path)` without its allocations: serde_json unescapes every segment into a new
 /// String, which dominated evaluation outside CEL (callgrind: over half of the instructions of
@@ -29,6 +35,132 @@ pub fn at<'a>(obj: &'a Json, pointer: &str) -> Option<&'a Json> {
     })
 }
 
+/// Parses `text` keeping only the fields `keep` names: an object's other fields are skipped
+/// without being built, and what `keep` names whole (and every array) is kept whole. The same
+/// cut as `expr::project`, made while parsing, so that a large object costs its pruned size.
+pub fn parse_pruned(text: &str, keep: &FieldTree) -> serde_json::Result<Json> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = Pruned(keep).deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+struct Pruned<'t>(&'t FieldTree);
+
+impl<'de> DeserializeSeed<'de> for Pruned<'_> {
+    type Value = Json;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        if self.0.is_whole() {
+            Json::deserialize(d)
+        } else {
+            d.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Pruned<'_> {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match self.0.child(key.as_str()) {
+                Some(sub) => {
+                    let value = map.next_value_seed(Pruned(sub))?;
+                    out.insert(key.into_string(), value);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Json::Object(out))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element::<Json>()? {
+            out.push(item);
+        }
+        Ok(Json::Array(out))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+}
+
+/// An object key, borrowed from the text when it has no escapes, so that skipped fields cost
+/// no allocation.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            Key::Borrowed(s) => s.to_string(),
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +185,34 @@ mod tests {
         ] {
             assert_eq!(at(&obj, p), obj.pointer(p), "{p}");
         }
+    }
+
+    #[test]
+    fn parse_pruned_keeps_what_project_binds() {
+        let text = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"a","labels":{"x":"1"},
+            "annotations":{"k":"v"}},"data":{"big":"AAAA"},"spec":{"a":{"b":1,"c":[{"d":2}]},
+            "e":"\u0041"},"n":null,"f":1.5,"l":[1,{"m":{"o":true}}]}"#;
+        let full: Json = serde_json::from_str(text).unwrap();
+        let cases: [(&[&[&str]], Json); 6] = [
+            (&[], json!({})),
+            (&[&[]], full.clone()),
+            (
+                &[&["metadata", "labels"]],
+                json!({"metadata": {"labels": {"x": "1"}}}),
+            ),
+            (
+                &[&["spec", "a", "c"], &["spec", "e"], &["f"], &["n"]],
+                json!({"spec": {"a": {"c": [{"d": 2}]}, "e": "A"}, "f": 1.5, "n": null}),
+            ),
+            // Below an array nothing is cut: project binds arrays whole.
+            (&[&["l", "m"]], json!({"l": [1, {"m": {"o": true}}]})),
+            (&[&["missing", "x"], &["kind"]], json!({"kind": "Secret"})),
+        ];
+        for (paths, want) in cases {
+            let tree = FieldTree::of(paths);
+            assert_eq!(parse_pruned(text, &tree).unwrap(), want, "{paths:?}");
+        }
+        assert!(parse_pruned("{\"a\":1} x", &FieldTree::default()).is_err());
+        assert!(parse_pruned("{\"a\":", &FieldTree::default()).is_err());
     }
 }

@@ -182,7 +182,8 @@ fn object(kind: &'static str) -> impl Strategy<Value = Json> {
                 _ => json!({"apiVersion": if kind == "Job" { "batch/v1" } else { "v1" }, "kind": kind,
                     "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
                                  "creationTimestamp": created, "labels": labels},
-                    "status": {"conditions": conditions, "extra": extra}, "type": "Opaque"}),
+                    "status": {"conditions": conditions, "extra": extra}, "type": "Opaque",
+                    "spec": {"template": extra, "n": name.len()}}),
             };
             if deleting {
                 o["metadata"]["deletionTimestamp"] = json!("2026-05-02T00:00:00Z");
@@ -320,6 +321,25 @@ fn check_policy(spec: Json, objects: Vec<Json>) -> Result<(), TestCaseError> {
     let eval = evaluate_within(&policy, &snap, &|| Instant::now() > deadline)
         .map_err(|e| TestCaseError::fail(format!("over budget: {e}")))?;
     prop_assert!(evaluate_within(&policy, &snap, &|| true).is_err() || objects.is_empty());
+    // The controller evaluates its cached objects parsed with only the fields the policy
+    // reads; that must decide exactly as the whole objects do.
+    let pruned: Vec<Json> = objects
+        .iter()
+        .map(|o| {
+            if o["kind"] == "OCIArtifact" {
+                return o.clone();
+            }
+            let text = serde_json::to_string(o).expect("serializable");
+            retainer::json::parse_pruned(&text, &policy.retained_fields()).expect("parses")
+        })
+        .collect();
+    let pruned_snap = Snapshot {
+        objects: pruned.iter().collect(),
+        ..snap
+    };
+    let pruned_eval = evaluate_within(&policy, &pruned_snap, &|| false)
+        .map_err(|e| TestCaseError::fail(format!("over budget: {e}")))?;
+    prop_assert_eq!(&pruned_eval, &eval, "pruned objects decide differently");
     let s = eval.summary;
     prop_assert_eq!(s.governed, s.kept + s.candidates + s.errors);
     prop_assert_eq!(s.governed as usize, eval.results.len());

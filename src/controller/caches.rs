@@ -1,7 +1,14 @@
 //! One watch and cache per kind, cluster-wide, shared by every policy and started only when a
-//! policy first needs the kind. Objects are kept as JSON, pruned of what no policy reads
-//! (Secret data, managedFields, last-applied annotations), so memory stays bounded as objects
-//! grow.
+//! policy first needs the kind. Objects are pruned of what no policy reads (Secret data,
+//! managedFields, last-applied annotations) and kept as compact JSON text, parsed again when a
+//! policy is evaluated.
+//!
+//! Text, not parsed values: a parsed `serde_json::Value` takes 5 to 8 times the bytes of its
+//! text (every map is a B-tree node sized for 11 entries, every string its own allocation),
+//! and a heap profile of the controller holding 20,000 Jobs and 20,000 Secrets put 246 of its
+//! 280 MiB there. Parsing again costs a few microseconds an object per evaluation, which
+//! evaluations pay anyway in CEL; memory held for as long as the objects exist was the worse
+//! trade.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +21,8 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use serde_json::Value as Json;
 use tokio::sync::Notify;
+
+use crate::expr::FieldTree;
 
 /// A kind the controller may watch.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,18 +106,56 @@ pub fn prune(kind: &str, obj: &mut Json) {
 /// One kind's cache: objects by uid, a change counter, and whether the initial list is in.
 pub struct Cache {
     pub kind: Kind,
-    objects: Mutex<HashMap<String, Arc<Json>>>,
+    /// Compact JSON text of each object, by uid.
+    objects: Mutex<HashMap<String, Arc<str>>>,
     pub version: AtomicU64,
     pub ready: AtomicBool,
     pub last_error: Mutex<Option<String>>,
 }
 
 impl Cache {
-    pub fn snapshot(&self) -> Vec<Arc<Json>> {
+    /// The objects' texts as they are now; parsing happens after the lock is let go.
+    fn texts(&self) -> Vec<Arc<str>> {
         self.objects
             .lock()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Every object, parsed one at a time, so that only what `f` keeps stays in memory.
+    pub fn for_each(&self, mut f: impl FnMut(Json)) {
+        for text in self.texts() {
+            // The text was written by `to_text` from a parsed object, so it parses; an object
+            // that somehow did not would be left out, as if it had not been listed yet.
+            if let Ok(obj) = serde_json::from_str(&text) {
+                f(obj);
+            }
+        }
+    }
+
+    /// The objects `keep` accepts, parsed with only the `fields` named (see
+    /// `json::parse_pruned`).
+    pub fn parsed_where(
+        &self,
+        fields: &FieldTree,
+        mut keep: impl FnMut(&Json) -> bool,
+    ) -> Vec<Json> {
+        let mut out = Vec::new();
+        for text in self.texts() {
+            if let Ok(obj) = crate::json::parse_pruned(&text, fields)
+                && keep(&obj)
+            {
+                out.push(obj);
+            }
+        }
+        out
+    }
+
+    /// Every object, parsed whole.
+    pub fn snapshot(&self) -> Vec<Json> {
+        let mut out = Vec::new();
+        self.for_each(|obj| out.push(obj));
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -119,22 +166,27 @@ impl Cache {
         self.len() == 0
     }
 
-    fn to_json(&self, mut obj: DynamicObject) -> Option<(String, Arc<Json>)> {
+    /// The object as the cache keeps it: pruned as `prune` does, as compact JSON text. Written
+    /// from the object directly, with no parsed `Value` in between.
+    fn to_text(&self, mut obj: DynamicObject) -> Option<(String, Arc<str>)> {
         let uid = obj.metadata.uid.clone()?;
-        // Dropped before the conversion, not after: a Secret's data and any object's
-        // managedFields are never copied at all.
         obj.metadata.managed_fields = None;
+        if let Some(ann) = obj.metadata.annotations.as_mut() {
+            ann.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
         if self.kind.kind == "Secret"
             && let Some(m) = obj.data.as_object_mut()
         {
             m.remove("data");
             m.remove("stringData");
         }
-        let mut json = serde_json::to_value(&obj).ok()?;
-        json["apiVersion"] = Json::String(self.kind.api_version());
-        json["kind"] = Json::String(self.kind.kind.clone());
-        prune(&self.kind.kind, &mut json);
-        Some((uid, Arc::new(json)))
+        // Lists leave the type out of their items; evaluation reads it.
+        obj.types = Some(kube::api::TypeMeta {
+            api_version: self.kind.api_version(),
+            kind: self.kind.kind.clone(),
+        });
+        let text = serde_json::to_string(&obj).ok()?;
+        Some((uid, Arc::from(text)))
     }
 }
 
@@ -222,7 +274,7 @@ async fn run_watch(
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     // Objects of a relist in progress; swapped in whole when the list completes, so readers
     // never see a half-listed cache.
-    let mut relist: Option<HashMap<String, Arc<Json>>> = None;
+    let mut relist: Option<HashMap<String, Arc<str>>> = None;
     while let Some(ev) = stream.next().await {
         let mut bump = true;
         match ev {
@@ -250,7 +302,7 @@ async fn run_watch(
                 bump = false;
             }
             Ok(Event::InitApply(obj)) => {
-                if let (Some(buf), Some((uid, json))) = (relist.as_mut(), cache.to_json(obj)) {
+                if let (Some(buf), Some((uid, json))) = (relist.as_mut(), cache.to_text(obj)) {
                     buf.insert(uid, json);
                 }
                 bump = false;
@@ -266,7 +318,7 @@ async fn run_watch(
             }
             Ok(Event::Apply(obj)) => {
                 if let (Some((uid, json)), Ok(mut objects)) =
-                    (cache.to_json(obj), cache.objects.lock())
+                    (cache.to_text(obj), cache.objects.lock())
                 {
                     objects.insert(uid, json);
                 }

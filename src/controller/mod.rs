@@ -27,6 +27,7 @@ use crate::api::{
 };
 use crate::engine::{
     CompiledPolicy, Evaluation, OverBudget, PolicyError, Snapshot, evaluate_within, labels_of,
+    selects,
 };
 use crate::oci::{ManifestCache, RegistryClient, credentials_for};
 use crate::refs::RefIndex;
@@ -760,12 +761,37 @@ fn evaluate_now(
     inventory: Option<&[Json]>,
     now: Timestamp,
 ) -> Result<Evaluation, OverBudget> {
-    let target = target_kind(policy.target);
-    let owned: Vec<Arc<Json>> = caches
+    let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = caches
         .iter()
-        .find(|c| c.kind == target)
-        .map(|c| c.snapshot())
+        .find(|c| c.kind == Kind::namespaces())
+        .map(|c| {
+            let mut labels = BTreeMap::new();
+            c.for_each(|n| {
+                let name = n
+                    .pointer("/metadata/name")
+                    .and_then(Json::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                labels.insert(name, labels_of(&n));
+            });
+            labels
+        })
         .unwrap_or_default();
+    // Only the objects the policy selects are held parsed: the cache keeps text (see
+    // caches.rs), and an evaluation's memory is then that of its own objects.
+    let target = target_kind(policy.target);
+    let owned: Vec<Json> = match inventory {
+        Some(_) => Vec::new(),
+        None => caches
+            .iter()
+            .find(|c| c.kind == target)
+            .map(|c| {
+                c.parsed_where(&policy.retained_fields(), |o| {
+                    selects(policy, o, &namespace_labels)
+                })
+            })
+            .unwrap_or_default(),
+    };
     let refs = if policy.target != TargetKind::Job {
         let kinds = Kind::builtin_referrers();
         let versions: Vec<(Kind, u64)> = kinds
@@ -773,49 +799,28 @@ fn evaluate_now(
             .map(|k| (k.clone(), ctx.caches.get(k).version.load(Ordering::Acquire)))
             .collect();
         if ctx.refs.0 != versions {
-            let all: Vec<Arc<Json>> = kinds
-                .iter()
-                .flat_map(|k| ctx.caches.get(k).snapshot())
-                .collect();
-            ctx.refs = (
-                versions,
-                Arc::new(RefIndex::build(all.iter().map(|o| o.as_ref()))),
-            );
+            let mut index = RefIndex::default();
+            for k in &kinds {
+                ctx.caches.get(k).for_each(|o| index.add(&o));
+            }
+            ctx.refs = (versions, Arc::new(index));
         }
         ctx.refs.1.clone()
     } else {
         Arc::new(RefIndex::default())
     };
-    let custom_objs: Vec<Arc<Json>> = custom
+    let custom_objs: Vec<Json> = custom
         .iter()
         .flat_map(|k| ctx.caches.get(k).snapshot())
         .collect();
-    let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = caches
-        .iter()
-        .find(|c| c.kind == Kind::namespaces())
-        .map(|c| {
-            c.snapshot()
-                .iter()
-                .map(|n| {
-                    (
-                        n.pointer("/metadata/name")
-                            .and_then(Json::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        labels_of(n),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let objects: Vec<&Json> = match inventory {
         Some(docs) => docs.iter().collect(),
-        None => owned.iter().map(|o| o.as_ref()).collect(),
+        None => owned.iter().collect(),
     };
     let snap = Snapshot {
         objects,
         refs: &refs,
-        custom_referrers: custom_objs.iter().map(|o| o.as_ref()).collect(),
+        custom_referrers: custom_objs.iter().collect(),
         namespace_labels: &namespace_labels,
         now,
     };

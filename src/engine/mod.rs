@@ -59,6 +59,26 @@ fn compile_opt(field: Field, src: &Option<String>) -> Result<Option<Compiled>, C
     }
 }
 
+impl CompiledPolicy {
+    /// The fields of a target object that evaluating this policy reads: those its expressions
+    /// read, and those the engine itself reads (the kind, `type` for field selectors, all of
+    /// `metadata` for selectors, identity and guards, all of `status` for the finished-Job
+    /// guard and field selectors). Objects pruned to these evaluate exactly as whole ones (the
+    /// fuzz suite checks it); the controller parses its cached objects this way, so that a
+    /// policy reading labels does not hold every Job's pod template in memory.
+    pub fn retained_fields(&self) -> FieldTree {
+        let mut tree = FieldTree::of(&[
+            &["apiVersion"],
+            &["kind"],
+            &["type"],
+            &["metadata"],
+            &["status"],
+        ]);
+        tree.merge(&self.fields);
+        tree
+    }
+}
+
 /// Parses a Go-style duration such as `1h30m` or `90s`.
 pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("invalid duration '{s}': use Go syntax such as 90m, 1h30m or 168h");

@@ -30,6 +30,20 @@ impl FieldTree {
         self.whole
     }
 
+    /// The subtree under field `name`, if any of it is read.
+    pub fn child(&self, name: &str) -> Option<&FieldTree> {
+        self.children.get(name)
+    }
+
+    /// The tree reading the given paths, each a list of field names from the root.
+    pub fn of(paths: &[&[&str]]) -> FieldTree {
+        let mut tree = FieldTree::default();
+        for path in paths {
+            tree.insert(&path.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        }
+        tree
+    }
+
     pub fn insert(&mut self, path: &[String]) {
         if self.whole {
             return;
