@@ -283,21 +283,18 @@ else:
 w("From callgrind instruction profiles of `eval-bench` on 4,000-object files (`valgrind "
   "--tool=callgrind --toggle-collect=...`; `cel` 0.15.0, 2026-11-22), in order of weight:")
 w("")
-w("1. **Parsing**, the larger part of `check`. `check::parse_documents` (`src/check.rs`) now "
+w("1. **Parsing**, the larger part of `check`. `check::parse_documents` (`src/check.rs`) "
   "reads JSON with serde_json: serde-saphyr, which it used before for JSON too, was 16 times "
   "slower on these files and refused them outright (its default budget stops at 250,000 YAML "
-  "nodes, about 2,000 such Jobs; YAML input still has that limit). It still deep-copies a "
-  "List's items (`d[\"items\"].as_array().cloned()`), so the parsed objects are held twice "
-  "for a moment, most likely the larger part of retainer's higher peak RSS above; moving the "
-  "items out of the List would do.")
+  "nodes, about 2,000 such Jobs; YAML input still has that limit). It also deep-copied a "
+  "List's items, holding the parsed objects twice; they are moved out of the List now.")
 w(f"2. **The pipeline outside CEL**{outside}: in `engine::evaluate` over fleet-gitjobs, 57% of "
-  "the instructions are in `serde_json::Value::pointer`, which allocates two Strings per path "
-  "segment (`~1`/`~0` unescaping) on every call; `engine::guard` also builds its pointers with "
-  "`format!` and `replace` for every object, and `engine::selects` copies every label into a "
-  "BTreeMap (`engine::labels_of`) just to test the label selector. Suggested "
-  "(`src/engine/mod.rs`: `str_at`, `guard`, `selects`, `object_id`, `sort_name`): chains of "
-  "`get(\"metadata\").and_then(|m| m.get(\"name\"))`, constant keys, and selectors matched "
-  "against the object's label map in place.")
+  "the instructions were in `serde_json::Value::pointer`, which allocates two Strings per path "
+  "segment (`~1`/`~0` unescaping) on every call; `engine::guard` also built its pointers with "
+  "`format!` and `replace` for every object, and `engine::selects` copied every label into a "
+  "BTreeMap just to test the label selector. Fixed (commit \"Evaluation without allocating "
+  "paths\"): `json::at` walks a pointer without allocating, guards use constant keys, and "
+  "selectors read the object's label map in place. The figures above are after the fix.")
 w("3. **Binding**, about a third of `cel`: `expr::project` builds a cel-rust `HashMap` (SipHash) "
   "and a `Box` per node, where cel-go wraps Go maps lazily. A lazy, JSON-backed map value would "
   "remove it, but cel 0.15 converts values to `Value` for library functions and results, and "

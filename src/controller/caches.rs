@@ -98,10 +98,13 @@ pub fn prune(kind: &str, obj: &mut Json) {
     if let Some(meta) = m.get_mut("metadata").and_then(Json::as_object_mut) {
         meta.remove("managedFields");
         if let Some(ann) = meta.get_mut("annotations").and_then(Json::as_object_mut) {
-            ann.remove("kubectl.kubernetes.io/last-applied-configuration");
+            ann.remove(LAST_APPLIED);
         }
     }
 }
+
+/// kubectl's client-side apply annotation: a copy of the whole object, Secret data included.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// One kind's cache: objects by uid, a change counter, and whether the initial list is in.
 pub struct Cache {
@@ -172,7 +175,7 @@ impl Cache {
         let uid = obj.metadata.uid.clone()?;
         obj.metadata.managed_fields = None;
         if let Some(ann) = obj.metadata.annotations.as_mut() {
-            ann.remove("kubectl.kubernetes.io/last-applied-configuration");
+            ann.remove(LAST_APPLIED);
         }
         if self.kind.kind == "Secret"
             && let Some(m) = obj.data.as_object_mut()
@@ -335,5 +338,54 @@ async fn run_watch(
             cache.version.fetch_add(1, Ordering::AcqRel);
             changed.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cache(kind: Kind) -> Cache {
+        Cache {
+            kind,
+            objects: Mutex::new(HashMap::new()),
+            version: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn cached_text_is_the_object_pruned_with_its_type() {
+        let listed: DynamicObject = serde_json::from_value(json!({
+            "metadata": {"name": "s", "namespace": "ns", "uid": "u1",
+                "labels": {"a": "b"},
+                "annotations": {LAST_APPLIED: "{\"data\":{\"k\":\"c2VjcmV0\"}}", "keep": "me"},
+                "managedFields": [{"manager": "kubectl"}]},
+            "type": "Opaque", "data": {"k": "c2VjcmV0"}, "stringData": {"k": "secret"}}))
+        .unwrap();
+        let c = cache(Kind::secrets());
+        let (uid, text) = c.to_text(listed).unwrap();
+        assert_eq!(uid, "u1");
+        assert!(
+            !text.contains("c2VjcmV0") && !text.contains("secret\""),
+            "{text}"
+        );
+        let parsed: Json = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": "s", "namespace": "ns", "uid": "u1", "labels": {"a": "b"},
+                    "annotations": {"keep": "me"}}})
+        );
+        c.objects.lock().unwrap().insert(uid, text);
+        let only_labels = FieldTree::of(&[&["metadata", "labels"]]);
+        assert_eq!(
+            c.parsed_where(&only_labels, |_| true),
+            vec![json!({"metadata": {"labels": {"a": "b"}}})]
+        );
+        assert!(c.parsed_where(&only_labels, |_| false).is_empty());
+        assert_eq!(c.snapshot(), vec![parsed]);
     }
 }
