@@ -339,7 +339,22 @@ fn check_policy(spec: Json, objects: Vec<Json>) -> Result<(), TestCaseError> {
     };
     let pruned_eval = evaluate_within(&policy, &pruned_snap, &|| false)
         .map_err(|e| TestCaseError::fail(format!("over budget: {e}")))?;
-    prop_assert_eq!(&pruned_eval, &eval, "pruned objects decide differently");
+    // An error's text may print a map, whose order differs from one run to the next; an
+    // error must stay an error, with the same identity and counts.
+    let comparable = |e: &retainer::engine::Evaluation| {
+        let mut e = e.clone();
+        for r in &mut e.results {
+            if r.verdict == Verdict::Error {
+                r.reason.clear();
+            }
+        }
+        e
+    };
+    prop_assert_eq!(
+        comparable(&pruned_eval),
+        comparable(&eval),
+        "pruned objects decide differently"
+    );
     let s = eval.summary;
     prop_assert_eq!(s.governed, s.kept + s.candidates + s.errors);
     prop_assert_eq!(s.governed as usize, eval.results.len());
