@@ -1037,10 +1037,12 @@ async fn sweep(args: SweepArgs) -> R<()> {
          and of kube-apiserver. The machine's two cores run all of them, and etcd.\n",
     );
     md.push_str(
-        "- A retainer sweep reads each Job fresh (GET) and deletes it with uid and \
-         resourceVersion preconditions: two requests per Job where a sends one, so a′ is the \
-         limit for that protocol. Its first deletion waits for the request's watch event, \
-         `--debounce` (500 ms) and an evaluation.\n",
+        "- A retainer sweep deletes each Job with uid and resourceVersion preconditions and \
+         reads nothing first: one request per Job, like a. (Until commit \"Sweeps delete with \
+         uid and resourceVersion preconditions and no read first\" it also read each Job (GET) \
+         before deleting it; a′, GET then DELETE, is the limit for that protocol.) Its first \
+         deletion waits for the request's watch event, `--debounce` (500 ms) and an \
+         evaluation.\n",
     );
     md.push_str(
         "- The TTL controller GETs each Job before a DELETE with propagation Foreground; the \

@@ -37,7 +37,9 @@ out=BENCHMARKS.md
   echo "Stitched: $(date -u +%Y-%m-%dT%H:%M:%SZ)."
   echo
   cat bench/targets.md
-  for b in $ALL; do
+  # sweep-ttl: the TTL controller at its defaults at full size, run once on its own (see
+  # bench/targets.md); stitched after the sweep section when present.
+  for b in eval sweep sweep-ttl memory reaction oci; do
     f=bench/results/$b.md
     [ -f "$f" ] || continue
     echo
