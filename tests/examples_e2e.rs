@@ -11,7 +11,6 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use retainer::check;
@@ -79,28 +78,9 @@ async fn finish(bed: &Bed, name: &str, status: Value) {
             .find(|c| c["status"] == "True")
             .and_then(|c| c["type"].as_str())
     });
-    let Some(condition) = condition else { return };
-    let jobs: Api<Job> = Api::namespaced(bed.client.clone(), &bed.ns);
-    let now = jiff::Timestamp::now().to_string();
-    let pp = PatchParams::default();
-    jobs.patch_status(
-        name,
-        &pp,
-        &Patch::Merge(json!({"status": {"startTime": now}})),
-    )
-    .await
-    .expect("start");
-    let patch = match condition {
-        "Complete" => json!({"status": {"completionTime": now, "succeeded": 1, "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now}]}}),
-        _ => json!({"status": {"failed": 1, "conditions": [
-            {"type": "FailureTarget", "status": "True", "lastTransitionTime": now},
-            {"type": "Failed", "status": "True", "lastTransitionTime": now}]}}),
-    };
-    jobs.patch_status(name, &pp, &Patch::Merge(patch))
-        .await
-        .expect("finish");
+    if let Some(condition) = condition {
+        finish_job(bed, name, condition == "Complete").await;
+    }
 }
 
 async fn read_back(bed: &Bed, kinds: &BTreeSet<(String, String)>) -> Vec<Value> {

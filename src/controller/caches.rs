@@ -156,9 +156,7 @@ impl Cache {
 
     /// Every object, parsed whole.
     pub fn snapshot(&self) -> Vec<Json> {
-        let mut out = Vec::new();
-        self.for_each(|obj| out.push(obj));
-        out
+        self.parsed_where(&FieldTree::everything(), |_| true)
     }
 
     pub fn len(&self) -> usize {

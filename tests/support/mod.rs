@@ -476,9 +476,15 @@ pub async fn job(bed: &Bed, name: &str, labels: Value, state: &str) {
     let j: Job = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels},
         "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}})).unwrap();
     jobs.create(&PostParams::default(), &j).await.unwrap();
-    if state == "running" {
-        return;
+    if state != "running" {
+        finish_job(bed, name, state == "succeeded").await;
     }
+}
+
+/// Marks a Job succeeded or failed through the status subresource, as the job controller would
+/// and in the order the API server's validation demands.
+pub async fn finish_job(bed: &Bed, name: &str, succeeded: bool) {
+    let jobs: Api<Job> = Api::namespaced(bed.client.clone(), &bed.ns);
     let now = jiff::Timestamp::now().to_string();
     let pp = PatchParams::default();
     jobs.patch_status(
@@ -488,7 +494,7 @@ pub async fn job(bed: &Bed, name: &str, labels: Value, state: &str) {
     )
     .await
     .unwrap();
-    let status = if state == "succeeded" {
+    let status = if succeeded {
         json!({"status": {"completionTime": now, "succeeded": 1, "conditions": [
             {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
             {"type": "Complete", "status": "True", "lastTransitionTime": now}]}})
