@@ -205,8 +205,9 @@ pub struct Compiled {
     pub field: Field,
     pub source: String,
     program: Program,
-    /// For keep: each top-level `||` term, compiled on its own so a verdict can say which held.
-    terms: Vec<(String, Program)>,
+    /// For keep: each top-level `||` operand of the parsed expression, with the text the user
+    /// wrote for it, so a verdict can say which held. Empty when keep has no top-level `||`.
+    terms: Vec<(String, IdedExpr)>,
     /// The object fields the expression reads.
     pub fields: FieldTree,
 }
@@ -239,19 +240,7 @@ impl Compiled {
         let mut fields = FieldTree::default();
         collect_object_paths(program.expression(), &mut fields);
         let terms = if field == Field::Keep {
-            let parts = split_top_level_or(source);
-            if parts.len() > 1 {
-                parts
-                    .into_iter()
-                    .map(|t| {
-                        // Each term of a valid expression is a valid expression by itself.
-                        env.compile(&t).map(|p| (t, p))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            }
+            keep_terms(&program)
         } else {
             Vec::new()
         };
@@ -315,9 +304,15 @@ impl Compiled {
                 .eval_bool(vars)?
                 .then(|| self.source.trim().to_string()));
         }
+        let mut ctx = Context::with_env(env());
+        ctx.set_variable_resolver(vars);
         let mut first_error = None;
-        for (text, program) in &self.terms {
-            match self.run(program, vars) {
+        for (text, term) in &self.terms {
+            let value = Value::resolve(term, &ctx).map_err(|e| EvalError::Execution {
+                field: self.field.path(),
+                message: e.to_string(),
+            });
+            match value {
                 Ok(Value::Bool(true)) => return Ok(Some(text.clone())),
                 Ok(Value::Bool(false)) => {}
                 Ok(other) => {
@@ -740,23 +735,180 @@ fn static_type(e: &Expr) -> Option<StaticType> {
     })
 }
 
-/// Splits `a || b || (c || d)` into `a`, `b`, `(c || d)`: the terms a user wrote at the top
-/// level, outside brackets and string literals.
-pub fn split_top_level_or(source: &str) -> Vec<String> {
-    let chars: Vec<char> = source.chars().collect();
-    let mut parts = Vec::new();
-    let mut depth = 0i32;
-    let mut start = 0;
+/// The operands of the top-level `||` of keep, in source order, each with the text the user
+/// wrote for it. The terms come from the parsed expression, so every operator keeps its CEL
+/// precedence: in `c ? a : b || d` the conditional binds loosest and there is one term. A group
+/// the user put in brackets stays one term, as written: `(a || b) || c` has two.
+fn keep_terms(program: &Program) -> Vec<(String, IdedExpr)> {
+    let info = program.source_info();
+    let chars: Vec<char> = info.source.chars().collect();
+    // The parser's offsets count bytes; the text is searched by character.
+    let mut char_at_byte = vec![0; info.source.len() + 1];
+    for (i, (b, c)) in info.source.char_indices().enumerate() {
+        char_at_byte[b..b + c.len_utf8()].fill(i);
+    }
+    char_at_byte[info.source.len()] = chars.len();
+    let src = Source {
+        info,
+        partners: bracket_partners(&chars),
+        chars,
+        char_at_byte,
+    };
+    let mut leaves = Vec::new();
+    match or_args(program.expression()) {
+        Some(args) => {
+            for a in args {
+                src.or_operands(a, &mut leaves);
+            }
+        }
+        None => return Vec::new(),
+    }
+    leaves
+        .into_iter()
+        .map(|leaf| {
+            let text = src
+                .text(leaf)
+                // Without positions (never seen from the parser) the reason still names a term.
+                .unwrap_or_else(|| format!("term {}", leaf.id));
+            (text, leaf.clone())
+        })
+        .collect()
+}
+
+fn or_args(e: &IdedExpr) -> Option<&[IdedExpr]> {
+    match &e.expr {
+        Expr::Call(c) if c.target.is_none() && c.args.len() == 2 && c.func_name == "_||_" => {
+            Some(&c.args)
+        }
+        _ => None,
+    }
+}
+
+/// A parsed expression's text, for finding the text of its parts.
+struct Source<'a> {
+    info: &'a cel::common::ast::SourceInfo,
+    chars: Vec<char>,
+    partners: Vec<Option<usize>>,
+    char_at_byte: Vec<usize>,
+}
+
+impl Source<'_> {
+    /// The parser balances a chain `a || b || c` into a tree of `||` calls that the user did not
+    /// bracket: those are walked through; a bracketed `(a || b)` is a term of its own.
+    fn or_operands<'e>(&self, e: &'e IdedExpr, out: &mut Vec<&'e IdedExpr>) {
+        match or_args(e) {
+            Some(args) if !self.bracketed(e) => {
+                for a in args {
+                    self.or_operands(a, out);
+                }
+            }
+            _ => out.push(e),
+        }
+    }
+
+    fn bracketed(&self, e: &IdedExpr) -> bool {
+        self.span(e).is_some_and(|(start, stop)| {
+            self.enclosing_brackets(start, stop)
+                .is_some_and(|(b, _)| self.call_name(b).is_none())
+        })
+    }
+
+    /// The `(` and `)` around a span, if it is a bracketed group.
+    fn enclosing_brackets(&self, start: usize, stop: usize) -> Option<(usize, usize)> {
+        let before = self.chars[..start].iter().rposition(|c| !c.is_whitespace())?;
+        let after = self.chars[stop + 1..]
+            .iter()
+            .position(|c| !c.is_whitespace())?
+            + stop
+            + 1;
+        (self.chars[before] == '(' && self.partners[before] == Some(after))
+            .then_some((before, after))
+    }
+
+    /// Where the name of a call starts whose `(` is at `open`, if it is a call's: a macro such
+    /// as `has(x)` is parsed into nodes that do not record where its name was.
+    fn call_name(&self, open: usize) -> Option<usize> {
+        let name = self.chars[..open]
+            .iter()
+            .rposition(|c| !(c.is_alphanumeric() || *c == '_'))
+            .map_or(0, |i| i + 1);
+        (name < open).then_some(name)
+    }
+
+    /// The text of a term with the brackets the user put around it.
+    fn text(&self, e: &IdedExpr) -> Option<String> {
+        let (mut start, mut stop) = self.span(e)?;
+        while let Some((b, a)) = self.enclosing_brackets(start, stop) {
+            (start, stop) = (self.call_name(b).unwrap_or(b), a);
+        }
+        let text: String = self.chars.get(start..=stop)?.iter().collect();
+        Some(text.trim().to_string())
+    }
+
+    /// Where the text of a node starts and ends (inclusive). The parser records where each
+    /// node's own token is, not where its text starts and ends, so the span of a subtree's tokens
+    /// misses closing brackets (`f(x` of `f(x)`) and the brackets of a group inside it
+    /// (`x + y) * 2`); it is widened until every bracket in it has its partner inside.
+    fn span(&self, e: &IdedExpr) -> Option<(usize, usize)> {
+        let mut span: Option<(usize, usize)> = None;
+        let mut stack = vec![e];
+        while let Some(e) = stack.pop() {
+            if let Some((start, stop)) = self.info.offset_for(e.id) {
+                // ANTLR's token stop is inclusive.
+                let at = |b: u32| {
+                    let b = (b as usize).min(self.char_at_byte.len() - 1);
+                    self.char_at_byte[b]
+                };
+                let (start, stop) = (at(start), at(stop.max(start)));
+                span = Some(match span {
+                    None => (start, stop),
+                    Some((s, t)) => (s.min(start), t.max(stop)),
+                });
+            }
+            stack.extend(children(e));
+        }
+        let (mut start, mut stop) = span?;
+        let last = self.chars.len().checked_sub(1)?;
+        stop = stop.min(last);
+        start = start.min(stop);
+        loop {
+            let (mut wide_start, mut wide_stop) = (start, stop);
+            for p in self.partners[start..=stop].iter().flatten() {
+                wide_start = wide_start.min(*p);
+                wide_stop = wide_stop.max(*p);
+            }
+            let widened = (wide_start, wide_stop) != (start, stop);
+            (start, stop) = (wide_start, wide_stop);
+            if !widened {
+                if self.chars[start] == '(' {
+                    start = self.call_name(start).unwrap_or(start);
+                }
+                return Some((start, stop));
+            }
+        }
+    }
+}
+
+/// For each bracket outside string literals, the index of its partner; `None` elsewhere and for
+/// an unbalanced bracket (a parsed expression has none).
+fn bracket_partners(chars: &[char]) -> Vec<Option<usize>> {
+    let mut partners = vec![None; chars.len()];
+    let mut open: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         match c {
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => depth -= 1,
+            '(' | '[' | '{' => open.push(i),
+            ')' | ']' | '}' => {
+                if let Some(o) = open.pop() {
+                    partners[o] = Some(i);
+                    partners[i] = Some(o);
+                }
+            }
             '\'' | '"' => {
                 // Skip the literal, triple-quoted or not; raw strings have no escapes.
                 let raw = i > 0 && matches!(chars[i - 1], 'r' | 'R');
-                let triple = i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c;
+                let triple = chars.get(i + 1) == Some(&c) && chars.get(i + 2) == Some(&c);
                 let quote_len = if triple { 3 } else { 1 };
                 i += quote_len;
                 while i < chars.len() {
@@ -774,24 +926,11 @@ pub fn split_top_level_or(source: &str) -> Vec<String> {
                     i += 1;
                 }
             }
-            '|' if depth == 0 && chars.get(i + 1) == Some(&'|') => {
-                parts.push(
-                    chars[start..i]
-                        .iter()
-                        .collect::<String>()
-                        .trim()
-                        .to_string(),
-                );
-                i += 2;
-                start = i;
-                continue;
-            }
             _ => {}
         }
         i += 1;
     }
-    parts.push(chars[start..].iter().collect::<String>().trim().to_string());
-    parts
+    partners
 }
 
 #[cfg(test)]

@@ -283,19 +283,78 @@ fn keep_reports_the_term_that_held() {
     assert!(c.eval_keep(&vars).is_err());
 }
 
+/// The text of each top-level `||` term of keep, as the user wrote it.
+fn terms(src: &str) -> Vec<String> {
+    let c = Compiled::compile(Field::Keep, src).unwrap_or_else(|e| panic!("{src}: {e}"));
+    c.terms.iter().map(|(t, _)| t.clone()).collect()
+}
+
 #[test]
-fn split_respects_brackets_and_strings() {
-    assert_eq!(split_top_level_or("a || b"), vec!["a", "b"]);
-    assert_eq!(split_top_level_or("(a || b) || c"), vec!["(a || b)", "c"]);
-    assert_eq!(
-        split_top_level_or("x == '||' || f(a || b)"),
-        vec!["x == '||'", "f(a || b)"]
-    );
-    assert_eq!(
-        split_top_level_or(r#"x == "a\"||" || y"#),
-        vec![r#"x == "a\"||""#, "y"]
-    );
-    assert_eq!(split_top_level_or("single"), vec!["single"]);
+fn keep_terms_follow_the_parsed_expression() {
+    let none: Vec<&str> = Vec::new();
+    for (src, want) in [
+        (
+            "rank < 1 || age < duration('1h')",
+            vec!["rank < 1", "age < duration('1h')"],
+        ),
+        (
+            "(rank < 1 || rank > 5) || group == 'a'",
+            vec!["(rank < 1 || rank > 5)", "group == 'a'"],
+        ),
+        ("(rank < 1 || rank > 5)", vec!["rank < 1", "rank > 5"]),
+        (
+            "group == '||' || [rank < 1 || rank > 2].size() == 1",
+            vec!["group == '||'", "[rank < 1 || rank > 2].size() == 1"],
+        ),
+        (
+            r#"group == "a\"||" || rank < 1"#,
+            vec![r#"group == "a\"||""#, "rank < 1"],
+        ),
+        // ?: binds more loosely than ||: one term, not `(c ? false : rank < 3) || ...`.
+        (
+            "group == 'c' ? false : rank < 3 || age < duration('1h')",
+            none.clone(),
+        ),
+        (
+            "(group == 'c' ? false : rank < 3) || age < duration('1h')",
+            vec!["(group == 'c' ? false : rank < 3)", "age < duration('1h')"],
+        ),
+        (
+            "rank < 1 && group == 'a' || !(rank > 3)",
+            vec!["rank < 1 && group == 'a'", "!(rank > 3)"],
+        ),
+        ("rank < 1 && (group == 'a' || rank > 3)", none.clone()),
+        (
+            "(rank + 1) * 2 > 3 || [1, 2].exists(x, x == rank) || referencedBy.size() > 0",
+            vec![
+                "(rank + 1) * 2 > 3",
+                "[1, 2].exists(x, x == rank)",
+                "referencedBy.size() > 0",
+            ],
+        ),
+        (
+            "object.metadata.labels['a'] == 'b' || has(object.status.x) || {'k': 1}['k'] == rank",
+            vec![
+                "object.metadata.labels['a'] == 'b'",
+                "has(object.status.x)",
+                "{'k': 1}['k'] == rank",
+            ],
+        ),
+        (
+            "object.status.?succeeded.orValue(0) == 0 || ((rank)) < 2 || rank < 3 || rank < 4",
+            vec![
+                "object.status.?succeeded.orValue(0) == 0",
+                "((rank)) < 2",
+                "rank < 3",
+                "rank < 4",
+            ],
+        ),
+        ("'é' == group || rank < 1", vec!["'é' == group", "rank < 1"]),
+        ("single", none.clone()),
+    ] {
+        let src = src.replace("single", "rank < 1");
+        assert_eq!(terms(&src), want, "{src}");
+    }
 }
 
 #[test]
@@ -317,4 +376,100 @@ fn only_read_fields_are_bound() {
     // `object` used whole binds everything.
     let c = Compiled::compile(Field::Keep, "size(object) > 0").unwrap();
     assert!(c.fields.is_whole());
+}
+
+/// A random keep expression over `?:`, `!`, `&&`, `||`, brackets and a macro, written without
+/// the brackets precedence would need, so that the parser's precedence decides its meaning.
+fn random_keep(rng: &mut impl rand::Rng, depth: u32) -> String {
+    const ATOMS: &[&str] = &[
+        "true",
+        "false",
+        "rank < 2",
+        "rank == 0",
+        "group == 'g1'",
+        "age < duration('1h')",
+        "[1, 2, 3].exists(x, x == rank)",
+        "object.metadata.labels['app'] == 'web'",
+        // Errors: a missing key, a division by zero, and a value that is not a bool.
+        "object.missing.field == 1",
+        "1 / (rank - rank) == 1",
+        "rank",
+    ];
+    if depth == 0 || rng.random_ratio(1, 4) {
+        return ATOMS[rng.random_range(0..ATOMS.len())].to_string();
+    }
+    let mut sub = || random_keep(rng, depth - 1);
+    let (a, b) = (sub(), sub());
+    match rng.random_range(0..6) {
+        0 => format!("!{a}"),
+        1 => format!("{a} && {b}"),
+        2 | 3 => format!("{a} || {b}"),
+        4 => {
+            let c = random_keep(rng, depth - 1);
+            format!("{a} ? {b} : {c}")
+        }
+        _ => format!("({a})"),
+    }
+}
+
+#[test]
+fn keep_terms_decide_as_the_whole_expression() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let obj = object();
+    let (mut compared, mut with_terms) = (0, 0);
+    for _ in 0..4000 {
+        let src = random_keep(&mut rng, 4);
+        // The static checks refuse some random texts (a result that is not a bool): not the
+        // subject here.
+        let Ok(c) = Compiled::compile(Field::Keep, &src) else {
+            continue;
+        };
+        with_terms += usize::from(!c.terms.is_empty());
+        let bound = project(&obj, &c.fields);
+        let refs = json!([]);
+        let refs_val = json_to_val(&refs);
+        for rank in 0..3 {
+            for (group, hours) in [("g1", 0), ("g2", 2)] {
+                let vars = Vars {
+                    object: bound.as_ref(),
+                    now: now(),
+                    age: chrono::Duration::hours(hours),
+                    group: Some(group),
+                    rank: Some(rank),
+                    group_size: Some(3),
+                    referenced_by: Some(refs_val.as_ref()),
+                };
+                let whole = match c.eval(&vars) {
+                    Ok(Value::Bool(b)) => Some(b),
+                    _ => None,
+                };
+                let keep = c.eval_keep(&vars);
+                let split = match &keep {
+                    Ok(held) => Some(held.is_some()),
+                    Err(_) => None,
+                };
+                assert_eq!(
+                    split, whole,
+                    "{src} with rank {rank}, group {group}: {keep:?}"
+                );
+                // The term a reason names holds on its own.
+                if let Ok(Some(term)) = &keep
+                    && !c.terms.is_empty()
+                {
+                    let t = Compiled::compile(Field::Keep, term)
+                        .unwrap_or_else(|e| panic!("term {term} of {src}: {e}"));
+                    let tb = project(&obj, &t.fields);
+                    let tv = Vars {
+                        object: tb.as_ref(),
+                        ..vars
+                    };
+                    assert_eq!(t.eval_bool(&tv).ok(), Some(true), "term {term} of {src}");
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 10_000, "only {compared} evaluations compared");
+    assert!(with_terms > 500, "only {with_terms} expressions had terms");
 }
