@@ -815,7 +815,9 @@ impl Source<'_> {
 
     /// The `(` and `)` around a span, if it is a bracketed group.
     fn enclosing_brackets(&self, start: usize, stop: usize) -> Option<(usize, usize)> {
-        let before = self.chars[..start].iter().rposition(|c| !c.is_whitespace())?;
+        let before = self.chars[..start]
+            .iter()
+            .rposition(|c| !c.is_whitespace())?;
         let after = self.chars[stop + 1..]
             .iter()
             .position(|c| !c.is_whitespace())?
