@@ -34,3 +34,11 @@ soak:
 # defaults is slow). Not part of `make test`.
 bench:
 	bench/run.sh
+
+.PHONY: cel-conformance
+# Regenerates tests/cel-conformance/*.json from the CEL specification's conformance files
+# (cel.dev/expr, pinned in tools/cel-conformance/go.mod). Needs Go and the module proxy; CI reads
+# the committed JSON and never runs this. Then `cargo test --test cel_conformance`.
+cel-conformance:
+	cd tools/cel-conformance && go mod download cel.dev/expr && \
+	  go run . -in "$$(go list -m -f '{{.Dir}}' cel.dev/expr)/tests/simple/testdata" -out ../../tests/cel-conformance

@@ -1,0 +1,429 @@
+//! The CEL specification's conformance suite (cel.dev/expr, tests/simple/testdata) run against
+//! retainer's CEL environment, through the environment and evaluation policies use.
+//!
+//! The cases are the JSON files under tests/cel-conformance/, generated from the spec's textproto
+//! files by tools/cel-conformance (`make cel-conformance`). Failures retainer knows about are
+//! listed with their reason in tests/cel-conformance/known-failures.txt; this test fails on a
+//! failure not listed there and on a listed case that passes, so the list stays true. The per-file
+//! table is printed and must match the one in docs/cel.md; `CEL_CONFORMANCE_WRITE_DOCS=1` rewrites
+//! it there.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use cel::objects::{Key, Map};
+use cel::{Context, Value};
+use retainer::expr::{CompileError, Compiled, Field};
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+const DOCS_BEGIN: &str = "<!-- conformance table: begin -->";
+const DOCS_END: &str = "<!-- conformance table: end -->";
+
+/// Whole files whose subject retainer's environment does not offer: running them would only
+/// count missing functions.
+const FILE_SKIPS: &[(&str, &str)] = &[
+    ("bindings_ext", "cel.bind is not in retainer's environment"),
+    (
+        "block_ext",
+        "cel.block and cel.index are an optimizer's internal forms, not part of retainer's environment",
+    ),
+    (
+        "encoders_ext",
+        "base64 encoders are not in retainer's environment",
+    ),
+    (
+        "network_ext",
+        "the ip and cidr libraries are not in retainer's environment",
+    ),
+    (
+        "type_deductions",
+        "type checker: the cel crate has no type checker",
+    ),
+];
+
+#[derive(Deserialize)]
+struct File {
+    name: String,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    section: String,
+    name: String,
+    expr: String,
+    #[serde(default)]
+    disable_macros: bool,
+    /// The case needs the type checker off: it uses names nothing declares.
+    #[serde(default)]
+    disable_check: bool,
+    /// Names resolve in this namespace first; retainer's environment has none.
+    #[serde(default)]
+    container: String,
+    #[serde(default)]
+    bindings: BTreeMap<String, Json>,
+    value: Option<Json>,
+    error: Option<String>,
+    skip: Option<String>,
+}
+
+enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+#[derive(Default)]
+struct Counts {
+    cases: usize,
+    run: usize,
+    passed: usize,
+    failed: usize,
+    known: usize,
+    skipped: BTreeMap<String, usize>,
+}
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cel-conformance")
+}
+
+/// The typed JSON the generator writes, as a CEL value.
+fn to_value(j: &Json) -> Result<Value, String> {
+    let obj = j
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| format!("not a typed value: {j}"))?;
+    let (tag, v) = obj.iter().next().ok_or("empty typed value")?;
+    Ok(match tag.as_str() {
+        "null" => Value::Null,
+        "bool" => Value::Bool(v.as_bool().ok_or("bool")?),
+        "int" => Value::Int(v.as_i64().ok_or("int")?),
+        "uint" => Value::UInt(v.as_u64().ok_or("uint")?),
+        "double" => Value::Float(match v.as_str().ok_or("double")? {
+            "NaN" => f64::NAN,
+            "Infinity" => f64::INFINITY,
+            "-Infinity" => f64::NEG_INFINITY,
+            // Rust's parser rounds correctly, as Go's that wrote the text does.
+            other => other.parse().map_err(|e| format!("double {other}: {e}"))?,
+        }),
+        "string" => Value::String(Arc::new(v.as_str().ok_or("string")?.to_string())),
+        "bytes" => Value::Bytes(Arc::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().ok_or("bytes")?)
+                .map_err(|e| e.to_string())?,
+        )),
+        // The cel crate hands type values out as their names.
+        "type" => Value::String(Arc::new(v.as_str().ok_or("type")?.to_string())),
+        "timestamp" => Value::Timestamp(
+            chrono::DateTime::parse_from_rfc3339(v.as_str().ok_or("timestamp")?)
+                .map_err(|e| e.to_string())?,
+        ),
+        "duration" => {
+            let secs = v["seconds"].as_i64().ok_or("duration seconds")?;
+            let nanos = v["nanos"].as_i64().ok_or("duration nanos")?;
+            Value::Duration(chrono::Duration::seconds(secs) + chrono::Duration::nanoseconds(nanos))
+        }
+        "list" => Value::List(Arc::new(
+            v.as_array()
+                .ok_or("list")?
+                .iter()
+                .map(to_value)
+                .collect::<Result<_, _>>()?,
+        )),
+        "map" => {
+            let mut m = HashMap::new();
+            for entry in v.as_array().ok_or("map")? {
+                let k = to_value(&entry[0])?;
+                let key = match k {
+                    Value::Int(i) => Key::Int(i),
+                    Value::UInt(u) => Key::Uint(u),
+                    Value::Bool(b) => Key::Bool(b),
+                    Value::String(s) => Key::String(s),
+                    other => return Err(format!("map key {other:?}")),
+                };
+                m.insert(key, to_value(&entry[1])?);
+            }
+            Value::Map(Map { map: Arc::new(m) })
+        }
+        other => return Err(format!("unknown tag {other}")),
+    })
+}
+
+/// Equality as the conformance suite defines it: proto equality of the result, so 1, 1u and 1.0
+/// differ; maps compare without order; any NaN matches any NaN.
+fn same(want: &Value, got: &Value) -> bool {
+    match (want, got) {
+        (Value::Float(a), Value::Float(b)) => (a.is_nan() && b.is_nan()) || a == b,
+        (Value::List(a), Value::List(b)) => {
+            a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| same(x, y))
+        }
+        (Value::Map(a), Value::Map(b)) => {
+            a.map.len() == b.map.len()
+                && a.map
+                    .iter()
+                    .all(|(k, v)| b.map.get(k).is_some_and(|w| same(v, w)))
+        }
+        (Value::Null, Value::Null) => true,
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::UInt(a), Value::UInt(b)) => a == b,
+        (Value::String(a), Value::String(b)) => a == b,
+        (Value::Bytes(a), Value::Bytes(b)) => a == b,
+        (Value::Timestamp(a), Value::Timestamp(b)) => a == b,
+        (Value::Duration(a), Value::Duration(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn run_case(case: &Case) -> Outcome {
+    if let Some(reason) = &case.skip {
+        return Outcome::Skip(reason.clone());
+    }
+    if case.disable_macros {
+        return Outcome::Skip("parsing without macros".into());
+    }
+    if !case.container.is_empty() {
+        return Outcome::Skip("a container (namespace): policies have none".into());
+    }
+    let env = retainer::expr::env();
+    let program = match env.compile(&case.expr) {
+        Ok(p) => p,
+        Err(e) => {
+            return match &case.error {
+                // The spec's parse errors are expected errors too.
+                Some(_) => Outcome::Pass,
+                None => Outcome::Fail(format!("compile error: {e}")),
+            };
+        }
+    };
+    // Policies also pass retainer's own compile checks (references, cost limits), which must not
+    // refuse a valid expression. Case variables are not policy variables, so only cases without
+    // bindings can be checked; the result type a policy field needs is not the case's concern.
+    if case.bindings.is_empty() {
+        match Compiled::compile(Field::Keep, &case.expr) {
+            Ok(_) | Err(CompileError::ResultType { .. }) => {}
+            Err(CompileError::UnboundedRange { .. } | CompileError::TooDeep { .. }) => {
+                return Outcome::Skip("refused by retainer's cost limits".into());
+            }
+            Err(_) if case.error.is_some() => return Outcome::Pass,
+            // A checker refuses names nothing declares, and so does retainer; such cases turn
+            // checking off to reach the runtime.
+            Err(CompileError::UndeclaredReference { .. }) if case.disable_check => {
+                return Outcome::Skip(
+                    "undeclared names with checking off: retainer refuses them at compile time"
+                        .into(),
+                );
+            }
+            Err(e) => return Outcome::Fail(format!("retainer's compile checks refuse it: {e}")),
+        }
+    }
+    let mut ctx = Context::with_env(env);
+    for (name, json) in &case.bindings {
+        match to_value(json) {
+            Ok(v) => ctx.add_variable_from_value(name.clone(), v),
+            Err(e) => return Outcome::Fail(format!("binding {name}: {e}")),
+        }
+    }
+    let got = program.execute(&ctx);
+    match (&case.error, &case.value, got) {
+        (Some(_), _, Err(_)) => Outcome::Pass,
+        (Some(want), _, Ok(v)) => Outcome::Fail(format!("want error '{want}', got {v:?}")),
+        (None, Some(want), Ok(v)) => match to_value(want) {
+            Ok(want) if same(&want, &v) => Outcome::Pass,
+            Ok(want) => Outcome::Fail(format!("want {want:?}, got {v:?}")),
+            Err(e) => Outcome::Fail(format!("expected value: {e}")),
+        },
+        (None, Some(_), Err(e)) => Outcome::Fail(format!("error: {e}")),
+        (None, None, _) => Outcome::Fail("case has neither value nor error".into()),
+    }
+}
+
+/// `file/section/name` lines, with the reason after ` # `.
+fn known_failures() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(dir().join("known-failures.txt"))
+        .expect("tests/cel-conformance/known-failures.txt");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_once(" # ") {
+            Some((id, reason)) => (id.trim().to_string(), reason.trim().to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect()
+}
+
+fn table(counts: &BTreeMap<String, Counts>, file_skips: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| file | cases | run | passed | failed (all listed) | skipped | pass rate of run | cel-go |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---|\n");
+    let mut total = Counts::default();
+    for (name, c) in counts {
+        let skipped: usize = c.skipped.values().sum();
+        let rate = if c.run == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.1}%", 100.0 * c.passed as f64 / c.run as f64)
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {skipped} | {rate} | all |",
+            c.cases, c.run, c.passed, c.failed
+        );
+        total.cases += c.cases;
+        total.run += c.run;
+        total.passed += c.passed;
+        total.failed += c.failed;
+        for (k, v) in &c.skipped {
+            *total.skipped.entry(k.clone()).or_default() += v;
+        }
+    }
+    let skipped: usize = total.skipped.values().sum();
+    let _ = writeln!(
+        out,
+        "| **total** | {} | {} | {} | {} | {skipped} | {:.1}% | all |",
+        total.cases,
+        total.run,
+        total.passed,
+        total.failed,
+        100.0 * total.passed as f64 / total.run.max(1) as f64
+    );
+    out.push_str("\nSkipped, by reason:\n\n| reason | cases |\n|---|---:|\n");
+    for (reason, n) in &total.skipped {
+        let _ = writeln!(out, "| {reason} | {n} |");
+    }
+    if !file_skips.is_empty() {
+        out.push_str("\nWhole files skipped:\n\n");
+        for (file, reason) in file_skips {
+            let _ = writeln!(out, "- {file}: {reason}");
+        }
+    }
+    out
+}
+
+#[test]
+fn cel_conformance() {
+    // The parser recurses once per nesting level and the suite nests deeply (parse.textproto);
+    // the default test thread's stack is too small for a debug build.
+    std::thread::Builder::new()
+        .stack_size(512 << 20)
+        .spawn(conformance)
+        .expect("spawn the conformance thread")
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+fn conformance() {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir())
+        .expect("tests/cel-conformance")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    assert!(
+        !paths.is_empty(),
+        "no conformance files: run make cel-conformance"
+    );
+
+    let known = known_failures();
+    let mut counts = BTreeMap::new();
+    let mut file_skips = BTreeMap::new();
+    let mut unexpected = Vec::new();
+    let mut now_passing = Vec::new();
+    let mut seen = BTreeSet::new();
+    for path in &paths {
+        let file: File = serde_json::from_str(
+            &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut c = Counts {
+            cases: file.cases.len(),
+            ..Counts::default()
+        };
+        let file_skip = FILE_SKIPS
+            .iter()
+            .find(|(n, _)| *n == file.name)
+            .map(|(_, r)| r.to_string());
+        if let Some(reason) = &file_skip {
+            file_skips.insert(file.name.clone(), reason.clone());
+        }
+        for case in &file.cases {
+            let id = format!("{}/{}/{}", file.name, case.section, case.name);
+            let outcome = match &file_skip {
+                Some(reason) => Outcome::Skip(reason.clone()),
+                // A panic inside the interpreter is a failure of that case, not of the run.
+                None => std::panic::catch_unwind(|| {
+                    if std::env::var_os("CEL_CONFORMANCE_TRACE").is_some() {
+                        eprintln!("{id}");
+                    }
+                    run_case(case)
+                })
+                .unwrap_or_else(|_| Outcome::Fail("panicked".into())),
+            };
+            match outcome {
+                Outcome::Skip(reason) => *c.skipped.entry(reason).or_default() += 1,
+                Outcome::Pass => {
+                    c.run += 1;
+                    c.passed += 1;
+                    if known.contains_key(&id) {
+                        now_passing.push(id.clone());
+                    }
+                }
+                Outcome::Fail(why) => {
+                    c.run += 1;
+                    c.failed += 1;
+                    if known.contains_key(&id) {
+                        c.known += 1;
+                    } else {
+                        unexpected.push(format!("{id} # {why} [{}]", case.expr));
+                    }
+                }
+            }
+            seen.insert(id);
+        }
+        counts.insert(file.name.clone(), c);
+    }
+
+    let rendered = table(&counts, &file_skips);
+    println!("{rendered}");
+
+    let stale: Vec<_> = known.keys().filter(|k| !seen.contains(*k)).collect();
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cel.md");
+    let text = std::fs::read_to_string(&docs).unwrap_or_default();
+    let write_docs = std::env::var_os("CEL_CONFORMANCE_WRITE_DOCS").is_some();
+    if write_docs {
+        let (before, after) = match (text.split_once(DOCS_BEGIN), text.split_once(DOCS_END)) {
+            (Some((b, _)), Some((_, a))) => (b.to_string(), a.to_string()),
+            _ => (text.clone(), String::new()),
+        };
+        let new = format!(
+            "{before}{DOCS_BEGIN}\n{}\n{DOCS_END}{after}",
+            rendered.trim()
+        );
+        std::fs::write(&docs, new).expect("write docs/cel.md");
+    }
+    assert!(
+        unexpected.is_empty() && now_passing.is_empty() && stale.is_empty(),
+        "\nfailures not in known-failures.txt ({}):\n{}\n\nlisted but passing now ({}): remove them:\n{}\n\nlisted but not in the suite: {stale:?}",
+        unexpected.len(),
+        unexpected.join("\n"),
+        now_passing.len(),
+        now_passing.join("\n"),
+    );
+    if !write_docs {
+        let docs_table = text
+            .split_once(DOCS_BEGIN)
+            .and_then(|(_, rest)| rest.split_once(DOCS_END))
+            .map(|(t, _)| t.trim().to_string());
+        assert_eq!(
+            docs_table.as_deref(),
+            Some(rendered.trim()),
+            "docs/cel.md's conformance table is out of date: rerun with CEL_CONFORMANCE_WRITE_DOCS=1"
+        );
+    }
+}
