@@ -5,6 +5,7 @@
 
 mod convert;
 mod library;
+mod message;
 mod semver;
 
 use std::collections::BTreeSet;
@@ -18,6 +19,7 @@ use cel::{Context, Env, Program, Value};
 use thiserror::Error;
 
 pub use convert::{FieldTree, json_to_val, project};
+pub use message::error_message;
 pub use semver::Semver;
 
 /// Variables every expression sees.
@@ -258,7 +260,7 @@ impl Compiled {
         ctx.set_variable_resolver(vars);
         program.execute(&ctx).map_err(|e| EvalError::Execution {
             field: self.field.path(),
-            message: e.to_string(),
+            message: error_message(&e),
         })
     }
 
@@ -310,7 +312,7 @@ impl Compiled {
         for (text, term) in &self.terms {
             let value = Value::resolve(term, &ctx).map_err(|e| EvalError::Execution {
                 field: self.field.path(),
-                message: e.to_string(),
+                message: error_message(&e),
             });
             match value {
                 Ok(Value::Bool(true)) => return Ok(Some(text.clone())),

@@ -473,3 +473,50 @@ fn keep_terms_decide_as_the_whole_expression() {
     assert!(compared > 10_000, "only {compared} evaluations compared");
     assert!(with_terms > 500, "only {with_terms} expressions had terms");
 }
+
+#[test]
+fn error_messages_do_not_depend_on_hash_order() {
+    let mut obj = object();
+    let labels: serde_json::Map<String, serde_json::Value> = (0..12)
+        .map(|i| (format!("label-{i:02}"), json!(format!("v{i}"))))
+        .collect();
+    obj["metadata"]["labels"] = serde_json::Value::Object(labels);
+    let mut seen = BTreeSet::new();
+    for src in [
+        "object.metadata.labels + 1 > 0",
+        "object.metadata.labels < object.metadata.labels",
+        "object.metadata.labels || rank < 1",
+    ] {
+        let c = Compiled::compile(Field::Keep, src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        seen.clear();
+        // Each binding builds its maps afresh, each with its own hash order.
+        for _ in 0..10 {
+            let bound = project(&obj, &c.fields);
+            let vars = Vars {
+                object: bound.as_ref(),
+                now: now(),
+                age: chrono::Duration::zero(),
+                group: None,
+                rank: Some(3),
+                group_size: None,
+                referenced_by: None,
+            };
+            seen.insert(c.eval_keep(&vars).unwrap_err().to_string());
+        }
+        assert_eq!(seen.len(), 1, "{src}: {seen:?}");
+    }
+    let v = eval_with(
+        Field::Keep,
+        "{'b': [1, 2, 3, 4, 5, 6, 7], 'a': {'x': 'y'}, 'c': null}",
+        &obj,
+    )
+    .unwrap();
+    assert_eq!(
+        message::show(&v),
+        r#"{"a": {"x": "y"}, "b": [1, 2, 3, 4, 5, …], "c": null}"#
+    );
+    let long = eval_with(Field::Keep, "'x' * 1", &obj);
+    assert!(long.is_err());
+    let long = Value::String(std::sync::Arc::new("x".repeat(200)));
+    assert_eq!(message::show(&long).chars().count(), 80);
+}
