@@ -408,6 +408,7 @@ const KNOWN_IDENTS: &[&str] = &[
     "list",
     "map",
     "null_type",
+    "optional_type",
     "type",
     "timestamp",
     "duration",
