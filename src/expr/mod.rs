@@ -7,6 +7,7 @@ mod convert;
 mod library;
 mod message;
 mod semver;
+mod sets;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
@@ -193,6 +194,7 @@ fn build_env() -> Env {
     env.add_extension(cel::extensions::math)
         .expect("math extension registers on a fresh env");
     library::register(&mut env).expect("Kubernetes libraries register on a fresh env");
+    sets::register(&mut env).expect("sets library registers on a fresh env");
     env
 }
 
@@ -398,6 +400,7 @@ const KNOWN_IDENTS: &[&str] = &[
     "strings",
     "math",
     "lists",
+    "sets",
     "base64",
     "int",
     "uint",
