@@ -2,6 +2,7 @@
 //! sweeps on schedule. The decisions are the pure engine's; this module does the I/O around it.
 
 pub mod caches;
+pub mod inputs;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
@@ -383,40 +384,38 @@ async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
         }
         None => unreachable!("compiled just above"),
     };
-    // The caches this policy reads; started on first need.
+    // The caches this policy reads, as `retainer plan` reads them; started on first need. The
+    // caches watch every namespace, a superset of each read's scope: the engine keeps to it.
     let oci = compiled.target == TargetKind::OciArtifact;
-    let mut needed = if oci {
-        Vec::new()
-    } else {
-        vec![target_kind(compiled.target)]
-    };
-    if compiled.target != TargetKind::Job {
-        needed.extend(Kind::builtin_referrers());
+    let needs = inputs::needs(&compiled);
+    for c in &needs.custom {
+        discover(ctx, &c.api_version, &c.kind).await;
     }
-    if compiled.view.is_cluster() && compiled.view.spec.target.namespace_selector.is_some() {
-        needed.push(Kind::namespaces());
-    }
-    let mut custom = Vec::new();
-    for (api_version, k, _) in &compiled.referrer_sources {
-        match discover(ctx, api_version, k).await {
-            Some(kd) => custom.push(kd),
-            None => {
-                let r = Readiness {
-                    ready: false,
-                    reason: status::ready::TARGET_UNAVAILABLE,
-                    message: format!(
-                        "spec.referencedBy: the API server does not serve kind {k} in {api_version}"
-                    ),
-                };
-                write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
-                ctx.states.insert(key, state);
-                return;
-            }
+    let reads = inputs::resolve(&needs, |c| {
+        ctx.discovered
+            .get(&(c.api_version.clone(), c.kind.clone()))
+            .cloned()
+            .flatten()
+    });
+    let mut needed: Vec<Kind> = match reads {
+        Ok(reads) => reads.into_iter().map(|r| r.kind).collect(),
+        Err(r) => {
+            write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
+            ctx.states.insert(key, state);
+            return;
         }
-    }
-    needed.extend(custom.iter().cloned());
-    needed.sort();
+    };
     needed.dedup();
+    let custom: Vec<Kind> = needs
+        .custom
+        .iter()
+        .filter_map(|c| {
+            ctx.discovered
+                .get(&(c.api_version.clone(), c.kind.clone()))
+                .cloned()
+                .flatten()
+        })
+        .collect();
     let caches: Vec<Arc<Cache>> = needed.iter().map(|k| ctx.caches.get(k)).collect();
     if let Some(c) = caches.iter().find(|c| !c.ready.load(Ordering::Acquire)) {
         // Still listing: say nothing until the list is in, unless it cannot be read at all.
@@ -624,21 +623,13 @@ fn target_kind(t: TargetKind) -> Kind {
     }
 }
 
-/// The plural of a custom referrer kind, from API discovery; remembered.
+/// The kind behind a custom referrer, from API discovery; remembered.
 async fn discover(ctx: &mut Ctx, api_version: &str, kind: &str) -> Option<Kind> {
     let key = (api_version.to_string(), kind.to_string());
     if let Some(k) = ctx.discovered.get(&key) {
         return k.clone();
     }
-    let (group, version) = match api_version.split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), api_version.to_string()),
-    };
-    let gvk = kube::api::GroupVersionKind::gvk(&group, &version, kind);
-    let found = kube::discovery::pinned_kind(&ctx.client, &gvk)
-        .await
-        .ok()
-        .map(|(ar, _)| Kind::new(&ar.group, &ar.version, &ar.kind, &ar.plural));
+    let found = inputs::discover(&ctx.client, api_version, kind).await;
     ctx.discovered.insert(key, found.clone());
     found
 }

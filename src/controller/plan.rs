@@ -6,7 +6,8 @@ use serde_json::Value as Json;
 use thiserror::Error;
 
 use super::caches::{Kind, prune};
-use crate::api::{ClusterRetentionPolicy, PolicyView, RetentionPolicy, TargetKind};
+use super::inputs::{self, Scope};
+use crate::api::{ClusterRetentionPolicy, PolicyView, RetentionPolicy};
 use crate::check;
 use crate::engine::{CompiledPolicy, Evaluation, PolicyError};
 
@@ -18,8 +19,10 @@ pub enum PlanError {
     List { plural: String, source: kube::Error },
     #[error("the policy is not valid: {0}")]
     Invalid(#[from] PolicyError),
+    /// What the controller's Ready condition would say: a registry or a referrer kind that
+    /// cannot be read.
     #[error("{reason}: {message}")]
-    Registry {
+    NotReady {
         reason: &'static str,
         message: String,
     },
@@ -86,43 +89,38 @@ pub async fn plan(
     view: PolicyView,
 ) -> Result<(CompiledPolicy, Evaluation), PlanError> {
     let policy = CompiledPolicy::compile(view)?;
-    let scope = policy.view.namespace.clone();
-    let mut objects = match policy.target {
-        TargetKind::Job => list(client, &Kind::jobs(), scope.as_deref()).await?,
-        TargetKind::Secret => list(client, &Kind::secrets(), scope.as_deref()).await?,
-        TargetKind::OciArtifact => {
-            let opts = super::RegistryOptions::default();
-            let cache = crate::oci::ManifestCache::default();
-            super::fetch_inventory(client, &opts, &cache, &policy)
-                .await
-                .map(|(_, docs)| docs)
-                .map_err(|r| PlanError::Registry {
-                    reason: r.reason,
-                    message: r.message,
-                })?
-        }
-    };
-    if policy.target == TargetKind::OciArtifact {
-        // The mark uses references from every namespace.
-        for k in Kind::builtin_referrers() {
-            objects.extend(list(client, &k, None).await?);
-        }
+    let needs = inputs::needs(&policy);
+    let mut discovered = std::collections::BTreeMap::new();
+    for c in &needs.custom {
+        discovered.insert(
+            c.clone(),
+            inputs::discover(client, &c.api_version, &c.kind).await,
+        );
     }
-    if policy.target == TargetKind::Secret {
-        for k in Kind::builtin_referrers() {
-            objects.extend(list(client, &k, scope.as_deref()).await?);
+    let reads = inputs::resolve(&needs, |c| discovered.get(c).cloned().flatten()).map_err(|r| {
+        PlanError::NotReady {
+            reason: r.reason,
+            message: r.message,
         }
+    })?;
+    let mut objects = Vec::new();
+    if needs.registry {
+        let opts = super::RegistryOptions::default();
+        let cache = crate::oci::ManifestCache::default();
+        let (_, docs) = super::fetch_inventory(client, &opts, &cache, &policy)
+            .await
+            .map_err(|r| PlanError::NotReady {
+                reason: r.reason,
+                message: r.message,
+            })?;
+        objects.extend(docs);
     }
-    if policy.view.is_cluster() {
-        objects.extend(list(client, &Kind::namespaces(), None).await?);
-    }
-    for (api_version, kind, _) in &policy.referrer_sources {
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
-        if let Ok((ar, _)) = kube::discovery::pinned_kind(client, &gvk).await {
-            let k = Kind::new(&ar.group, &ar.version, &ar.kind, &ar.plural);
-            objects.extend(list(client, &k, scope.as_deref()).await?);
-        }
+    for r in &reads {
+        let namespace = match &r.scope {
+            Scope::All => None,
+            Scope::Namespace(ns) => Some(ns.as_str()),
+        };
+        objects.extend(list(client, &r.kind, namespace).await?);
     }
     let eval = check::evaluate_offline(&policy, objects, jiff::Timestamp::now());
     Ok((policy, eval))
