@@ -1,18 +1,21 @@
 //! `retainer check`: offline evaluation of a policy over objects from files, for GitOps
 //! pipelines and for trying a policy out before it is applied.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::api::{ClusterRetentionPolicy, PolicyView, RetentionPolicy, TargetKind};
 use crate::engine::{
     CompiledPolicy, Counts, Evaluation, ObjectId, PolicyError, Snapshot, evaluate, labels_of,
 };
+use crate::expr::FieldTree;
 use crate::refs::RefIndex;
 
 #[derive(Debug, Error)]
@@ -146,39 +149,188 @@ pub fn strip_secret_data(obj: &mut Json) {
 }
 
 /// Evaluates a policy over objects given in memory: the shared core of `check` and `plan`.
-pub fn evaluate_offline(
-    policy: &CompiledPolicy,
-    mut objects: Vec<Json>,
-    now: Timestamp,
-) -> Evaluation {
-    for o in &mut objects {
-        strip_secret_data(o);
+pub fn evaluate_offline(policy: &CompiledPolicy, objects: Vec<Json>, now: Timestamp) -> Evaluation {
+    let mut inputs = Inputs::default();
+    for o in objects {
+        inputs.add(policy, o);
     }
-    let target = policy.target.as_str();
-    let (targets, others): (Vec<&Json>, Vec<&Json>) = objects
-        .iter()
-        .partition(|o| o.get("kind").and_then(Json::as_str) == Some(target));
-    let refs = RefIndex::build(others.iter().copied());
-    let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = others
-        .iter()
-        .filter(|o| o.get("kind").and_then(Json::as_str) == Some("Namespace"))
-        .map(|o| {
-            let name = o
+    inputs.evaluate(policy, now)
+}
+
+/// What an offline evaluation reads, gathered one object at a time so that an object is held
+/// only in the form evaluation needs: a target pruned to the fields the policy reads, a built-in
+/// referrer as the references it makes, a Namespace as its labels. Only custom referrers are
+/// kept whole (their `refs` expressions may read anything).
+#[derive(Default)]
+pub struct Inputs {
+    targets: Vec<Json>,
+    refs: RefIndex,
+    custom: Vec<Json>,
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Inputs {
+    /// Adds one whole object.
+    pub fn add(&mut self, policy: &CompiledPolicy, mut obj: Json) {
+        strip_secret_data(&mut obj);
+        let kind = obj.get("kind").and_then(Json::as_str).unwrap_or("");
+        if kind == policy.target.as_str() {
+            self.targets.push(obj);
+            return;
+        }
+        self.add_other(policy, obj);
+    }
+
+    fn add_other(&mut self, policy: &CompiledPolicy, obj: Json) {
+        let kind = obj.get("kind").and_then(Json::as_str).unwrap_or("");
+        if kind == "Namespace" {
+            let name = obj
                 .pointer("/metadata/name")
                 .and_then(Json::as_str)
                 .unwrap_or("")
                 .to_string();
-            (name, labels_of(o))
-        })
-        .collect();
-    let snap = Snapshot {
-        objects: targets,
-        refs: &refs,
-        custom_referrers: others,
-        namespace_labels: &namespace_labels,
-        now,
+            self.namespace_labels.insert(name, labels_of(&obj));
+        }
+        self.refs.add(&obj);
+        let api_version = obj.get("apiVersion").and_then(Json::as_str).unwrap_or("");
+        if policy
+            .referrer_sources
+            .iter()
+            .any(|(av, k, _)| av == api_version && k == kind)
+        {
+            self.custom.push(obj);
+        }
+    }
+
+    /// Adds one object given as JSON text, parsing a target only as far as the policy reads it.
+    /// `api_version` is the List's, for items that leave theirs out.
+    fn add_text(
+        &mut self,
+        policy: &CompiledPolicy,
+        retained: &FieldTree,
+        text: &str,
+        api_version: Option<&str>,
+    ) -> serde_json::Result<()> {
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            kind: Option<Cow<'a, str>>,
+        }
+        let head: Head<'_> = serde_json::from_str(text)?;
+        let mut obj = if head.kind.as_deref() == Some(policy.target.as_str()) {
+            crate::json::parse_pruned(text, retained)?
+        } else {
+            serde_json::from_str::<Json>(text)?
+        };
+        if obj.get("apiVersion").is_none()
+            && let (Some(av), Some(m)) = (api_version, obj.as_object_mut())
+        {
+            m.insert("apiVersion".into(), Json::String(av.to_string()));
+        }
+        self.add(policy, obj);
+        Ok(())
+    }
+
+    fn extend(&mut self, other: Inputs) {
+        self.targets.extend(other.targets);
+        self.custom.extend(other.custom);
+        self.namespace_labels.extend(other.namespace_labels);
+        self.refs.merge(other.refs);
+    }
+
+    pub fn evaluate(&self, policy: &CompiledPolicy, now: Timestamp) -> Evaluation {
+        let snap = Snapshot {
+            objects: self.targets.iter().collect(),
+            refs: &self.refs,
+            custom_referrers: self.custom.iter().collect(),
+            namespace_labels: &self.namespace_labels,
+            now,
+        };
+        evaluate(policy, &snap)
+    }
+}
+
+/// Reads the objects of `check` from a file's text. JSON is read without building the whole
+/// document: each object is parsed on its own, in the form `Inputs` keeps, on every core, so
+/// that memory is the text plus what evaluation needs. YAML (small inputs: the reader has a node
+/// budget) is read whole.
+pub fn read_objects(policy: &CompiledPolicy, path: &str, text: &str) -> Result<Inputs, CheckError> {
+    let parse_error = |e: serde_json::Error| CheckError::Parse {
+        path: path.to_string(),
+        message: e.to_string(),
     };
-    evaluate(policy, &snap)
+    if !text.trim_start().starts_with(['{', '[']) {
+        let mut inputs = Inputs::default();
+        for o in parse_documents(path, text)? {
+            inputs.add(policy, o);
+        }
+        return Ok(inputs);
+    }
+    // Every object of the file, as text borrowed from it, with its List's apiVersion.
+    let mut items: Vec<(&RawValue, Option<Cow<'_, str>>)> = Vec::new();
+    for doc in serde_json::Deserializer::from_str(text).into_iter::<&RawValue>() {
+        let doc = doc.map_err(parse_error)?;
+        let body = doc.get().trim_start();
+        if body.starts_with('[') {
+            // A bare array of objects, as `jq` and scripts write them.
+            let array: Vec<&RawValue> = serde_json::from_str(body).map_err(parse_error)?;
+            items.extend(array.into_iter().map(|i| (i, None)));
+        } else if body.starts_with('{') {
+            #[derive(Deserialize)]
+            struct ListHead<'a> {
+                #[serde(borrow)]
+                kind: Option<Cow<'a, str>>,
+                #[serde(borrow, rename = "apiVersion")]
+                api_version: Option<Cow<'a, str>>,
+                #[serde(borrow)]
+                items: Option<Vec<&'a RawValue>>,
+            }
+            // `items` may come before `kind` (kubectl prints them so): read both, then decide.
+            let head: ListHead<'_> = serde_json::from_str(body).map_err(parse_error)?;
+            let is_list = head
+                .kind
+                .as_deref()
+                .is_some_and(|k| k == "List" || k.ends_with("List"));
+            match head.items {
+                Some(list) if is_list => {
+                    items.extend(list.into_iter().map(|i| (i, head.api_version.clone())));
+                }
+                _ => items.push((doc, None)),
+            }
+        }
+        // Anything else at the top level (a JSON null, say) holds no object.
+    }
+    let retained = policy.retained_fields();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 8);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let parts: Vec<serde_json::Result<Inputs>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                let retained = &retained;
+                scope.spawn(move || {
+                    let mut inputs = Inputs::default();
+                    for (raw, av) in part {
+                        inputs.add_text(policy, retained, raw.get(), av.as_deref())?;
+                    }
+                    Ok(inputs)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A thread that panicked has a bug to show, not an input error to report.
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut inputs = Inputs::default();
+    // In the file's order, so that results list objects as the file does.
+    for part in parts {
+        inputs.extend(part.map_err(parse_error)?);
+    }
+    Ok(inputs)
 }
 
 #[derive(Serialize)]
@@ -296,6 +448,71 @@ mod tests {
         let err = parse_documents("x.json", "{\"kind\": ")
             .unwrap_err()
             .to_string();
+        assert!(err.starts_with("parsing x.json:"), "{err}");
+    }
+
+    fn policy(spec: serde_json::Value) -> CompiledPolicy {
+        let view = PolicyView {
+            name: "p".into(),
+            namespace: Some("n".into()),
+            generation: Some(1),
+            spec: serde_json::from_value(spec).expect("spec"),
+        };
+        CompiledPolicy::compile(view).expect("valid")
+    }
+
+    /// The streaming reader decides exactly as reading every object whole does, in every shape
+    /// of JSON input, for a target with referrers of each sort.
+    #[test]
+    fn objects_read_one_at_a_time_decide_as_whole_documents() {
+        let secrets = policy(serde_json::json!({"target": {"kind": "Secret"},
+            "keep": "referencedBy.size() > 0 || object.metadata.labels.?keep.orValue('') == 'yes'",
+            "referencedBy": [{"apiVersion": "example.com/v1", "kind": "Bundle", "refs": "[object.spec.secret]"}],
+            "schedule": "@daily"}));
+        let items = r#"
+            {"metadata": {"name": "s1", "namespace": "n", "creationTimestamp": "2026-01-01T00:00:00Z"}, "kind": "Secret", "data": {"k": "c2VjcmV0"}, "type": "Opaque"},
+            {"kind": "Secret", "metadata": {"name": "s2", "namespace": "n", "labels": {"keep": "yes"}, "creationTimestamp": "2026-01-02T00:00:00Z"}},
+            {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "s3", "namespace": "n", "creationTimestamp": "2026-01-03T00:00:00Z"}},
+            {"kind": "Secret", "metadata": {"name": "s4", "namespace": "n", "creationTimestamp": "2026-01-04T00:00:00Z"}},
+            {"kind": "Pod", "metadata": {"name": "p", "namespace": "n"}, "spec": {"containers": [{"name": "c", "image": "x", "envFrom": [{"secretRef": {"name": "s3"}}]}]}},
+            {"kind": "Bundle", "apiVersion": "example.com/v1", "metadata": {"name": "b", "namespace": "n"}, "spec": {"secret": "s4"}}"#;
+        let shapes = [
+            format!(
+                r#"{{"apiVersion": "v1", "items": [{items}], "kind": "List", "metadata": {{}}}}"#
+            ),
+            format!(r#"[{items}]"#),
+            items
+                .split("},\n")
+                .map(|l| l.trim().trim_end_matches(','))
+                .collect::<Vec<_>>()
+                .join("}\n"),
+            format!(
+                r#"{{"kind": "SecretList", "apiVersion": "v1", "items": [{items}]}} {{"kind": "Secret", "metadata": {{"name": "s5", "namespace": "n"}}}}"#
+            ),
+        ];
+        let now = "2026-02-01T00:00:00Z".parse().unwrap();
+        for text in &shapes {
+            let whole = evaluate_offline(&secrets, parse_documents("x.json", text).unwrap(), now);
+            let streamed = read_objects(&secrets, "x.json", text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"))
+                .evaluate(&secrets, now);
+            let (a, b) = (
+                render_json(&secrets, &whole),
+                render_json(&secrets, &streamed),
+            );
+            assert_eq!(a, b, "{text}");
+            assert!(!b.contains("c2VjcmV0"));
+            assert!(streamed.summary.governed >= 4, "{b}");
+            assert_eq!(streamed.summary.kept, 3, "{b}");
+        }
+        let err = read_objects(
+            &secrets,
+            "x.json",
+            r#"{"kind": "List", "items": [{"kind": }]}"#,
+        )
+        .err()
+        .expect("bad JSON is an error")
+        .to_string();
         assert!(err.starts_with("parsing x.json:"), "{err}");
     }
 }

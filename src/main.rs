@@ -210,8 +210,8 @@ fn run_check(
     })?;
     let view = check::policy_from_document(policy, doc)?;
     let compiled = CompiledPolicy::compile(view)?;
-    let objs = check::parse_documents(objects, &read(objects)?)?;
-    let eval = check::evaluate_offline(&compiled, objs, now.unwrap_or_else(jiff::Timestamp::now));
+    let inputs = check::read_objects(&compiled, objects, &read(objects)?)?;
+    let eval = inputs.evaluate(&compiled, now.unwrap_or_else(jiff::Timestamp::now));
     Ok(match output {
         Output::Table => check::render_table(&compiled, &eval),
         Output::Json => check::render_json(&compiled, &eval) + "\n",

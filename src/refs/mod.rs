@@ -266,6 +266,16 @@ impl RefIndex {
         }
     }
 
+    /// Adds what another index holds: the index of two sets of objects is the merge of theirs.
+    pub fn merge(&mut self, other: RefIndex) {
+        for (k, v) in other.secrets {
+            self.secrets.entry(k).or_default().extend(v);
+        }
+        for (k, v) in other.images {
+            self.images.entry(k).or_default().extend(v);
+        }
+    }
+
     pub fn secret_referrers(&self, namespace: &str, name: &str) -> Vec<Referrer> {
         self.secrets
             .get(&(namespace.to_string(), name.to_string()))
