@@ -6,6 +6,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/prereqs.sh
+. scripts/prereqs.sh
+retainer_prereqs demo || exit 1
 scripts/testbed.sh up
 eval "$(scripts/testbed.sh env)"
 cargo build --quiet --release

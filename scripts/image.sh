@@ -24,15 +24,10 @@ command -v crane >/dev/null || { echo "image: crane not found (scripts/testbed.s
 if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
   rustup target add "$TARGET"
 fi
-if ! command -v musl-gcc >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "[image] installing musl-tools (musl-gcc, for the C parts of the TLS library)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >/dev/null
-  else
-    echo "image: musl-gcc not found: apt-get install musl-tools" >&2
-    exit 1
-  fi
-fi
+# musl-gcc compiles the C parts of the TLS library for musl.
+# shellcheck source=scripts/prereqs.sh
+. scripts/prereqs.sh
+retainer_prereqs image || exit 1
 
 echo "[image] building a static binary for $TARGET" >&2
 CC_x86_64_unknown_linux_musl=musl-gcc cargo build --quiet --release --locked --target "$TARGET" --bin retainer

@@ -4,6 +4,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/prereqs.sh
+. scripts/prereqs.sh
+retainer_prereqs test || exit 1
 
 started=0
 if [ -z "${RETAINER_E2E:-}" ]; then

@@ -156,9 +156,9 @@ build_distribution() {
 }
 
 cmd_build() {
-  command -v go >/dev/null || die "go is required"
-  command -v openssl >/dev/null || die "openssl is required"
-  command -v htpasswd >/dev/null || die "htpasswd is required (Debian package apache2-utils)"
+  # shellcheck source=scripts/prereqs.sh
+  . "$ROOT/scripts/prereqs.sh"
+  retainer_prereqs testbed || exit 1
   build_etcd
   go_build_module_tool olareg github.com/olareg/olareg "$OLAREG_VERSION" ./cmd/olareg
   go_install_tool crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
