@@ -239,14 +239,18 @@ impl Inputs {
     }
 
     pub fn evaluate(&self, policy: &CompiledPolicy, now: Timestamp) -> Evaluation {
-        let snap = Snapshot {
+        evaluate(policy, &self.snapshot(now))
+    }
+
+    /// What the evaluation sees; `explain-verdict` also looks up its object here.
+    pub fn snapshot(&self, now: Timestamp) -> Snapshot<'_> {
+        Snapshot {
             objects: self.targets.iter().collect(),
             refs: &self.refs,
             custom_referrers: self.custom.iter().collect(),
             namespace_labels: &self.namespace_labels,
             now,
-        };
-        evaluate(policy, &snap)
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod api;
 pub mod check;
 pub mod controller;
 pub mod engine;
+pub mod explain;
 pub mod expr;
 pub mod json;
 pub mod oci;

@@ -1,7 +1,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use retainer::check;
 use retainer::engine::CompiledPolicy;
 
@@ -38,6 +38,12 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Explain one object's verdict with the values that decided it.
+    ///
+    /// Prints the verdict and reason as plan gives them, with the object's group, rank,
+    /// groupSize, age, referrers, the keep term that held and the guard that applied. Reads the
+    /// cluster like plan, or a file with --objects like check.
+    ExplainVerdict(ExplainArgs),
     /// Print both CustomResourceDefinitions as YAML.
     Crds,
     /// Evaluate a policy offline over objects from a file.
@@ -55,6 +61,67 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// A policy in the cluster: a RetentionPolicy with -n, else a ClusterRetentionPolicy.
+    name: Option<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// A policy from a file instead.
+    #[arg(short = 'f', long = "filename", conflicts_with = "name")]
+    policy: Option<String>,
+    /// Offline: read the objects from this file (as `check --objects`) instead of the cluster.
+    #[arg(long, requires = "policy")]
+    objects: Option<String>,
+    /// With --objects: the evaluation time (RFC 3339); default now.
+    #[arg(long, requires = "objects")]
+    now: Option<jiff::Timestamp>,
+    /// The Job or Secret: KIND/NAME (`job/build-7`) or NAME.
+    #[arg(long, conflicts_with_all = ["digest", "tag"])]
+    object: Option<String>,
+    /// The object's namespace, for a ClusterRetentionPolicy (default: any, if the name is unique).
+    #[arg(long)]
+    object_namespace: Option<String>,
+    /// The OCI artifact's manifest digest (sha256:...).
+    #[arg(long)]
+    digest: Option<String>,
+    /// An OCI artifact by one of its tags.
+    #[arg(long)]
+    tag: Option<String>,
+    /// The OCI artifact's repository, when a digest or tag is in several.
+    #[arg(long)]
+    repository: Option<String>,
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    output: Output,
+}
+
+impl ExplainArgs {
+    fn wanted(&self) -> Result<retainer::explain::Wanted, String> {
+        use retainer::explain::Wanted;
+        match (&self.object, &self.digest, &self.tag) {
+            (Some(o), _, _) => {
+                let (kind, name) = match o.split_once('/') {
+                    Some((k, n)) => (Some(k.to_string()), n.to_string()),
+                    None => (None, o.clone()),
+                };
+                Ok(Wanted::Object {
+                    kind,
+                    namespace: self.object_namespace.clone(),
+                    name,
+                })
+            }
+            (None, None, None) => {
+                Err("name the object: --object KIND/NAME, or --digest / --tag for OCI".into())
+            }
+            (None, digest, tag) => Ok(Wanted::Artifact {
+                repository: self.repository.clone(),
+                digest: digest.clone(),
+                tag: tag.clone(),
+            }),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -154,28 +221,80 @@ async fn run_plan(
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("connecting to the cluster: {e}"))?;
-    let view = match (policy, name) {
-        (Some(path), _) => {
-            let docs = check::parse_documents(&path, &read(&path).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
-            let doc = docs
-                .first()
-                .ok_or_else(|| format!("{path}: no policy in the file"))?;
-            check::policy_from_document(&path, doc).map_err(|e| e.to_string())?
-        }
-        (None, Some(name)) => {
-            retainer::controller::plan::fetch_policy(&client, &name, namespace.as_deref())
-                .await
-                .map_err(|e| e.to_string())?
-        }
-        (None, None) => return Err("name a policy, or give one with -f".into()),
-    };
+    let view = read_policy(Some(&client), name, namespace.as_deref(), policy).await?;
     let (compiled, eval) = retainer::controller::plan::plan(&client, view)
         .await
         .map_err(|e| e.to_string())?;
     Ok(match output {
         Output::Table => check::render_table(&compiled, &eval),
         Output::Json => check::render_json(&compiled, &eval) + "\n",
+    })
+}
+
+async fn read_policy(
+    client: Option<&kube::Client>,
+    name: Option<String>,
+    namespace: Option<&str>,
+    policy: Option<String>,
+) -> Result<retainer::api::PolicyView, String> {
+    match (policy, name, client) {
+        (Some(path), _, _) => {
+            let docs = check::parse_documents(&path, &read(&path).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            let doc = docs
+                .first()
+                .ok_or_else(|| format!("{path}: no policy in the file"))?;
+            check::policy_from_document(&path, doc).map_err(|e| e.to_string())
+        }
+        (None, Some(name), Some(client)) => {
+            retainer::controller::plan::fetch_policy(client, &name, namespace)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        _ => Err("name a policy, or give one with -f".into()),
+    }
+}
+
+async fn run_explain(args: ExplainArgs) -> Result<String, String> {
+    let wanted = args.wanted()?;
+    let (policy, inputs, now) = match &args.objects {
+        Some(objects) => {
+            let view = read_policy(None, None, None, args.policy.clone()).await?;
+            let policy = CompiledPolicy::compile(view).map_err(|e| e.to_string())?;
+            let text = read(objects).map_err(|e| e.to_string())?;
+            let inputs = check::read_objects(&policy, objects, &text).map_err(|e| e.to_string())?;
+            (
+                policy,
+                inputs,
+                args.now.unwrap_or_else(jiff::Timestamp::now),
+            )
+        }
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("connecting to the cluster: {e}"))?;
+            let view = read_policy(
+                Some(&client),
+                args.name.clone(),
+                args.namespace.as_deref(),
+                args.policy.clone(),
+            )
+            .await?;
+            let (policy, objects) = retainer::controller::plan::gather(&client, view)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut inputs = check::Inputs::default();
+            for o in objects {
+                inputs.add(&policy, o);
+            }
+            (policy, inputs, jiff::Timestamp::now())
+        }
+    };
+    let e =
+        retainer::explain::explain(&policy, &inputs, now, &wanted).map_err(|e| e.to_string())?;
+    Ok(match args.output {
+        Output::Table => retainer::explain::render_text(&e),
+        Output::Json => retainer::explain::render_json(&e),
     })
 }
 
@@ -250,8 +369,27 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
+/// The command line, named after how the binary was invoked: installed as `kubectl-retainer`,
+/// kubectl runs it as a plugin (`kubectl retainer plan ...`), and help and errors should show
+/// the command the user typed.
+fn parse_cli() -> Cli {
+    let invoked_as = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    let mut cmd = Cli::command();
+    if invoked_as == "kubectl-retainer" {
+        cmd = cmd.name("kubectl-retainer").bin_name("kubectl retainer");
+    }
+    Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 async fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let result = match cli.command {
         Command::Crds => Ok(retainer::api::crds_yaml()),
         Command::Check {
@@ -270,6 +408,7 @@ async fn run() -> ExitCode {
             policy,
             output,
         } => run_plan(name, namespace, policy, output).await,
+        Command::ExplainVerdict(args) => run_explain(args).await,
     };
     match result {
         Ok(text) => {

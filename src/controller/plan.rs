@@ -88,6 +88,17 @@ pub async fn plan(
     client: &Client,
     view: PolicyView,
 ) -> Result<(CompiledPolicy, Evaluation), PlanError> {
+    let (policy, objects) = gather(client, view).await?;
+    let eval = check::evaluate_offline(&policy, objects, jiff::Timestamp::now());
+    Ok((policy, eval))
+}
+
+/// The compiled policy and every object its evaluation reads, as the cluster (and, for OCI, the
+/// registry) holds them now: what `plan` evaluates and `explain-verdict` explains.
+pub async fn gather(
+    client: &Client,
+    view: PolicyView,
+) -> Result<(CompiledPolicy, Vec<Json>), PlanError> {
     let policy = CompiledPolicy::compile(view)?;
     let needs = inputs::needs(&policy);
     let mut discovered = std::collections::BTreeMap::new();
@@ -122,6 +133,5 @@ pub async fn plan(
         };
         objects.extend(list(client, &r.kind, namespace).await?);
     }
-    let eval = check::evaluate_offline(&policy, objects, jiff::Timestamp::now());
-    Ok((policy, eval))
+    Ok((policy, objects))
 }

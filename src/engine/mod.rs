@@ -555,6 +555,13 @@ fn oci_parts(obj: &Json) -> (String, String, Vec<String>) {
     (s("/repository"), s("/digest"), tags)
 }
 
+impl ObjectId {
+    /// The identity a result about `obj` carries.
+    pub fn of(kind: TargetKind, obj: &Json) -> ObjectId {
+        object_id(kind, obj)
+    }
+}
+
 fn object_id(kind: TargetKind, obj: &Json) -> ObjectId {
     let s = |p: &str| str_at(obj, p).unwrap_or("").to_string();
     match kind {
@@ -581,6 +588,30 @@ fn sort_name(obj: &Json) -> &str {
         .unwrap_or("")
 }
 
+/// Where the pipeline placed one governed object: the values `keep` saw. `explain-verdict`
+/// prints them; the controller has no use for them, so they are not part of `ObjectResult`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Standing {
+    /// None when a guard or an error decided before grouping.
+    pub group: Option<String>,
+    /// None when the object was not ranked (decided earlier, or its group mixes orderBy types).
+    pub rank: Option<i64>,
+    pub group_size: Option<i64>,
+    /// Since creation; None when the creation time is unknown (CEL then sees 0s).
+    #[serde(skip)]
+    pub age: Option<std::time::Duration>,
+}
+
+/// `evaluate`, and for each result (same index) the values that decided it.
+pub fn evaluate_explained(
+    policy: &CompiledPolicy,
+    snap: &Snapshot<'_>,
+) -> (Evaluation, Vec<Standing>) {
+    // The budget here is never exhausted, so the default is never used.
+    evaluate_rows(policy, snap, &|| false).unwrap_or_default()
+}
+
 /// Runs the whole pipeline for one policy over one snapshot.
 pub fn evaluate(policy: &CompiledPolicy, snap: &Snapshot<'_>) -> Evaluation {
     // The budget here is never exhausted, so the default is never used.
@@ -605,6 +636,14 @@ pub fn evaluate_within(
     snap: &Snapshot<'_>,
     over_budget: &dyn Fn() -> bool,
 ) -> Result<Evaluation, OverBudget> {
+    evaluate_rows(policy, snap, over_budget).map(|(eval, _)| eval)
+}
+
+fn evaluate_rows(
+    policy: &CompiledPolicy,
+    snap: &Snapshot<'_>,
+    over_budget: &dyn Fn() -> bool,
+) -> Result<(Evaluation, Vec<Standing>), OverBudget> {
     let kind = policy.target;
     let now = to_chrono(snap.now);
     let total = snap.objects.len();
@@ -822,7 +861,21 @@ pub fn evaluate_within(
             Verdict::Error => summary.errors += 1,
         }
     }
-    Ok(Evaluation { summary, results })
+    let standings = rows
+        .iter()
+        .map(|r| {
+            // A row decided before grouping has an empty group and no sort key.
+            let grouped = r.key.is_some() || !r.group.is_empty();
+            let ranked = r.key.is_some() && r.group_size > 0;
+            Standing {
+                group: grouped.then(|| r.group.clone()),
+                rank: ranked.then_some(r.rank),
+                group_size: ranked.then_some(r.group_size),
+                age: r.created.map(|_| r.age.to_std().unwrap_or_default()),
+            }
+        })
+        .collect();
+    Ok((Evaluation { summary, results }, standings))
 }
 
 /// How the reason of a referrer deleted with its subject begins.
