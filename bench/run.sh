@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-ALL="eval sweep memory reaction oci"
+ALL="eval check sweep memory reaction oci"
 ONLY=${BENCH_ONLY:-$ALL}
 # BENCH_ONLY=- runs nothing and only stitches the sections.
 [ "$ONLY" = - ] && ONLY=
@@ -39,7 +39,7 @@ out=BENCHMARKS.md
   cat bench/targets.md
   # sweep-ttl: the TTL controller at its defaults at full size, run once on its own (see
   # bench/targets.md); stitched after the sweep section when present.
-  for b in eval sweep sweep-ttl memory reaction oci; do
+  for b in eval check sweep sweep-ttl memory reaction oci; do
     f=bench/results/$b.md
     [ -f "$f" ] || continue
     echo

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# `retainer check` against the cel-go program over growing Lists of Jobs: wall time and peak
+# memory of each whole process, side by side, interleaved, in one run (issue #14, items 4 and 5).
+#
+#   bench/check.sh                SIZES="10000 100000 1000000" RUNS=3
+#   SIZES="10000 100000" RUNS=5 bench/check.sh
+#
+# Writes bench/results/check.md: per size the medians, the ratios (retainer / cel-go) and the
+# targets' verdicts, all computed here from the runs it made: peak memory at most 4x the input
+# file's size, wall time at or below cel-go's, and the same verdicts object by object.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SIZES=${SIZES:-10000 100000 1000000}
+RUNS=${RUNS:-3}
+DATA=bench/data
+NOW=2026-11-22T12:00:00Z
+mkdir -p "$DATA/bin" bench/results
+for n in $SIZES; do
+  [ -s "$DATA/jobs-$n.json" ] || python3 bench/gen_objects.py --n "$n" --out "$DATA"
+done
+cargo build --release --quiet --bin retainer
+cp "${CARGO_TARGET_DIR:-target}/release/retainer" "$DATA/bin/retainer"
+(cd bench/celgo && GOFLAGS=-mod=mod go build -o "../../$DATA/bin/celgo" .)
+
+python3 - "$RUNS" "$DATA" "$NOW" "$(git describe --always --dirty)" $SIZES <<'PY'
+import json, os, statistics, subprocess, sys, time
+
+runs, data, now, rev, sizes = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+policy = "bench/check-policy.yaml"
+
+def timed(cmd, out_path):
+    with open(out_path, "w") as out, open(out_path + ".err", "w") as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss": ru.ru_maxrss * 1024,
+            "ok": os.waitstatus_to_exitcode(status) == 0}
+
+def verdicts(path):
+    with open(path) as f:
+        return [(r.get("namespace"), r.get("name"), r["verdict"]) for r in json.load(f)["results"]]
+
+load_before = open("/proc/loadavg").read().split()[:3]
+rows = []
+for n in sizes:
+    objects = f"{data}/jobs-{n}.json"
+    size = os.path.getsize(objects)
+    cmds = {
+        "retainer": [f"{data}/bin/retainer", "check", "-f", policy, "--objects", objects,
+                     "--now", now, "-o", "json"],
+        "cel-go": [f"{data}/bin/celgo", "-policy", policy, "-objects", objects, "-now", now],
+    }
+    res = {k: [] for k in cmds}
+    for i in range(runs):
+        # Interleaved, so that a drift in the machine's speed falls on both alike.
+        for k, cmd in cmds.items():
+            r = timed(cmd, f"{data}/check-{k}-{n}.json")
+            res[k].append(r)
+            print(f"  N={n} {k:8} run {i + 1}: {r['wall']:.2f} s, {r['rss'] / 2**20:.0f} MiB"
+                  + ("" if r["ok"] else " FAILED"), file=sys.stderr)
+    ok = all(r["ok"] for rs in res.values() for r in rs)
+    same = ok and verdicts(f"{data}/check-retainer-{n}.json") == verdicts(f"{data}/check-cel-go-{n}.json")
+    med = {k: {m: statistics.median(r[m] for r in rs) for m in ("wall", "cpu", "rss")}
+           for k, rs in res.items()}
+    ratios = [a["wall"] / b["wall"] for a, b in zip(res["retainer"], res["cel-go"])]
+    rows.append((n, size, med, statistics.median(ratios), same, ok))
+
+load_after = open("/proc/loadavg").read().split()[:3]
+mib = lambda b: f"{b / 2**20:,.0f} MiB"
+out = ["## `retainer check` against cel-go, by size", "",
+       f"`bench/check.sh` at `{rev}`, {runs} runs of each, interleaved; load average "
+       f"{' '.join(load_before)} before, {' '.join(load_after)} after. Policy "
+       "`bench/check-policy.yaml` (keep = `object.status.?succeeded.orValue(0) == 0 || "
+       "age < duration('240h') || object.metadata.labels['app'] == 'web'`) over "
+       "`bench/gen_objects.py` Jobs; cel-go: `bench/celgo` (Go `encoding/json`, cel-go "
+       "with its standard extensions). Whole processes: wall seconds and peak RSS, medians.", ""]
+if "dirty" in rev:
+    out += ["**Measured on a build with uncommitted changes: not a result to quote.**", ""]
+out += ["| Jobs | file | retainer wall | cel-go wall | wall ratio (paired median) | retainer peak | "
+        "peak / file | cel-go peak | same verdicts | peak ≤ 4x file | wall ≤ cel-go |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+for n, size, med, ratio, same, ok in rows:
+    r, g = med["retainer"], med["cel-go"]
+    out.append(f"| {int(n):,} | {mib(size)} | {r['wall']:.2f} s | {g['wall']:.2f} s | {ratio:.2f} | "
+               f"{mib(r['rss'])} | {r['rss'] / size:.2f}x | {mib(g['rss'])} | "
+               f"{'yes' if same else 'NO'} | {'met' if r['rss'] <= 4 * size else 'missed'} | "
+               f"{'met' if ratio <= 1 else 'missed'} |"
+               + ("" if ok else " (a run failed)"))
+with open("bench/results/check.md", "w") as f:
+    f.write("\n".join(out) + "\n")
+print("\n".join(out))
+PY
