@@ -42,3 +42,12 @@ bench:
 cel-conformance:
 	cd tools/cel-conformance && go mod download cel.dev/expr && \
 	  go run . -in "$$(go list -m -f '{{.Dir}}' cel.dev/expr)/tests/simple/testdata" -out ../../tests/cel-conformance
+
+.PHONY: k8s-cel-library
+# Regenerates tests/k8s-cel-library/expected.json: every expression of cases.txt evaluated by
+# kube-apiserver's own CEL environment (k8s.io/apiserver, pinned in tools/k8s-cel-library/go.mod
+# at the test bed's Kubernetes version). Needs Go and the module proxy; CI reads the committed
+# JSON and never runs this. Then `cargo test --test cel_k8s_library`.
+k8s-cel-library:
+	cd tools/k8s-cel-library && GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 \
+	  go run . -in ../../tests/k8s-cel-library/cases.txt -out ../../tests/k8s-cel-library/expected.json

@@ -1,10 +1,10 @@
-//! The Kubernetes CEL libraries cel-rust lacks: semver, and the list functions `sum`, `min`,
-//! `max`, `isSorted`, `indexOf`, `lastIndexOf`.
+//! The Kubernetes CEL libraries cel-rust lacks: semver, the list functions `sum`, `min`, `max`,
+//! `isSorted`, `indexOf`, `lastIndexOf`, and the regex functions `find` and `findAll`.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use cel::common::types::{BOOL_TYPE, DYN_TYPE, LIST_TYPE, STRING_TYPE};
+use cel::common::types::{BOOL_TYPE, DYN_TYPE, INT_TYPE, LIST_TYPE, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
 use cel::{DeclarationError, Env, ExecutionError, Value};
 
@@ -66,6 +66,27 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
         LIST_TYPE,
         vec![DYN_TYPE],
         last_index_of,
+    )?;
+    env.add_member_overload(
+        "find",
+        "string_find_string",
+        STRING_TYPE,
+        vec![STRING_TYPE],
+        find,
+    )?;
+    env.add_member_overload(
+        "findAll",
+        "string_find_all_string",
+        STRING_TYPE,
+        vec![STRING_TYPE],
+        find_all,
+    )?;
+    env.add_member_overload(
+        "findAll",
+        "string_find_all_string_int",
+        STRING_TYPE,
+        vec![STRING_TYPE, INT_TYPE],
+        find_all,
     )?;
     Ok(())
 }
@@ -140,7 +161,9 @@ fn component<'b, 'v>(
     f: fn(&semver::Version) -> u64,
 ) -> Ret<'b, 'v> {
     let v = semver_arg(name, &*args[0])?;
-    ret(Value::Int(i64::try_from(f(&v.0)).unwrap_or(i64::MAX)))
+    // Kubernetes converts the unsigned component with a plain cast, so a component above
+    // i64::MAX reads as negative there; the same cast keeps a policy's answer the same in both.
+    ret(Value::Int(f(&v.0) as i64))
 }
 
 fn major<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
@@ -187,49 +210,78 @@ fn list_items(function: &str, v: &dyn Val) -> Result<Arc<Vec<Value>>, ExecutionE
     }
 }
 
-/// Orders two values of one comparable type, as Kubernetes' list library does; `None` when the
-/// types differ or do not order.
-pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+/// The element types Kubernetes' list library orders (`min`, `max`, `isSorted`). Semvers are not
+/// among them there (on a list of semvers those functions do not compile in Kubernetes), so they
+/// are not here either: a policy that works in retainer means the same in a
+/// ValidatingAdmissionPolicy.
+fn orders(v: &Value) -> bool {
+    matches!(
+        v,
+        Value::Int(_)
+            | Value::UInt(_)
+            | Value::Float(_)
+            | Value::String(_)
+            | Value::Bool(_)
+            | Value::Bytes(_)
+            | Value::Duration(_)
+            | Value::Timestamp(_)
+    )
+}
+
+/// Orders two values as CEL does: within one type, and numbers across int, uint and double by
+/// value. `None` when they do not order (different types, NaN).
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
         (Value::Int(x), Value::Int(y)) => Some(x.cmp(y)),
         (Value::UInt(x), Value::UInt(y)) => Some(x.cmp(y)),
         (Value::Float(x), Value::Float(y)) => x.partial_cmp(y),
+        (Value::Int(x), Value::UInt(y)) => Some(i128::from(*x).cmp(&i128::from(*y))),
+        (Value::UInt(x), Value::Int(y)) => Some(i128::from(*x).cmp(&i128::from(*y))),
+        (Value::Int(x), Value::Float(y)) => (*x as f64).partial_cmp(y),
+        (Value::Float(x), Value::Int(y)) => x.partial_cmp(&(*y as f64)),
+        (Value::UInt(x), Value::Float(y)) => (*x as f64).partial_cmp(y),
+        (Value::Float(x), Value::UInt(y)) => x.partial_cmp(&(*y as f64)),
         (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
         (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
         (Value::Bytes(x), Value::Bytes(y)) => Some(x.cmp(y)),
         (Value::Duration(x), Value::Duration(y)) => Some(x.cmp(y)),
         (Value::Timestamp(x), Value::Timestamp(y)) => Some(x.cmp(y)),
-        (Value::Opaque(x), Value::Opaque(y)) => {
-            let (x, y) = (x.downcast_ref::<Semver>()?, y.downcast_ref::<Semver>()?);
-            Some(x.cmp_precedence(y))
-        }
         _ => None,
     }
+}
+
+fn does_not_order(function: &str, v: &Value) -> ExecutionError {
+    ExecutionError::function_error(
+        function,
+        format!("elements of type {} do not order", super::type_name(v)),
+    )
 }
 
 fn not_comparable(function: &str, a: &Value, b: &Value) -> ExecutionError {
     ExecutionError::function_error(
         function,
         format!(
-            "elements of types {} and {} do not compare",
+            "elements of types {} and {} do not add",
             super::type_name(a),
             super::type_name(b)
         ),
     )
 }
 
+/// The first element no other beats, as Kubernetes finds it: elements of a list read from an
+/// object may differ in type, and one that does not order against the best so far (a string
+/// among numbers) is passed over rather than an error.
 fn extreme<'b, 'v>(args: Args<'b, 'v>, name: &str, want: Ordering) -> Ret<'b, 'v> {
     let items = list_items(name, &*args[0])?;
     let mut best: Option<&Value> = None;
     for item in items.iter() {
-        best = Some(match best {
-            None => item,
-            Some(b) => match compare(item, b) {
-                Some(o) if o == want => item,
-                Some(_) => b,
-                None => return Err(not_comparable(name, item, b)),
-            },
-        });
+        if !orders(item) {
+            return Err(does_not_order(name, item));
+        }
+        best = match best {
+            Some(b) if compare(item, b) != Some(want) => Some(b),
+            _ => Some(item),
+        };
     }
     match best {
         Some(v) => ret(v.clone()),
@@ -279,16 +331,17 @@ fn sum<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     ret(acc.unwrap_or(Value::Int(0)))
 }
 
+/// Sorted unless some element is greater than the next; neighbours that do not order against
+/// each other (different types) do not unsort the list, as in Kubernetes.
 fn is_sorted<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     let items = list_items("isSorted", &*args[0])?;
-    for pair in items.windows(2) {
-        match compare(&pair[0], &pair[1]) {
-            Some(Ordering::Greater) => return ret(Value::Bool(false)),
-            Some(_) => {}
-            None => return Err(not_comparable("isSorted", &pair[0], &pair[1])),
-        }
+    if let Some(v) = items.iter().find(|v| !orders(v)) {
+        return Err(does_not_order("isSorted", v));
     }
-    ret(Value::Bool(true))
+    let unsorted = items
+        .windows(2)
+        .any(|pair| compare(&pair[0], &pair[1]) == Some(Ordering::Greater));
+    ret(Value::Bool(!unsorted))
 }
 
 fn position<'b, 'v>(args: Args<'b, 'v>, name: &str, last: bool) -> Ret<'b, 'v> {
@@ -308,4 +361,133 @@ fn index_of<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
 
 fn last_index_of<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     position(args, "lastIndexOf", true)
+}
+
+/// Kubernetes evaluates regexes with Go's RE2, where `\d`, `\w`, `\s` and `\b` are ASCII;
+/// the regex crate makes them Unicode. This rewrites those escapes to their ASCII meaning (a
+/// nested class inside a class, which the regex crate allows), escapes a `[` inside a class that
+/// does not open a POSIX class (`[[]` is a class of `[` in RE2, a nested class here) and the
+/// class set operators `&&` and `~~` that RE2 reads literally. (`--` is left alone: in RE2 it
+/// can end a range, as in `[+--]`.) RE2 also refuses a repeat count above 1000, which the
+/// regex crate accepts.
+fn re2_pattern(pattern: &str) -> Result<String, String> {
+    const DIGIT: &str = "[0-9]";
+    const NOT_DIGIT: &str = "[^0-9]";
+    const WORD: &str = "[0-9A-Za-z_]";
+    const NOT_WORD: &str = "[^0-9A-Za-z_]";
+    const SPACE: &str = "[\\t\\n\\f\\r ]";
+    const NOT_SPACE: &str = "[^\\t\\n\\f\\r ]";
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars().peekable();
+    let mut in_class = false;
+    // Right after `[` or `[^`, a `]` is a literal member, not the end of the class.
+    let mut class_start = false;
+    while let Some(c) = chars.next() {
+        let at_start = std::mem::take(&mut class_start);
+        match c {
+            '\\' => match chars.next() {
+                Some('d') => out.push_str(DIGIT),
+                Some('D') => out.push_str(NOT_DIGIT),
+                Some('w') => out.push_str(WORD),
+                Some('W') => out.push_str(NOT_WORD),
+                Some('s') => out.push_str(SPACE),
+                Some('S') => out.push_str(NOT_SPACE),
+                Some('b') if !in_class => out.push_str("(?-u:\\b)"),
+                Some('B') if !in_class => out.push_str("(?-u:\\B)"),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                class_start = true;
+                out.push('[');
+                if chars.peek() == Some(&'^') {
+                    chars.next();
+                    out.push('^');
+                }
+            }
+            '[' if chars.peek() == Some(&':') => {
+                // A POSIX class such as [:alpha:]: copied whole, the same in both.
+                out.push('[');
+                for p in chars.by_ref() {
+                    out.push(p);
+                    if p == ']' {
+                        break;
+                    }
+                }
+            }
+            '[' => out.push_str("\\["),
+            ']' if in_class && !at_start => {
+                in_class = false;
+                out.push(']');
+            }
+            '{' if !in_class => {
+                // `{n}`, `{n,}` and `{n,m}` repeat; any other brace is a literal in RE2, and an
+                // error in the regex crate.
+                let body: String = chars.clone().take_while(|&c| c != '}').collect();
+                let closed = chars.clone().nth(body.chars().count()) == Some('}');
+                let (low, high) = body.split_once(',').unwrap_or((&body, "0"));
+                let digits = |n: &str| n.chars().all(|c| c.is_ascii_digit());
+                if !(closed && !low.is_empty() && digits(low) && digits(high)) {
+                    out.push_str("\\{");
+                    continue;
+                }
+                if [low, high]
+                    .iter()
+                    .any(|n| n.parse::<u64>().map_or(!n.is_empty(), |n| n > 1000))
+                {
+                    return Err(format!("invalid repeat count: {{{body}}}"));
+                }
+                out.push('{');
+            }
+            '&' | '~' if in_class && chars.peek() == Some(&c) => {
+                chars.next();
+                out.push('\\');
+                out.push(c);
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn compile_regex(function: &str, pattern: &str) -> Result<regex::Regex, ExecutionError> {
+    let invalid =
+        |e: String| ExecutionError::function_error(function, format!("invalid regex: {e}"));
+    let pattern = re2_pattern(pattern).map_err(invalid)?;
+    regex::Regex::new(&pattern).map_err(|e| invalid(e.to_string()))
+}
+
+fn find<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    let s = string_arg("find", &*args[0])?;
+    let re = compile_regex("find", &string_arg("find", &*args[1])?)?;
+    let found = re.find(&s).map(|m| m.as_str()).unwrap_or_default();
+    ret(Value::String(Arc::new(found.to_string())))
+}
+
+fn find_all<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    let s = string_arg("findAll", &*args[0])?;
+    let re = compile_regex("findAll", &string_arg("findAll", &*args[1])?)?;
+    // A negative limit means all matches, as in Go's FindAllString.
+    let limit = match args.get(2).map(|v| value(&**v)).transpose()? {
+        None => usize::MAX,
+        Some(Value::Int(n)) => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(other) => {
+            return Err(ExecutionError::function_error(
+                "findAll",
+                format!("limit must be an int, got {}", super::type_name(&other)),
+            ));
+        }
+    };
+    let found: Vec<Value> = re
+        .find_iter(&s)
+        .take(limit)
+        .map(|m| Value::String(Arc::new(m.as_str().to_string())))
+        .collect();
+    ret(Value::List(Arc::new(found)))
 }

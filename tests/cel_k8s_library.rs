@@ -1,0 +1,279 @@
+//! The Kubernetes CEL libraries as kube-apiserver defines them: every expression of
+//! tests/k8s-cel-library/cases.txt evaluated through the path a policy's expressions take
+//! (`Compiled::compile`, then `Compiled::eval`), compared with what kube-apiserver's own
+//! environment returned for it (expected.json, written by tools/k8s-cel-library with
+//! `make k8s-cel-library`; CI never runs Go).
+//!
+//! A value must match in CEL type as well (1, 1u and 1.0 differ). An expected error matches
+//! any error: cel-go and the cel crate word them differently, and cel-go finds some at compile
+//! time that the cel crate, which has no type checker, only finds when evaluating.
+//!
+//! Differences that are the cel crate's, not retainer's layer, are listed in `KNOWN` with the
+//! reason; the test fails on a difference not listed and on a listed case that now agrees.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use cel::Value;
+use retainer::expr::{CompileError, Compiled, Field, Semver, Vars};
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+/// The cel crate has no type checker: cel-go refuses these at compile time (a list literal
+/// mixing element types, an argument of another type than the list's elements), the cel crate
+/// evaluates them. Lists read from an object are lists of dyn and behave the same in both (see
+/// the "mixed element types" and "receivers of unknown type" sections).
+const NO_TYPE_CHECKER: &str =
+    "cel crate: no type checker, so an expression cel-go refuses to compile is evaluated";
+/// cel-go 0.26 answers -1 for an offset at or past the end; the cel crate's strings extension
+/// reports the offset out of range.
+const STRING_OFFSET: &str = "cel crate: strings extension errors on an indexOf/lastIndexOf offset past the end, cel-go returns -1";
+/// The cel crate's `format` writes `%e` and maps its own way and formats a double with `%d`.
+const FORMAT: &str =
+    "cel crate: strings extension's format differs from cel-go's (%e, maps, %d of a double)";
+/// The cel crate refuses a negative size; cel-go returns an empty list.
+const RANGE: &str = "cel crate: lists.range(-1) is an error, cel-go returns []";
+/// `matches` is the cel crate's own (standard library), on the regex crate's dialect, where
+/// `\d`, `\w`, `\s` and `\b` are Unicode, `[[]` and `&&` in a class mean set operations, and
+/// repeat counts above 1000 are accepted. retainer's `find` and `findAll` follow RE2.
+const MATCHES: &str = "cel crate: matches uses the regex crate's dialect, not RE2's";
+
+/// Expressions on which retainer knowingly disagrees with kube-apiserver, and why. Every one is
+/// inside the cel crate; retainer's own layer (src/expr/library.rs, semver.rs, sets.rs) has none.
+const KNOWN: &[(&str, &str)] = &[
+    ("'hello mellow'.indexOf('ello', 20)", STRING_OFFSET),
+    ("'hello mellow'.indexOf('ello', 12)", STRING_OFFSET),
+    ("'hello mellow'.lastIndexOf('ello', 12)", STRING_OFFSET),
+    ("'hello mellow'.lastIndexOf('ello', 13)", STRING_OFFSET),
+    ("'%e'.format([1234.5678])", FORMAT),
+    ("'%s'.format([{'a': 1}])", FORMAT),
+    ("'%d'.format([1.5])", FORMAT),
+    ("[1, 2].indexOf(2.0)", NO_TYPE_CHECKER),
+    ("[1, 2].indexOf(2u)", NO_TYPE_CHECKER),
+    ("[1, [2, 3], [4]].flatten()", NO_TYPE_CHECKER),
+    ("[1, [2, [3, 4]]].flatten()", NO_TYPE_CHECKER),
+    ("[1, [2, [3, [4]]]].flatten(2)", NO_TYPE_CHECKER),
+    ("[1, [2, [3, [4]]]].flatten(0)", NO_TYPE_CHECKER),
+    ("[1, [2, [3, [4]]]].flatten(10)", NO_TYPE_CHECKER),
+    (
+        "[{'n': 'b', 'v': 2}, {'n': 'a', 'v': 1}].sortBy(e, e.n)",
+        NO_TYPE_CHECKER,
+    ),
+    (
+        "[{'n': 'b', 'v': 2}, {'n': 'a', 'v': 1}].sortBy(e, e.v).map(e, e.n)",
+        NO_TYPE_CHECKER,
+    ),
+    ("[1, 1.0, 1u].distinct()", NO_TYPE_CHECKER),
+    ("sets.contains([1, 2.0], [2u, 1.0])", NO_TYPE_CHECKER),
+    ("lists.range(-1)", RANGE),
+    ("'١٢٣'.matches('^\\\\d+$')", MATCHES),
+    ("'é'.matches('^\\\\w$')", MATCHES),
+    ("'\\u00A0'.matches('^\\\\s$')", MATCHES),
+    ("'\\v'.matches('^\\\\s$')", MATCHES),
+    ("'é'.matches('\\\\bé')", MATCHES),
+    ("'a[b'.matches('[[]')", MATCHES),
+    ("'a&b'.matches('^a[&&]b$')", MATCHES),
+    ("'a'.matches('a{1001}')", MATCHES),
+];
+
+#[derive(Deserialize)]
+struct File {
+    modules: BTreeMap<String, String>,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    section: String,
+    line: usize,
+    expr: String,
+    value: Option<Json>,
+    error: Option<String>,
+}
+
+fn load() -> File {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/k8s-cel-library/expected.json");
+    let text = std::fs::read_to_string(&path).expect("tests/k8s-cel-library/expected.json");
+    serde_json::from_str(&text).expect("expected.json parses")
+}
+
+/// What kube-apiserver returned, in the form retainer's values are compared with.
+#[derive(Debug)]
+enum Want {
+    Value(Value),
+    Semver(String),
+}
+
+fn want(j: &Json) -> Result<Want, String> {
+    let obj = j
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| format!("not a typed value: {j}"))?;
+    let (tag, v) = obj.iter().next().ok_or("empty typed value")?;
+    if tag == "semver" {
+        return Ok(Want::Semver(v.as_str().ok_or("semver")?.to_string()));
+    }
+    Ok(Want::Value(to_value(j)?))
+}
+
+fn to_value(j: &Json) -> Result<Value, String> {
+    let obj = j
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| format!("not a typed value: {j}"))?;
+    let (tag, v) = obj.iter().next().ok_or("empty typed value")?;
+    Ok(match tag.as_str() {
+        "null" => Value::Null,
+        "bool" => Value::Bool(v.as_bool().ok_or("bool")?),
+        "int" => Value::Int(v.as_i64().ok_or("int")?),
+        "uint" => Value::UInt(v.as_u64().ok_or("uint")?),
+        "double" => Value::Float(match v.as_str().ok_or("double")? {
+            "NaN" => f64::NAN,
+            "Infinity" => f64::INFINITY,
+            "-Infinity" => f64::NEG_INFINITY,
+            other => other.parse().map_err(|e| format!("double {other}: {e}"))?,
+        }),
+        "string" => Value::String(Arc::new(v.as_str().ok_or("string")?.to_string())),
+        "bytes" => Value::Bytes(Arc::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().ok_or("bytes")?)
+                .map_err(|e| e.to_string())?,
+        )),
+        "timestamp" => Value::Timestamp(
+            chrono::DateTime::parse_from_rfc3339(v.as_str().ok_or("timestamp")?)
+                .map_err(|e| e.to_string())?,
+        ),
+        "duration" => {
+            let secs = v["seconds"].as_i64().ok_or("duration seconds")?;
+            let nanos = v["nanos"].as_i64().ok_or("duration nanos")?;
+            Value::Duration(chrono::Duration::seconds(secs) + chrono::Duration::nanoseconds(nanos))
+        }
+        "list" => Value::List(Arc::new(
+            v.as_array()
+                .ok_or("list")?
+                .iter()
+                .map(to_value)
+                .collect::<Result<_, _>>()?,
+        )),
+        other => return Err(format!("no comparison for {other} values")),
+    })
+}
+
+/// Equality that keeps CEL types apart: `1 == 1.0` is true in CEL, but a library returning a
+/// double where Kubernetes returns an int is a difference.
+fn same(want: &Value, got: &Value) -> bool {
+    match (want, got) {
+        (Value::Float(a), Value::Float(b)) => (a.is_nan() && b.is_nan()) || a == b,
+        (Value::List(a), Value::List(b)) => {
+            a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| same(x, y))
+        }
+        (Value::Null, Value::Null) => true,
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::UInt(a), Value::UInt(b)) => a == b,
+        (Value::String(a), Value::String(b)) => a == b,
+        (Value::Bytes(a), Value::Bytes(b)) => a == b,
+        (Value::Timestamp(a), Value::Timestamp(b)) => a == b,
+        (Value::Duration(a), Value::Duration(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Compiles as a policy expression. The fields differ only in the result type they accept, so
+/// the first that accepts this expression's result is used; the compile checks are the same.
+fn compile(expr: &str) -> Result<Compiled, CompileError> {
+    let mut last = None;
+    for field in [Field::Keep, Field::OrderBy, Field::GroupBy, Field::Refs(0)] {
+        match Compiled::compile(field, expr) {
+            Err(e @ CompileError::ResultType { .. }) => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.expect("at least one field was tried"))
+}
+
+fn evaluate(expr: &str) -> Result<Value, String> {
+    let compiled = compile(expr).map_err(|e| format!("compile: {e}"))?;
+    let object = serde_json::json!({});
+    let object = retainer::expr::json_to_val(&object);
+    let vars = Vars {
+        object: &*object,
+        now: chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("a timestamp"),
+        age: chrono::Duration::zero(),
+        group: Some(""),
+        rank: Some(0),
+        group_size: Some(1),
+        referenced_by: None,
+    };
+    compiled.eval(&vars).map_err(|e| e.to_string())
+}
+
+/// `None` when retainer agrees with Kubernetes, else what differs.
+fn difference(case: &Case) -> Option<String> {
+    let got = evaluate(&case.expr);
+    match (&case.error, &case.value, got) {
+        (Some(_), _, Err(_)) => None,
+        (Some(want), _, Ok(v)) => Some(format!("Kubernetes: error '{want}'; retainer: {v:?}")),
+        (None, Some(want), got) => match (want_value(want), got) {
+            (Err(e), _) => Some(format!("expected value unreadable: {e}")),
+            (Ok(want), Err(e)) => Some(format!("Kubernetes: {want:?}; retainer: error '{e}'")),
+            (Ok(Want::Value(w)), Ok(g)) => {
+                (!same(&w, &g)).then(|| format!("Kubernetes: {w:?}; retainer: {g:?}"))
+            }
+            (Ok(Want::Semver(w)), Ok(g)) => {
+                let text = match &g {
+                    Value::Opaque(o) => o.downcast_ref::<Semver>().map(|s| s.0.to_string()),
+                    _ => None,
+                };
+                (text.as_deref() != Some(w.as_str()))
+                    .then(|| format!("Kubernetes: semver {w}; retainer: {g:?}"))
+            }
+        },
+        (None, None, _) => Some("case has neither value nor error".into()),
+    }
+}
+
+fn want_value(j: &Json) -> Result<Want, String> {
+    want(j)
+}
+
+#[test]
+fn kubernetes_libraries_agree_with_kube_apiserver() {
+    let file = load();
+    assert!(
+        file.modules.contains_key("k8s.io/apiserver"),
+        "expected.json records the k8s.io/apiserver it came from"
+    );
+    let known: BTreeMap<&str, &str> = KNOWN.iter().copied().collect();
+    let mut failures = Vec::new();
+    let mut stale = Vec::new();
+    let mut by_section: BTreeMap<&str, usize> = BTreeMap::new();
+    for case in &file.cases {
+        *by_section.entry(case.section.as_str()).or_default() += 1;
+        match (difference(case), known.contains_key(case.expr.as_str())) {
+            (Some(d), false) => failures.push(format!(
+                "cases.txt:{} [{}] {}\n    {d}",
+                case.line, case.section, case.expr
+            )),
+            (None, true) => stale.push(case.expr.clone()),
+            _ => {}
+        }
+    }
+    for (section, n) in &by_section {
+        println!("{n:4}  {section}");
+    }
+    println!("{:4}  total", file.cases.len());
+    let listed_missing: Vec<&str> = known
+        .keys()
+        .filter(|k| !file.cases.iter().any(|c| c.expr == **k))
+        .copied()
+        .collect();
+    assert!(
+        failures.is_empty() && stale.is_empty() && listed_missing.is_empty(),
+        "{} differences from kube-apiserver:\n{}\n\nlisted in KNOWN but agreeing now: {stale:?}\nlisted in KNOWN but not a case: {listed_missing:?}",
+        failures.len(),
+        failures.join("\n"),
+    );
+}
