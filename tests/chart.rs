@@ -104,6 +104,11 @@ fn chart_lints_and_ships_the_crds_of_crds_dir() {
         vec!["--set", "replicas=2"],
         vec!["--set", "targets.secrets=false,targets.oci=false"],
         vec!["--set", "metrics.serviceMonitor.enabled=true"],
+        // tests/monitoring.rs checks their PromQL against a running controller.
+        vec![
+            "--set",
+            "grafanaDashboard.enabled=true,prometheusRule.enabled=true",
+        ],
     ] {
         let mut a = vec!["lint", "--strict", path];
         a.extend(extra.iter().copied());

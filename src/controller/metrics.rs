@@ -1,6 +1,7 @@
 //! Prometheus metrics, `/healthz` and `/readyz`. Labels are bounded: policy, namespace, kind,
 //! result.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use serde_json::Value as Json;
 
 use super::ControllerError;
 use crate::api::{PolicyView, TargetKind};
@@ -60,6 +63,15 @@ pub struct Metrics {
     status_writes: Counter,
     registry_requests: Family<RegistryLabels, Counter>,
     registry_retries: Family<RegistryLabels, Counter>,
+    policy_ready: Family<PolicyLabels, Gauge>,
+    /// The outcome of each policy's last sweep as gauges, for alerts: a counter series is born
+    /// at its first increment, and PromQL's `increase` does not see that first one, so a first
+    /// blocked sweep after a restart would go unnoticed.
+    last_sweep_blocked: Family<PolicyLabels, Gauge>,
+    last_sweep_failed: Family<PolicyLabels, Gauge>,
+    /// Policies with per-policy gauges, so that those of a deleted policy can be dropped: a
+    /// stale `policy_ready` 0 would keep an alert firing for a policy that no longer exists.
+    known: Mutex<HashSet<PolicyLabels>>,
 }
 
 fn labels(p: &PolicyView) -> PolicyLabels {
@@ -88,6 +100,10 @@ impl Metrics {
             status_writes: Counter::default(),
             registry_requests: Family::default(),
             registry_retries: Family::default(),
+            policy_ready: Family::default(),
+            last_sweep_blocked: Family::default(),
+            last_sweep_failed: Family::default(),
+            known: Mutex::new(HashSet::new()),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register("sweeps", "Sweeps by result", m.sweeps.clone());
@@ -137,12 +153,36 @@ impl Metrics {
                 "Registry requests that were retries of a failed one",
                 m.registry_retries.clone(),
             );
+            r.register(
+                "policy_ready",
+                "1 when the policy's Ready condition is True, 0 when False (leader only)",
+                m.policy_ready.clone(),
+            );
+            r.register(
+                "last_sweep_blocked",
+                "1 when the policy's last sweep was refused by abortAbovePercent",
+                m.last_sweep_blocked.clone(),
+            );
+            r.register(
+                "last_sweep_failed",
+                "1 when the policy's last sweep failed or failed in part",
+                m.last_sweep_failed.clone(),
+            );
         }
         m
     }
 
     pub fn sweep(&self, p: &PolicyView, result: &str) {
         let l = labels(p);
+        self.last_sweep_blocked
+            .get_or_create(&l)
+            .set(i64::from(result == "blocked"));
+        self.last_sweep_failed
+            .get_or_create(&l)
+            .set(i64::from(matches!(result, "failed" | "partially_failed")));
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(l.clone());
+        }
         self.sweeps
             .get_or_create(&ResultLabels {
                 policy: l.policy,
@@ -172,6 +212,51 @@ impl Metrics {
         self.errors.get_or_create(&l).set(c.errors);
     }
 
+    /// Sets `policy_ready` from the policy object whose status is being written.
+    pub fn set_ready(&self, policy: &Json, ready: bool) {
+        let s = |p: &str| {
+            policy
+                .pointer(p)
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let l = PolicyLabels {
+            policy: s("/metadata/name"),
+            namespace: s("/metadata/namespace"),
+        };
+        self.policy_ready.get_or_create(&l).set(i64::from(ready));
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(l);
+        }
+    }
+
+    /// Drops the per-policy gauges of policies not among `keys` (`namespace/name`, or `name`
+    /// for a ClusterRetentionPolicy): they were deleted. Counters and histograms stay, as
+    /// Prometheus expects of them.
+    pub fn retain_policies(&self, keys: &[String]) {
+        let Ok(mut known) = self.known.lock() else {
+            return;
+        };
+        known.retain(|l| {
+            let key = if l.namespace.is_empty() {
+                l.policy.clone()
+            } else {
+                format!("{}/{}", l.namespace, l.policy)
+            };
+            if keys.contains(&key) {
+                return true;
+            }
+            self.policy_ready.remove(l);
+            self.last_sweep_blocked.remove(l);
+            self.last_sweep_failed.remove(l);
+            self.candidates.remove(l);
+            self.governed.remove(l);
+            self.errors.remove(l);
+            false
+        });
+    }
+
     pub fn observe_sweep(&self, p: &PolicyView, d: Duration) {
         self.sweep_seconds
             .get_or_create(&labels(p))
@@ -189,20 +274,18 @@ impl Metrics {
     }
 
     /// Adds a registry client's requests (`RequestCounts::take`, so none is counted twice).
+    /// Every kind of a host gets its series at once, at 0 if need be: a series that is absent
+    /// until its first retry makes `rate()` in dashboards and alerts show nothing, not 0.
     pub fn registry_requests(&self, host: &str, t: &RequestTally) {
         for kind in RequestKind::ALL {
             let l = RegistryLabels {
                 host: host.into(),
                 kind: kind.as_str().into(),
             };
-            if t.get(kind) > 0 {
-                self.registry_requests.get_or_create(&l).inc_by(t.get(kind));
-            }
-            if t.retries(kind) > 0 {
-                self.registry_retries
-                    .get_or_create(&l)
-                    .inc_by(t.retries(kind));
-            }
+            self.registry_requests.get_or_create(&l).inc_by(t.get(kind));
+            self.registry_retries
+                .get_or_create(&l)
+                .inc_by(t.retries(kind));
         }
     }
 
@@ -271,4 +354,65 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(ns: &str, name: &str) -> PolicyView {
+        PolicyView {
+            namespace: Some(ns.into()),
+            name: name.into(),
+            generation: None,
+            spec: serde_json::from_value(serde_json::json!({
+                "target": {"kind": "Job"}, "keep": "true", "schedule": "@daily"}))
+            .expect("spec"),
+        }
+    }
+
+    #[test]
+    fn per_policy_gauges_follow_the_last_outcome_and_go_with_the_policy() {
+        let m = Metrics::new();
+        let obj = serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}});
+        m.set_ready(&obj, false);
+        m.sweep(&view("ns", "p"), "blocked");
+        let text = m.encode();
+        assert!(
+            text.contains("retainer_policy_ready{policy=\"p\",namespace=\"ns\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("retainer_last_sweep_blocked{policy=\"p\",namespace=\"ns\"} 1"),
+            "{text}"
+        );
+        m.set_ready(&obj, true);
+        m.sweep(&view("ns", "p"), "partially_failed");
+        let text = m.encode();
+        assert!(
+            text.contains("retainer_policy_ready{policy=\"p\",namespace=\"ns\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("retainer_last_sweep_blocked{policy=\"p\",namespace=\"ns\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("retainer_last_sweep_failed{policy=\"p\",namespace=\"ns\"} 1"),
+            "{text}"
+        );
+        m.retain_policies(&["ns/p".to_string()]);
+        assert!(m.encode().contains("retainer_policy_ready{"));
+        m.retain_policies(&[]);
+        let text = m.encode();
+        assert!(
+            !text.contains("retainer_policy_ready{")
+                && !text.contains("retainer_last_sweep_failed{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("retainer_sweeps_total{"),
+            "counters stay: {text}"
+        );
+    }
 }

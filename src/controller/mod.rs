@@ -313,6 +313,7 @@ async fn reconcile_all(ctx: &mut Ctx) {
         }
     }
     ctx.states.retain(|k, _| seen.contains(k));
+    ctx.metrics.retain_policies(&seen);
 }
 
 fn policy_key(obj: &Json) -> String {
@@ -1066,6 +1067,7 @@ async fn write_status(
     now: Timestamp,
     last_written: &mut Option<Json>,
 ) {
+    ctx.metrics.set_ready(obj, readiness.ready);
     let current: Option<RetentionPolicyStatus> = obj
         .get("status")
         .and_then(|s| serde_json::from_value(s.clone()).ok());
