@@ -68,6 +68,7 @@ const KNOWN: &[(&str, &str)] = &[
     ("[1, 1.0, 1u].distinct()", NO_TYPE_CHECKER),
     ("sets.contains([1, 2.0], [2u, 1.0])", NO_TYPE_CHECKER),
     ("lists.range(-1)", RANGE),
+    ("1.0 == 1", NO_TYPE_CHECKER),
     ("'١٢٣'.matches('^\\\\d+$')", MATCHES),
     ("'é'.matches('^\\\\w$')", MATCHES),
     ("'\\u00A0'.matches('^\\\\s$')", MATCHES),
