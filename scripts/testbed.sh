@@ -5,6 +5,8 @@
 # picked free at `up`, so two test beds (two state directories) never collide.
 #
 #   scripts/testbed.sh build   build or reuse the cached binaries
+#   scripts/testbed.sh build-kyverno
+#                              build or reuse Kyverno's cleanup controller (benchmarks only)
 #   scripts/testbed.sh up      build if needed, start everything, wait until it answers
 #   scripts/testbed.sh down    stop everything this state directory started
 #   scripts/testbed.sh env     print the shell exports tests and tools use
@@ -483,8 +485,57 @@ cmd_restart() { # component [signal]
   cmd_start "$1"
 }
 
+# ---------------------------------------------------------------------------------------------
+# Kyverno (benchmarks only; not part of `build`, so CI never builds it): its cleanup controller,
+# which reconciles DeletingPolicy, built from its Go module, and the CRDs it reads.
+#
+#   scripts/testbed.sh build-kyverno   build or reuse $CACHE/kyverno-$KYVERNO_VERSION/{bin,crds}
+#
+# bench/kyverno.sh starts and stops it against a running bed.
+
+KYVERNO_VERSION=${KYVERNO_VERSION:-v1.19.1}
+KYVERNO_DIR=$CACHE/kyverno-$KYVERNO_VERSION
+
+build_kyverno() {
+  local stamp=$KYVERNO_DIR/bin/.version
+  if [ -x "$KYVERNO_DIR/bin/cleanup-controller" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$KYVERNO_VERSION" ] \
+    && [ -d "$KYVERNO_DIR/crds" ]; then
+    return 0
+  fi
+  log "building Kyverno's cleanup controller $KYVERNO_VERSION from its Go module (first time: 10-30 minutes)"
+  local src=$CACHE/src/kyverno-$KYVERNO_VERSION mod=github.com/kyverno/kyverno
+  rm -rf "$src" && mkdir -p "$src" "$KYVERNO_DIR/bin"
+  (
+    cd "$src"
+    go mod init retainer.dev/testbed/kyverno >/dev/null 2>&1
+    local json gomod dir
+    json=$(go mod download -json "$mod@$KYVERNO_VERSION")
+    gomod=$(printf '%s\n' "$json" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    dir=$(printf '%s\n' "$json" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    [ -f "$gomod" ] && [ -d "$dir" ] || die "could not download $mod@$KYVERNO_VERSION"
+    # Replace directives apply only in the main module: carry Kyverno's own (a fork of
+    # k8s.io/pod-security-admission) into the wrapper, read from its go.mod.
+    local reps
+    reps=$(awk '/^replace \(/ {b=1; next} b && /^\)/ {b=0; next} b {print; next} /^replace / {sub(/^replace /, ""); print}' "$gomod")
+    if [ -n "$reps" ]; then
+      { echo; echo "replace ("; printf '\t%s\n' "$reps" | sed 's/^\t\t*/\t/'; echo ")"; } >>go.mod
+      log "carried $(printf '%s\n' "$reps" | grep -c '=>') replace line(s) from Kyverno's go.mod"
+    fi
+    go get "$mod@$KYVERNO_VERSION" "$mod/cmd/cleanup-controller@$KYVERNO_VERSION"
+    go build -trimpath -ldflags "-s -w -X $mod/pkg/version.BuildVersion=$KYVERNO_VERSION" \
+      -o "$KYVERNO_DIR/bin/cleanup-controller.tmp" "$mod/cmd/cleanup-controller"
+    mv "$KYVERNO_DIR/bin/cleanup-controller.tmp" "$KYVERNO_DIR/bin/cleanup-controller"
+    rm -rf "$KYVERNO_DIR/crds" && mkdir -p "$KYVERNO_DIR/crds"
+    cp -r "$dir"/config/crds/. "$KYVERNO_DIR/crds/"
+    chmod -R u+w "$KYVERNO_DIR/crds"
+  )
+  echo "$KYVERNO_VERSION" >"$stamp"
+  log "Kyverno $KYVERNO_VERSION ready under $KYVERNO_DIR"
+}
+
 case "${1:-}" in
   build) cmd_build ;;
+  build-kyverno) build_kyverno ;;
   up) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
@@ -493,5 +544,5 @@ case "${1:-}" in
   kill) shift; cmd_kill "$@" ;;
   start) shift; cmd_start "$@" ;;
   restart) shift; cmd_restart "$@" ;;
-  *) echo "usage: $0 build|up|down|env|status|kcm [FLAGS...]|kill|start|restart COMPONENT" >&2; exit 2 ;;
+  *) echo "usage: $0 build|build-kyverno|up|down|env|status|kcm [FLAGS...]|kill|start|restart COMPONENT" >&2; exit 2 ;;
 esac
