@@ -316,9 +316,13 @@ fn sum<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
                 Value::UInt(a.checked_add(*b).ok_or_else(overflow)?)
             }
             (Some(Value::Float(a)), Value::Float(b)) => Value::Float(a + b),
-            (Some(Value::Duration(a)), Value::Duration(b)) => {
-                Value::Duration(a.checked_add(b).ok_or_else(overflow)?)
-            }
+            // A CEL duration is a signed 64-bit count of nanoseconds, a narrower range than
+            // chrono's, so the sum must also fit in that.
+            (Some(Value::Duration(a)), Value::Duration(b)) => Value::Duration(
+                a.checked_add(b)
+                    .filter(|d| d.num_nanoseconds().is_some())
+                    .ok_or_else(overflow)?,
+            ),
             (Some(a), b) => return Err(not_comparable("sum", &a, b)),
             (None, b) => {
                 return Err(ExecutionError::function_error(
@@ -332,16 +336,21 @@ fn sum<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
 }
 
 /// Sorted unless some element is greater than the next; neighbours that do not order against
-/// each other (different types) do not unsort the list, as in Kubernetes.
+/// each other (different types) do not unsort the list, as in Kubernetes. Elements are checked
+/// in order, so a list already found unsorted is `false` even if a later element cannot order.
 fn is_sorted<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     let items = list_items("isSorted", &*args[0])?;
-    if let Some(v) = items.iter().find(|v| !orders(v)) {
-        return Err(does_not_order("isSorted", v));
+    let mut prev: Option<&Value> = None;
+    for item in items.iter() {
+        if !orders(item) {
+            return Err(does_not_order("isSorted", item));
+        }
+        if prev.is_some_and(|p| compare(p, item) == Some(Ordering::Greater)) {
+            return ret(Value::Bool(false));
+        }
+        prev = Some(item);
     }
-    let unsorted = items
-        .windows(2)
-        .any(|pair| compare(&pair[0], &pair[1]) == Some(Ordering::Greater));
-    ret(Value::Bool(!unsorted))
+    ret(Value::Bool(true))
 }
 
 fn position<'b, 'v>(args: Args<'b, 'v>, name: &str, last: bool) -> Ret<'b, 'v> {
@@ -368,8 +377,9 @@ fn last_index_of<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
 /// nested class inside a class, which the regex crate allows), escapes a `[` inside a class that
 /// does not open a POSIX class (`[[]` is a class of `[` in RE2, a nested class here) and the
 /// class set operators `&&` and `~~` that RE2 reads literally. (`--` is left alone: in RE2 it
-/// can end a range, as in `[+--]`.) RE2 also refuses a repeat count above 1000, which the
-/// regex crate accepts.
+/// can end a range, as in `[+--]`.) RE2 also refuses a repeat count above 1000, reads a brace
+/// that is no repeat count as a literal, and has `\Q...\E` quoting and octal escapes; the regex
+/// crate differs on each.
 fn re2_pattern(pattern: &str) -> Result<String, String> {
     const DIGIT: &str = "[0-9]";
     const NOT_DIGIT: &str = "[^0-9]";
@@ -394,6 +404,52 @@ fn re2_pattern(pattern: &str) -> Result<String, String> {
                 Some('S') => out.push_str(NOT_SPACE),
                 Some('b') if !in_class => out.push_str("(?-u:\\b)"),
                 Some('B') if !in_class => out.push_str("(?-u:\\B)"),
+                // RE2's \Q...\E (or \Q to the end), outside a class only, is literal text, which
+                // the regex crate lacks: its punctuation is escaped instead.
+                Some('Q') if !in_class => {
+                    let rest: String = chars.clone().collect();
+                    let (literal, consumed) = match rest.find("\\E") {
+                        Some(i) => (&rest[..i], rest[..i].chars().count() + 2),
+                        None => (rest.as_str(), rest.chars().count()),
+                    };
+                    for l in literal.chars() {
+                        if l.is_ascii_punctuation() {
+                            out.push('\\');
+                        }
+                        out.push(l);
+                    }
+                    for _ in 0..consumed {
+                        chars.next();
+                    }
+                }
+                // Octal: \0 with up to two more digits, or two or three digits starting 1-7
+                // (one digit 1-7 alone would be a backreference, which both refuse).
+                Some(first @ '0'..='7')
+                    if first == '0' || chars.peek().is_some_and(|c| ('0'..='7').contains(c)) =>
+                {
+                    let mut code = first.to_digit(8).unwrap_or(0);
+                    for _ in 0..2 {
+                        match chars.peek().and_then(|c| c.to_digit(8)) {
+                            Some(d) => {
+                                code = code * 8 + d;
+                                chars.next();
+                            }
+                            None => break,
+                        }
+                    }
+                    out.push_str(&format!("\\x{{{code:X}}}"));
+                }
+                // \p{Greek}, \x{e9}: the braces belong to the escape, not a repeat.
+                Some(e @ ('p' | 'P' | 'x')) if chars.peek() == Some(&'{') => {
+                    out.push('\\');
+                    out.push(e);
+                    for b in chars.by_ref() {
+                        out.push(b);
+                        if b == '}' {
+                            break;
+                        }
+                    }
+                }
                 Some(other) => {
                     out.push('\\');
                     out.push(other);
