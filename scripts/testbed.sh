@@ -5,6 +5,8 @@
 # picked free at `up`, so two test beds (two state directories) never collide.
 #
 #   scripts/testbed.sh build   build or reuse the cached binaries
+#   scripts/testbed.sh build-kstatus
+#                              only (re)build tools/kstatus, a step of `build`
 #   scripts/testbed.sh build-kyverno
 #                              build or reuse Kyverno's cleanup controller (benchmarks only)
 #   scripts/testbed.sh up      build if needed, start everything, wait until it answers
@@ -33,6 +35,8 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 OLAREG_VERSION=${OLAREG_VERSION:-v0.1.2}
 CRANE_VERSION=${CRANE_VERSION:-v0.22.1}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+# tools/kstatus (kstatus of an object, as GitOps tools compute it) pins this in its go.mod.
+CLI_UTILS_VERSION=v0.37.2
 DISTRIBUTION_DEB=${DISTRIBUTION_DEB:-docker-registry}
 # The throw-away account of the test bed's authenticated registry.
 REGISTRY_USER=retainer
@@ -137,6 +141,17 @@ go_build_module_tool() { # name module version package-dir
   echo "$mod@$ver" >"$stamp"
 }
 
+# tools/kstatus is this repository's own program; it is rebuilt when its sources change.
+build_kstatus() {
+  local dir=$ROOT/tools/kstatus stamp=$TOOLS_BIN/.kstatus.version key
+  key="sigs.k8s.io/cli-utils@$CLI_UTILS_VERSION $(cat "$dir/go.mod" "$dir/go.sum" "$dir"/*.go | sha256sum | cut -c1-16)"
+  if [ -x "$TOOLS_BIN/kstatus" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then return 0; fi
+  log "building tools/kstatus (sigs.k8s.io/cli-utils $CLI_UTILS_VERSION)"
+  mkdir -p "$TOOLS_BIN"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/kstatus" .)
+  echo "$key" >"$stamp"
+}
+
 build_distribution() {
   local stamp=$TOOLS_BIN/.docker-registry.version
   [ -x "$TOOLS_BIN/docker-registry" ] && [ -f "$stamp" ] && return 0
@@ -165,6 +180,7 @@ cmd_build() {
   go_build_module_tool olareg github.com/olareg/olareg "$OLAREG_VERSION" ./cmd/olareg
   go_install_tool crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
   go_install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  build_kstatus
   build_distribution
   build_kubernetes
   log "binaries ready under $CACHE"
@@ -535,6 +551,7 @@ build_kyverno() {
 
 case "${1:-}" in
   build) cmd_build ;;
+  build-kstatus) build_kstatus ;;
   build-kyverno) build_kyverno ;;
   up) cmd_up ;;
   down) cmd_down ;;

@@ -9,6 +9,11 @@ use crate::engine::{Evaluation, ObjectId, PolicyError, Verdict};
 
 pub const READY: &str = "Ready";
 pub const SWEPT: &str = "Swept";
+/// kstatus's abnormal-true condition: True when the controller cannot make progress until the
+/// policy is edited. GitOps tools compute health with kstatus, which reads `Ready=False` as
+/// InProgress (it may yet become ready) and only `Stalled=True` as Failed; without it an invalid
+/// policy would leave a sync waiting for its timeout instead of failing at once.
+pub const STALLED: &str = "Stalled";
 
 /// Reasons of the Ready condition.
 pub mod ready {
@@ -40,6 +45,17 @@ pub fn policy_error_reason(e: &PolicyError) -> &'static str {
         PolicyError::InvalidSchedule(_) => ready::INVALID_SCHEDULE,
         PolicyError::InvalidTarget(_) => ready::INVALID_TARGET,
     }
+}
+
+/// Whether a Ready=False reason needs the policy edited (Stalled) rather than time: an invalid
+/// expression, schedule or target fails the same way on every attempt. An unreachable target,
+/// a refused list or missing credentials can mend without an edit (RBAC granted, a registry
+/// back, a Secret created), so those stay InProgress to kstatus.
+pub fn stalls(reason: &str) -> bool {
+    matches!(
+        reason,
+        ready::INVALID_EXPRESSION | ready::INVALID_SCHEDULE | ready::INVALID_TARGET
+    )
 }
 
 /// Whether the policy can be used, and why not.
@@ -185,6 +201,22 @@ pub fn desired_status(input: StatusInput<'_>) -> RetentionPolicyStatus {
             input.now,
         ),
     );
+    if !r.ready && stalls(r.reason) {
+        set_condition(
+            &mut conditions,
+            condition(
+                STALLED,
+                true,
+                r.reason,
+                &r.message,
+                input.generation,
+                input.now,
+            ),
+        );
+    } else {
+        // Abnormal-true: absent rather than False once the policy can make progress again.
+        conditions.retain(|c| c.type_ != STALLED);
+    }
     if let Some(s) = input.sweep {
         set_condition(
             &mut conditions,
@@ -359,5 +391,76 @@ mod tests {
                 .map(|c| c.reason.as_str()),
             Some("Completed")
         );
+    }
+
+    fn conditions_of(
+        readiness: &Readiness,
+        previous: Option<&RetentionPolicyStatus>,
+    ) -> RetentionPolicyStatus {
+        desired_status(StatusInput {
+            previous,
+            generation: Some(2),
+            readiness,
+            evaluation: None,
+            sweep: None,
+            next_sweep: None,
+            now: ts("2026-01-10T00:00:00Z"),
+        })
+    }
+
+    fn find<'a>(s: &'a RetentionPolicyStatus, type_: &str) -> Option<&'a Condition> {
+        s.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    #[test]
+    fn an_invalid_policy_is_stalled_and_an_unavailable_target_is_not() {
+        for reason in [
+            ready::INVALID_EXPRESSION,
+            ready::INVALID_SCHEDULE,
+            ready::INVALID_TARGET,
+        ] {
+            let r = Readiness {
+                ready: false,
+                reason,
+                message: "spec.keep: syntax error".into(),
+            };
+            let st = conditions_of(&r, None);
+            let stalled = find(&st, STALLED).expect("Stalled");
+            let ready = find(&st, READY).expect("Ready");
+            assert_eq!(stalled.status, "True");
+            assert_eq!(
+                (stalled.reason.as_str(), stalled.message.as_str()),
+                (ready.reason.as_str(), ready.message.as_str())
+            );
+            assert_eq!(stalled.observed_generation, Some(2));
+        }
+        for reason in [ready::TARGET_UNAVAILABLE, ready::CREDENTIALS_ERROR] {
+            let r = Readiness {
+                ready: false,
+                reason,
+                message: "refused".into(),
+            };
+            let st = conditions_of(&r, None);
+            assert!(
+                find(&st, STALLED).is_none(),
+                "{reason} can mend without an edit"
+            );
+            assert_eq!(find(&st, READY).map(|c| c.status.as_str()), Some("False"));
+        }
+    }
+
+    #[test]
+    fn stalled_goes_away_once_the_policy_is_fixed() {
+        let broken = conditions_of(
+            &Readiness::invalid(&PolicyError::InvalidTarget("x".into())),
+            None,
+        );
+        assert!(find(&broken, STALLED).is_some());
+        let fixed = conditions_of(&Readiness::valid(&eval(1)), Some(&broken));
+        assert!(find(&fixed, STALLED).is_none(), "{:?}", fixed.conditions);
+        assert_eq!(find(&fixed, READY).map(|c| c.status.as_str()), Some("True"));
+        // A policy that was never stalled has no Stalled condition at all.
+        let ok = conditions_of(&Readiness::valid(&eval(1)), None);
+        assert!(find(&ok, STALLED).is_none());
     }
 }
