@@ -95,9 +95,23 @@ struct Case {
 }
 
 fn load() -> File {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/k8s-cel-library/expected.json");
-    let text = std::fs::read_to_string(&path).expect("tests/k8s-cel-library/expected.json");
-    serde_json::from_str(&text).expect("expected.json parses")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/k8s-cel-library");
+    let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
+    let file: File = serde_json::from_str(&text).expect("expected.json parses");
+    // The expected values must come from the cases as they are now, or an edited case would be
+    // compared with an old answer.
+    let cases = std::fs::read_to_string(dir.join("cases.txt")).expect("cases.txt");
+    let exprs: Vec<&str> = cases
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let generated: Vec<&str> = file.cases.iter().map(|c| c.expr.as_str()).collect();
+    assert!(
+        exprs == generated,
+        "tests/k8s-cel-library/expected.json is stale: run `make k8s-cel-library`"
+    );
+    file
 }
 
 /// What kube-apiserver returned, in the form retainer's values are compared with.
@@ -217,7 +231,7 @@ fn difference(case: &Case) -> Option<String> {
     match (&case.error, &case.value, got) {
         (Some(_), _, Err(_)) => None,
         (Some(want), _, Ok(v)) => Some(format!("Kubernetes: error '{want}'; retainer: {v:?}")),
-        (None, Some(want), got) => match (want_value(want), got) {
+        (None, Some(want), got) => match (want(want), got) {
             (Err(e), _) => Some(format!("expected value unreadable: {e}")),
             (Ok(want), Err(e)) => Some(format!("Kubernetes: {want:?}; retainer: error '{e}'")),
             (Ok(Want::Value(w)), Ok(g)) => {
@@ -234,10 +248,6 @@ fn difference(case: &Case) -> Option<String> {
         },
         (None, None, _) => Some("case has neither value nor error".into()),
     }
-}
-
-fn want_value(j: &Json) -> Result<Want, String> {
-    want(j)
 }
 
 #[test]
@@ -266,6 +276,14 @@ fn kubernetes_libraries_agree_with_kube_apiserver() {
         println!("{n:4}  {section}");
     }
     println!("{:4}  total", file.cases.len());
+    // docs/cel.md states the totals; keep it true.
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cel.md"))
+        .expect("docs/cel.md");
+    let totals = format!("| **{}** | **{}** |", file.cases.len(), KNOWN.len());
+    assert!(
+        docs.contains(&totals),
+        "docs/cel.md's table of Kubernetes libraries should end with `{totals}`"
+    );
     let listed_missing: Vec<&str> = known
         .keys()
         .filter(|k| !file.cases.iter().any(|c| c.expr == **k))
