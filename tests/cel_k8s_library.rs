@@ -121,7 +121,7 @@ enum Want {
     Semver(String),
 }
 
-fn want(j: &Json) -> Result<Want, String> {
+fn expected(j: &Json) -> Result<Want, String> {
     let obj = j
         .as_object()
         .filter(|o| o.len() == 1)
@@ -231,7 +231,7 @@ fn difference(case: &Case) -> Option<String> {
     match (&case.error, &case.value, got) {
         (Some(_), _, Err(_)) => None,
         (Some(want), _, Ok(v)) => Some(format!("Kubernetes: error '{want}'; retainer: {v:?}")),
-        (None, Some(want), got) => match (want(want), got) {
+        (None, Some(want), got) => match (expected(want), got) {
             (Err(e), _) => Some(format!("expected value unreadable: {e}")),
             (Ok(want), Err(e)) => Some(format!("Kubernetes: {want:?}; retainer: error '{e}'")),
             (Ok(Want::Value(w)), Ok(g)) => {
