@@ -262,3 +262,83 @@ async fn kubectl_retainer_plan_and_explain_verdict_read_the_cluster() {
     let _ = std::fs::remove_dir_all(dir);
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn explain_verdict_names_oci_artifacts_by_tag_and_digest() {
+    let bed = Bed::new("plugin-oci").await;
+    let reg = registry("olareg");
+    let repo = unique("plugin/app");
+    let old = push_image(
+        &reg,
+        &repo,
+        "1.0.0",
+        &unique("a"),
+        "2026-01-01T00:00:00Z",
+        None,
+    )
+    .await;
+    let new = push_image(
+        &reg,
+        &repo,
+        "2.0.0",
+        &unique("b"),
+        "2026-02-01T00:00:00Z",
+        None,
+    )
+    .await;
+    let dir = plugin_dir();
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: retainer.dev/v1alpha1\nkind: RetentionPolicy\nmetadata: {{name: images, namespace: {}}}\nspec:\n  target: {{kind: OCIArtifact, registry: {{url: 'http://{reg}', repositories: ['{repo}']}}}}\n  keep: 'rank < 1'\n  schedule: '@daily'\n",
+            bed.ns
+        ),
+    )
+    .expect("write policy");
+    let policy = policy.to_str().expect("utf-8 path");
+    let plan: Value = serde_json::from_str(&ok(
+        "kubectl retainer plan -f",
+        &kubectl_retainer(&dir, &["plan", "-f", policy, "-o", "json"]).await,
+    ))
+    .expect("json");
+    let by_digest = |d: &str| {
+        plan["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["digest"] == d)
+            .cloned()
+            .unwrap_or_else(|| panic!("{d} not in {plan:#}"))
+    };
+    for (how, which, digest, verdict, rank) in [
+        ("--tag", "1.0.0", &old, "delete", 1),
+        ("--digest", new.as_str(), &new, "keep", 0),
+    ] {
+        let e: Value = serde_json::from_str(&ok(
+            "kubectl retainer explain-verdict (OCI)",
+            &kubectl_retainer(
+                &dir,
+                &["explain-verdict", "-f", policy, how, which, "-o", "json"],
+            )
+            .await,
+        ))
+        .expect("json");
+        assert_eq!(e["result"], by_digest(digest), "{e:#}");
+        assert_eq!(e["result"]["verdict"], verdict, "{e:#}");
+        assert_eq!(e["group"], json!(repo), "{e:#}");
+        assert_eq!(
+            (e["rank"].as_i64(), e["groupSize"].as_i64()),
+            (Some(rank), Some(2))
+        );
+    }
+    // Naming a Job under an OCI policy is refused with what to use instead.
+    let out = kubectl_retainer(&dir, &["explain-verdict", "-f", policy, "--object", "x"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--digest or --tag"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    bed.cleanup().await;
+}
