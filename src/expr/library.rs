@@ -2,7 +2,8 @@
 //! `isSorted`, `indexOf`, `lastIndexOf`, and the regex functions `find` and `findAll`.
 
 use std::cmp::Ordering;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use cel::common::types::{BOOL_TYPE, DYN_TYPE, INT_TYPE, LIST_TYPE, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
@@ -512,11 +513,31 @@ fn re2_pattern(pattern: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Compiled patterns, by their text. A policy applies the same literal pattern to every object
+/// of a sweep, and compiling costs far more than matching; the bound keeps patterns built from
+/// object data from growing the map without limit.
+static REGEXES: LazyLock<Mutex<HashMap<String, regex::Regex>>> = LazyLock::new(Default::default);
+const MAX_CACHED_REGEXES: usize = 256;
+
 fn compile_regex(function: &str, pattern: &str) -> Result<regex::Regex, ExecutionError> {
+    // A poisoned lock only means another evaluation panicked while holding it; a map of
+    // compiled patterns is valid at every step, so it is used as is.
+    let cache = || REGEXES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = cache().get(pattern) {
+        // Cloning a Regex shares its compiled program.
+        return Ok(re.clone());
+    }
     let invalid =
         |e: String| ExecutionError::function_error(function, format!("invalid regex: {e}"));
-    let pattern = re2_pattern(pattern).map_err(invalid)?;
-    regex::Regex::new(&pattern).map_err(|e| invalid(e.to_string()))
+    let translated = re2_pattern(pattern).map_err(invalid)?;
+    // Compiled without the lock held, so other evaluations are not kept waiting.
+    let re = regex::Regex::new(&translated).map_err(|e| invalid(e.to_string()))?;
+    let mut cache = cache();
+    if cache.len() >= MAX_CACHED_REGEXES {
+        cache.clear();
+    }
+    cache.insert(pattern.to_string(), re.clone());
+    Ok(re)
 }
 
 fn find<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
