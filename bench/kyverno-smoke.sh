@@ -60,9 +60,9 @@ done
 
 log=$(kyverno_state)/cleanup-controller.log
 last=$(kubectl get deletingpolicy "$POLICY" -o jsonpath='{.status.lastExecutionTime}')
-echo "policy status.lastExecutionTime: ${last:-none}"
-echo "cleanup-controller log, 'resource matched, it will be deleted': $(grep -c 'resource matched, it will be deleted' "$log" || true) lines"
-grep 'resource matched, it will be deleted' "$log" | head -2 || true
+# At the default log level the deleting controller logs nothing per object; its status has
+# only the time of the last run.
+echo "policy status: lastExecutionTime=${last:-none}"
 kubectl delete deletingpolicy "$POLICY" --ignore-not-found >/dev/null
 if [ "$ok" = 1 ] && [ "$(count running)" = "$RUNNING" ]; then
   echo "PASS: Kyverno $KYVERNO_VERSION deleted all $FINISHED finished Jobs and kept the $RUNNING unfinished ones"
