@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use cel::Value;
+use cel::objects::OptionalValue;
 use retainer::expr::{CompileError, Compiled, Field, Semver, Vars};
 use serde::Deserialize;
 use serde_json::Value as Json;
@@ -172,6 +173,11 @@ fn to_value(j: &Json) -> Result<Value, String> {
                 .map(to_value)
                 .collect::<Result<_, _>>()?,
         )),
+        "optional" => Value::Opaque(Arc::new(if v.is_null() {
+            OptionalValue::none()
+        } else {
+            OptionalValue::of(to_value(v)?)
+        })),
         other => return Err(format!("no comparison for {other} values")),
     })
 }
@@ -192,6 +198,19 @@ fn same(want: &Value, got: &Value) -> bool {
         (Value::Bytes(a), Value::Bytes(b)) => a == b,
         (Value::Timestamp(a), Value::Timestamp(b)) => a == b,
         (Value::Duration(a), Value::Duration(b)) => a == b,
+        (Value::Opaque(a), Value::Opaque(b)) => {
+            match (
+                a.downcast_ref::<OptionalValue>(),
+                b.downcast_ref::<OptionalValue>(),
+            ) {
+                (Some(a), Some(b)) => match (a.value(), b.value()) {
+                    (Some(x), Some(y)) => same(x, y),
+                    (None, None) => true,
+                    _ => false,
+                },
+                _ => false,
+            }
+        }
         _ => false,
     }
 }
