@@ -473,4 +473,34 @@ mod tests {
         assert_eq!(go_duration(61), "1m1s");
         assert_eq!(go_duration(90061), "25h1m1s");
     }
+
+    #[test]
+    fn a_cluster_policy_needs_the_namespace_when_a_name_is_in_two() {
+        let policy = "apiVersion: retainer.dev/v1alpha1\nkind: ClusterRetentionPolicy\nmetadata: {name: c}\nspec:\n  target: {kind: Secret}\n  keep: 'false'\n  schedule: '@daily'\n";
+        let docs = parse_documents("c", policy).unwrap();
+        let policy = CompiledPolicy::compile(policy_from_document("c", &docs[0]).unwrap()).unwrap();
+        let objects = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: a}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: b}\n";
+        let inputs = read_objects(&policy, "objects", objects).unwrap();
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let wanted = |namespace: Option<&str>| Wanted::Object {
+            kind: Some("secret".into()),
+            namespace: namespace.map(String::from),
+            name: "s".into(),
+        };
+        match explain(&policy, &inputs, now, &wanted(None)) {
+            Err(ExplainError::Ambiguous { count, names, .. }) => {
+                assert_eq!((count, names.as_str()), (2, "a/s, b/s"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = explain(&policy, &inputs, now, &wanted(Some("b"))).unwrap();
+        assert_eq!(e.label, "Secret b/s");
+        assert_eq!(e.result.unwrap().reason, "no term of keep held");
+        assert_eq!(
+            explain(&policy, &inputs, now, &wanted(Some("c"))),
+            Err(ExplainError::NotFound {
+                what: "Secret c/s".into()
+            })
+        );
+    }
 }

@@ -103,6 +103,34 @@ async fn kubectl_runs_check_and_help_as_a_plugin() {
         &kubectl_retainer(&dir, &["plan", "--help"]).await,
     );
     assert!(help.contains("Usage: kubectl retainer plan"), "{help}");
+    // The krew manifest installs this binary under the plugin's name.
+    let manifest: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(format!("{root}/plugins/krew/retainer.yaml"))
+            .expect("plugins/krew/retainer.yaml"),
+    )
+    .expect("the krew manifest parses");
+    assert_eq!(
+        manifest["apiVersion"],
+        "krew.googlecontainertools.github.com/v1alpha2"
+    );
+    assert_eq!(manifest["kind"], "Plugin");
+    assert_eq!(manifest["metadata"]["name"], "retainer");
+    assert_eq!(
+        manifest["spec"]["version"],
+        format!("v{}", env!("CARGO_PKG_VERSION"))
+    );
+    for p in manifest["spec"]["platforms"].as_array().expect("platforms") {
+        assert_eq!(p["bin"], "kubectl-retainer");
+        assert!(
+            p["files"]
+                .as_array()
+                .expect("files")
+                .iter()
+                .any(|f| f["from"] == "retainer" && f["to"] == "kubectl-retainer"),
+            "{p}"
+        );
+        assert_eq!(p["sha256"].as_str().map(str::len), Some(64), "{p}");
+    }
     // Invoked under its own name, the binary still calls itself retainer.
     let help = ok("retainer --help", &retainer(&["--help"]).await);
     assert!(help.contains("Usage: retainer"), "{help}");
