@@ -148,6 +148,14 @@ pub enum CompileError {
         column: usize,
     },
     #[error(
+        "{field}: the expression is {chars} characters long; at most {MAX_SOURCE_CHARS} are accepted"
+    )]
+    TooLong { field: String, chars: usize },
+    #[error(
+        "{field}: the expression nests more than {MAX_DEPTH} levels deep (each operator, call, index and bracket is one); bracket parts of long chains such as a + b + c + ... so that evaluation stays within the stack"
+    )]
+    TooNested { field: String, depth: usize },
+    #[error(
         "{field}: macros such as all, exists, map and filter are nested {depth} deep at line {line}, column {column}; at most {MAX_NESTED_MACROS} may be nested, so that evaluation cost stays bounded"
     )]
     TooDeep {
@@ -158,6 +166,19 @@ pub enum CompileError {
     },
 }
 
+/// The longest expression accepted, in characters: cel-go's default limit, far beyond any policy.
+pub const MAX_SOURCE_CHARS: usize = 100_000;
+
+/// The deepest expression tree accepted (every operator, call, index and bracket is a level):
+/// the depth cel-go's parser allows by default. The cel crate parses, evaluates and drops trees
+/// by recursion, so a chain such as `1 + 1 + ... + 1` of a few thousand terms overflows a 2 MiB
+/// thread stack, and a stack overflow aborts the process: one policy could crash every replica.
+pub const MAX_DEPTH: usize = 250;
+
+/// Stack for parsing, which recurses before the depth can be checked: ample for the longest
+/// accepted source (a stack is reserved address space, only the touched part costs memory).
+const PARSE_STACK: usize = 64 << 20;
+
 /// How deep comprehensions (all, exists, exists_one, map, filter) may nest inside each other's
 /// loop bodies. Each level multiplies the work by the size of a list read from the object, so
 /// three levels over a label map or a split name already cost millions of steps per object;
@@ -167,6 +188,67 @@ pub const MAX_NESTED_MACROS: usize = 2;
 /// The largest `lists.range(n)`: the extension allows a million, which nested once is a
 /// trillion steps.
 pub const MAX_RANGE: i64 = 1000;
+
+/// Parses `source` in the shared environment, refusing what the stack could not hold.
+fn parse(field: Field, source: &str) -> Result<Program, CompileError> {
+    let chars = source.chars().count();
+    if chars > MAX_SOURCE_CHARS {
+        return Err(CompileError::TooLong {
+            field: field.path(),
+            chars,
+        });
+    }
+    let run = || {
+        let program = env().compile(source).map_err(|e| {
+            let first = e.errors.first();
+            CompileError::Syntax {
+                field: field.path(),
+                line: first.map(|e| e.pos.0).unwrap_or(1),
+                column: first.map(|e| e.pos.1).unwrap_or(1),
+                message: first
+                    .map(|e| e.msg.clone())
+                    .unwrap_or_else(|| e.to_string()),
+            }
+        })?;
+        let depth = depth(program.expression());
+        if depth > MAX_DEPTH {
+            // Dropped here, on the large stack: dropping recurses as deeply as parsing.
+            return Err(CompileError::TooNested {
+                field: field.path(),
+                depth,
+            });
+        }
+        Ok(program)
+    };
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("cel-parse".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, run)
+        {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: parse here rather than refuse a valid policy. Sources of
+            // ordinary size parse in a few kilobytes of stack.
+            Err(_) => run(),
+        }
+    })
+}
+
+/// The depth of the tree, walked without recursion; stops counting past MAX_DEPTH.
+fn depth(root: &IdedExpr) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(root, 1)];
+    while let Some((e, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        if deepest > MAX_DEPTH {
+            break;
+        }
+        stack.extend(children(e).into_iter().map(|c| (c, d + 1)));
+    }
+    deepest
+}
 
 /// A user's expression failing on one object at evaluation time. The object is kept.
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -218,18 +300,7 @@ pub struct Compiled {
 
 impl Compiled {
     pub fn compile(field: Field, source: &str) -> Result<Compiled, CompileError> {
-        let env = env();
-        let program = env.compile(source).map_err(|e| {
-            let first = e.errors.first();
-            CompileError::Syntax {
-                field: field.path(),
-                line: first.map(|e| e.pos.0).unwrap_or(1),
-                column: first.map(|e| e.pos.1).unwrap_or(1),
-                message: first
-                    .map(|e| e.msg.clone())
-                    .unwrap_or_else(|| e.to_string()),
-            }
-        })?;
+        let program = parse(field, source)?;
         check_references(field, source, &program)?;
         check_nesting(field, source, &program)?;
         if let Some(got) = static_type(&program.expression().expr)

@@ -520,3 +520,28 @@ fn error_messages_do_not_depend_on_hash_order() {
     let long = Value::String(std::sync::Arc::new("x".repeat(200)));
     assert_eq!(message::show(&long).chars().count(), 80);
 }
+
+#[test]
+fn chains_too_deep_for_the_stack_are_refused_not_crashed_on() {
+    // Thousands of chained operators overflow the interpreter's stack when evaluated; tens of
+    // thousands overflow the parser's.
+    for terms in [MAX_DEPTH + 1, 3_000, 12_000] {
+        let src = format!("{} == 0", vec!["1"; terms].join("+"));
+        let err = Compiled::compile(Field::Keep, &src).unwrap_err();
+        assert!(
+            matches!(err, CompileError::TooNested { .. }),
+            "{terms}: {err}"
+        );
+    }
+    let src = format!("{} == 0", vec!["1"; 100].join(" + "));
+    assert!(Compiled::compile(Field::Keep, &src).is_ok());
+    // Brackets flatten a chain: the same sum in groups of ten stays shallow.
+    let group = format!("({})", ["1"; 10].join(" + "));
+    let src = format!("{} == 0", vec![group.as_str(); 100].join(" + "));
+    assert!(Compiled::compile(Field::Keep, &src).is_ok());
+    let long = format!("'{}' == ''", "x".repeat(MAX_SOURCE_CHARS));
+    assert!(matches!(
+        Compiled::compile(Field::Keep, &long),
+        Err(CompileError::TooLong { .. })
+    ));
+}
