@@ -9,8 +9,9 @@
 # Whatever is still missing is reported in one message, every item with how to get it, and the
 # function returns 1. RETAINER_NO_INSTALL=1 turns installing off (report only).
 #
-# Only shell builtins are used until something has to be installed, so that the check itself
-# works on a machine that lacks most tools (tests/prereqs.rs runs it with a PATH of a few).
+# Finding what is missing takes only shell builtins (cargo, when present, is asked about its
+# components), so that the check works on a machine that lacks most tools: tests/prereqs.rs runs
+# it with a PATH of a few stand-ins.
 
 # tool|Debian package ("" when apt cannot provide it)|what it is for and how to get it otherwise
 _retainer_prereq_table() {
