@@ -303,9 +303,9 @@ fn known_failures() -> BTreeMap<String, String> {
 fn table(counts: &BTreeMap<String, Counts>, file_skips: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
     out.push_str(
-        "| file | cases | run | passed | failed (all listed) | skipped | pass rate of run | cel-go |\n",
+        "| file | cases | run | passed | failed (all listed) | skipped | pass rate of run |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
     let mut total = Counts::default();
     for (name, c) in counts {
         let skipped: usize = c.skipped.values().sum();
@@ -316,7 +316,7 @@ fn table(counts: &BTreeMap<String, Counts>, file_skips: &BTreeMap<String, String
         };
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {skipped} | {rate} | all |",
+            "| {name} | {} | {} | {} | {} | {skipped} | {rate} |",
             c.cases, c.run, c.passed, c.failed
         );
         total.cases += c.cases;
@@ -330,7 +330,7 @@ fn table(counts: &BTreeMap<String, Counts>, file_skips: &BTreeMap<String, String
     let skipped: usize = total.skipped.values().sum();
     let _ = writeln!(
         out,
-        "| **total** | {} | {} | {} | {} | {skipped} | {:.1}% | all |",
+        "| **total** | {} | {} | {} | {} | {skipped} | {:.1}% |",
         total.cases,
         total.run,
         total.passed,
