@@ -503,4 +503,35 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn an_object_left_out_says_by_what() {
+        let policy = "apiVersion: retainer.dev/v1alpha1\nkind: RetentionPolicy\nmetadata: {name: p, namespace: ns}\nspec:\n  target: {kind: Job, selector: {matchLabels: {app: a}}}\n  match: \"object.metadata.name != 'skip'\"\n  keep: 'false'\n  schedule: '@daily'\n";
+        let docs = parse_documents("p", policy).unwrap();
+        let policy = CompiledPolicy::compile(policy_from_document("p", &docs[0]).unwrap()).unwrap();
+        let objects = [
+            job("skip", "2026-01-01T00:00:00Z", "a", true),
+            job("other", "2026-01-01T00:00:00Z", "b", true),
+        ]
+        .concat();
+        let inputs = read_objects(&policy, "objects", &objects).unwrap();
+        let now: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
+        let of = |name: &str| {
+            explain(
+                &policy,
+                &inputs,
+                now,
+                &Wanted::Object {
+                    kind: None,
+                    namespace: None,
+                    name: name.into(),
+                },
+            )
+            .unwrap()
+        };
+        let skipped = of("skip");
+        assert_eq!(skipped.not_governed, Some(NotGoverned::MatchFalse));
+        assert!(render_text(&skipped).contains("spec.match is false"));
+        assert_eq!(of("other").not_governed, Some(NotGoverned::NotSelected));
+    }
 }
