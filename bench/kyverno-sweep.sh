@@ -177,6 +177,9 @@ PY
       created=$(kubectl get deletingpolicy ksweep -o jsonpath='{.metadata.creationTimestamp}')
       # cron "* * * * *" runs at the first minute boundary after creation.
       t0=$(( ($(date -d "$created" +%s) / 60 + 1) * 60 ))
+      # Read "before" just ahead of the first execution, so both contenders' windows start at
+      # their trigger (the wait for the minute is not counted in Kyverno's requests).
+      sleep "$(python3 -c "import time; print(max(0, $t0 - 2 - time.time()))")"
       py scrape "$WORK/before.json"
       res=$(py wait-gone "$ns" "$N" "$t0" "$TIMEOUT")
       py scrape "$WORK/after.json"
@@ -211,17 +214,16 @@ PY
   say "$c round $round: $(tail -n 1 "$RESULTS")"
 }
 
-IFS=, read -r -a contenders <<<"$CONTENDERS"
-for round in $(seq 1 "$RUNS"); do
-  for c in "${contenders[@]}"; do one_run "$c" "$round"; done
-done
-
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
-mkdir -p bench/results
-python3 - "$RESULTS" "$OUT" "$N" "$RUNS" "$cmdline" "$REV" "$KYVERNO_VERSION" "$LOAD_START" "$LOAD_END" \
-  "${PROPAGATION:-unset}" "$("$RETAINER_BIN" --version 2>/dev/null | head -1)" <<'PY'
+# The section is rewritten after every run, so an interrupted benchmark still reports the runs
+# it finished (and says so).
+report() {
+  local load_end
+  load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+  mkdir -p bench/results
+  python3 - "$RESULTS" "$OUT" "$N" "$RUNS" "$cmdline" "$REV" "$KYVERNO_VERSION" "$LOAD_START" "$load_end" \
+    "${PROPAGATION:-unset}" "$("$RETAINER_BIN" --version 2>/dev/null | head -1)" "$CONTENDERS" <<'PY'
 import json, os, platform, statistics, sys
-res_f, out, n, runs, cmdline, rev, kver, load0, load1, prop, rver = sys.argv[1:]
+res_f, out, n, runs, cmdline, rev, kver, load0, load1, prop, rver, cont = sys.argv[1:]
 rows = [json.loads(l) for l in open(res_f) if l.strip()]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")) / 1048576
@@ -244,7 +246,10 @@ L.append("garbage collector; the script's own polls and trigger subtracted).")
 L.append("")
 L.append(f"Machine: {os.cpu_count()} vCPU ({cpu}), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}; "
          f"load average {load0} at start, {load1} at end. retainer: {rver or '?'}.")
-L.append("")
+done = len(rows); planned = int(runs) * len(cont.split(","))
+if done < planned:
+    L.append(f"Partial: {done} of {planned} runs finished (the benchmark was stopped).")
+    L.append("")
 L.append("| contender | runs | first deletion (s) | all gone (s) | Jobs/s | requests (median total) |")
 L.append("|---|---|---|---|---|---|")
 for c in ["kyverno", "retainer"]:
@@ -274,4 +279,10 @@ for r in rows:
     L.append(f"| {r['round']} | {r['contender']} | {r['create']} | {fmt(r['first'])} | {fmt(r['total']) if r['total'] is not None else 'timed out, ' + str(r.get('left')) + ' left'} | {r['polls']} | {sum(r['requests'].values())} |")
 open(out, "w").write("\n".join(L) + "\n")
 PY
+}
+
+IFS=, read -r -a contenders <<<"$CONTENDERS"
+for round in $(seq 1 "$RUNS"); do
+  for c in "${contenders[@]}"; do one_run "$c" "$round"; report; done
+done
 say "wrote $OUT"

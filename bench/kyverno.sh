@@ -91,7 +91,7 @@ kyverno_start() {
     --cleanupServerHost 127.0.0.1 --cleanupServerPort "$port" \
     --metricsHost 127.0.0.1 --metricsPort "$mport" \
     --disableLogColor \
-    "$@" </dev/null >>"$st/cleanup-controller.log" 2>&1 &
+    "$@" </dev/null >"$st/cleanup-controller.log" 2>&1 &
   echo $! >"$st/pid"
   kyverno_log "cleanup-controller $KYVERNO_VERSION started (pid $!, log $st/cleanup-controller.log)"
   kyverno_wait_ready 180
