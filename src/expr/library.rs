@@ -1,5 +1,7 @@
 //! The Kubernetes CEL libraries cel-rust lacks: semver, the list functions `sum`, `min`, `max`,
-//! `isSorted`, `indexOf`, `lastIndexOf`, and the regex functions `find` and `findAll`.
+//! `isSorted`, `indexOf`, `lastIndexOf`, the regex functions `find` and `findAll`, and the list
+//! helpers of cel-go's optional library Kubernetes enables (`first`, `last`, `unwrapOpt`,
+//! `optional.unwrap`).
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -7,6 +9,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use cel::common::types::{BOOL_TYPE, DYN_TYPE, INT_TYPE, LIST_TYPE, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
+use cel::objects::OptionalValue;
 use cel::{DeclarationError, Env, ExecutionError, Value};
 
 use super::semver::Semver;
@@ -67,6 +70,15 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
         LIST_TYPE,
         vec![DYN_TYPE],
         last_index_of,
+    )?;
+    env.add_member_overload("first", "list_first", LIST_TYPE, vec![], first)?;
+    env.add_member_overload("last", "list_last", LIST_TYPE, vec![], last)?;
+    env.add_member_overload("unwrapOpt", "list_unwrapOpt", LIST_TYPE, vec![], unwrap_opt)?;
+    env.add_overload(
+        "optional.unwrap",
+        "optional_unwrap_list",
+        vec![LIST_TYPE],
+        unwrap_opt,
     )?;
     env.add_member_overload(
         "find",
@@ -567,4 +579,45 @@ fn find_all<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
         .map(|m| Value::String(Arc::new(m.as_str().to_string())))
         .collect();
     ret(Value::List(Arc::new(found)))
+}
+
+fn optional(v: Option<&Value>) -> Value {
+    Value::Opaque(Arc::new(match v {
+        Some(v) => OptionalValue::of(v.clone()),
+        None => OptionalValue::none(),
+    }))
+}
+
+fn first<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    ret(optional(list_items("first", &*args[0])?.first()))
+}
+
+fn last<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    ret(optional(list_items("last", &*args[0])?.last()))
+}
+
+/// The values of a list of optionals, the empty ones left out.
+fn unwrap_opt<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    let items = list_items("unwrapOpt", &*args[0])?;
+    let mut values = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        match item {
+            Value::Opaque(o) => match o.downcast_ref::<OptionalValue>() {
+                Some(opt) => values.extend(opt.value().cloned()),
+                None => return Err(not_optional(item)),
+            },
+            other => return Err(not_optional(other)),
+        }
+    }
+    ret(Value::List(Arc::new(values)))
+}
+
+fn not_optional(v: &Value) -> ExecutionError {
+    ExecutionError::function_error(
+        "unwrapOpt",
+        format!(
+            "want a list of optionals, got an element of type {}",
+            super::type_name(v)
+        ),
+    )
 }
