@@ -270,7 +270,7 @@ fn does_not_order(function: &str, v: &Value) -> ExecutionError {
     )
 }
 
-fn not_comparable(function: &str, a: &Value, b: &Value) -> ExecutionError {
+fn cannot_add(function: &str, a: &Value, b: &Value) -> ExecutionError {
     ExecutionError::function_error(
         function,
         format!(
@@ -336,7 +336,7 @@ fn sum<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
                     .filter(|d| d.num_nanoseconds().is_some())
                     .ok_or_else(overflow)?,
             ),
-            (Some(a), b) => return Err(not_comparable("sum", &a, b)),
+            (Some(a), b) => return Err(cannot_add("sum", &a, b)),
             (None, b) => {
                 return Err(ExecutionError::function_error(
                     "sum",
