@@ -47,6 +47,39 @@ pub struct RegistryLabels {
     pub kind: String,
 }
 
+/// The `result` label of `retainer_sweeps`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepResult {
+    Completed,
+    PartiallyFailed,
+    Failed,
+    Blocked,
+    DryRun,
+    Interrupted,
+}
+
+impl SweepResult {
+    pub const ALL: [SweepResult; 6] = [
+        SweepResult::Completed,
+        SweepResult::PartiallyFailed,
+        SweepResult::Failed,
+        SweepResult::Blocked,
+        SweepResult::DryRun,
+        SweepResult::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepResult::Completed => "completed",
+            SweepResult::PartiallyFailed => "partially_failed",
+            SweepResult::Failed => "failed",
+            SweepResult::Blocked => "blocked",
+            SweepResult::DryRun => "dry_run",
+            SweepResult::Interrupted => "interrupted",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     sweeps: Family<ResultLabels, Counter>,
@@ -141,13 +174,13 @@ impl Metrics {
         m
     }
 
-    pub fn sweep(&self, p: &PolicyView, result: &str) {
+    pub fn sweep(&self, p: &PolicyView, result: SweepResult) {
         let l = labels(p);
         self.sweeps
             .get_or_create(&ResultLabels {
                 policy: l.policy,
                 namespace: l.namespace,
-                result: result.into(),
+                result: result.as_str().into(),
             })
             .inc();
     }
@@ -182,6 +215,36 @@ impl Metrics {
         self.evaluation_seconds
             .get_or_create(&labels(p))
             .observe(d.as_secs_f64());
+    }
+
+    /// Drops every series of a deleted policy, so that its last values do not linger and the
+    /// label set stays bounded by the policies that exist.
+    pub fn forget(&self, policy: &str, namespace: &str) {
+        let l = PolicyLabels {
+            policy: policy.into(),
+            namespace: namespace.into(),
+        };
+        for r in SweepResult::ALL {
+            self.sweeps.remove(&ResultLabels {
+                policy: l.policy.clone(),
+                namespace: l.namespace.clone(),
+                result: r.as_str().into(),
+            });
+        }
+        for kind in [TargetKind::Job, TargetKind::Secret, TargetKind::OciArtifact] {
+            let k = KindLabels {
+                policy: l.policy.clone(),
+                namespace: l.namespace.clone(),
+                kind: kind.as_str().into(),
+            };
+            self.deletions.remove(&k);
+            self.failures.remove(&k);
+        }
+        for f in [&self.candidates, &self.governed, &self.errors] {
+            f.remove(&l);
+        }
+        self.sweep_seconds.remove(&l);
+        self.evaluation_seconds.remove(&l);
     }
 
     pub fn status_write(&self) {

@@ -276,7 +276,7 @@ pub fn controller() {
         std::thread::spawn(|| {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async {
-                let client = kube::Client::try_default().await.expect("client");
+                let config = kube::Config::infer().await.expect("kubeconfig");
                 let opts = retainer::controller::Options {
                     identity: "tests".into(),
                     lease_duration: Duration::from_secs(15),
@@ -295,7 +295,7 @@ pub fn controller() {
                     policy_selector: Some(owner_selector()),
                     ..Default::default()
                 };
-                if let Err(e) = retainer::controller::run(client, opts).await {
+                if let Err(e) = retainer::controller::run(config, opts).await {
                     panic!("controller stopped: {e}");
                 }
             });
