@@ -918,13 +918,22 @@ impl Worker {
         let current: Option<RetentionPolicyStatus> = obj
             .get("status")
             .and_then(|s| serde_json::from_value(s.clone()).ok());
+        // This worker is the only writer of the status: what it wrote last is newer than what
+        // the cache may show yet (a step right after a sweep must not bring back the status
+        // from before it).
+        let previous: Option<RetentionPolicyStatus> = self
+            .state
+            .last_written
+            .as_ref()
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .or_else(|| current.clone());
         let generation = obj.pointer("/metadata/generation").and_then(Json::as_i64);
         let grace_marks = self
             .state
             .marks_current
             .then(|| marks::encode(&self.state.marks, marks::MAX_PERSISTED));
         let desired = desired_status(StatusInput {
-            previous: current.as_ref(),
+            previous: previous.as_ref(),
             generation,
             readiness,
             evaluation: eval,

@@ -329,6 +329,13 @@ pub async fn install_crds(client: &kube::Client) {
     }
 }
 
+/// A namespace and the CRDs, for tests that run their own controllers.
+pub async fn setup_without_controller(prefix: &str) -> Bed {
+    let bed = Bed::new(prefix).await;
+    install_crds(&bed.client).await;
+    bed
+}
+
 pub async fn setup(prefix: &str) -> Bed {
     let bed = Bed::new(prefix).await;
     install_crds(&bed.client).await;
@@ -370,7 +377,9 @@ pub async fn sweep(bed: &Bed, name: &str) -> Value {
         || async {
             let p = api.get(name).await.ok()?;
             let swept = swept_condition(&p.data);
-            let done = p.data["status"]["lastSweep"]["completionTime"] != before
+            // A lastSweep without completionTime is a sweep in progress.
+            let completion = &p.data["status"]["lastSweep"]["completionTime"];
+            let done = (!completion.is_null() && *completion != before)
                 || (swept.is_some() && swept != before_swept);
             // Suspended sweeps leave no record: the condition says it.
             let suspended = swept.as_ref().is_some_and(|c| c["reason"] == "Suspended");
