@@ -465,8 +465,10 @@ fn sync_workers(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle
 
 /// Waits for the workers to finish, at most `limit`.
 async fn drain(workers: HashMap<String, WorkerHandle>, limit: Duration) {
-    let tasks = workers.into_values().map(|w| w.task);
+    // The senders stay open meanwhile: a closed one tells a worker its policy is gone.
+    let (senders, tasks): (Vec<_>, Vec<_>) = workers.into_values().map(|w| (w.tx, w.task)).unzip();
     let _ = tokio::time::timeout(limit, futures::future::join_all(tasks)).await;
+    drop(senders);
 }
 
 async fn shutdown_signal() {

@@ -777,12 +777,17 @@ impl Worker {
         tokio::pin!(run);
         let generation = obj.pointer("/metadata/generation").and_then(Json::as_i64);
         let mut cause: Option<Interruption> = None;
+        let mut watching = true;
         let outcomes = loop {
             tokio::select! {
                 out = &mut run => break out,
-                changed = self.rx.changed(), if cause.is_none() => {
+                changed = self.rx.changed(), if cause.is_none() && watching => {
                     let c = match changed {
-                        Err(_) => Some(Interruption::PolicyDeleted),
+                        Err(_) => {
+                            watching = false;
+                            // Closed by a supervisor that stops: the cause is its.
+                            (!self.cancel.is_cancelled()).then_some(Interruption::PolicyDeleted)
+                        }
                         Ok(()) => {
                             let o = self.rx.borrow();
                             interruption_by_edit(&o, &self.state.uid, generation)
