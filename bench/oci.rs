@@ -235,9 +235,18 @@ async fn sweep(
         client: kube.clone(),
         concurrency: args.delete_concurrency,
         limiter: Arc::new(RateLimiter::new(0.0)),
+        leadership: Arc::default(),
     };
     let outcomes = executor
-        .delete_oci(&client, cache, &docs, targets, false, "bench/oci")
+        .delete_oci(
+            &client,
+            cache,
+            &docs,
+            targets,
+            false,
+            "bench/oci",
+            &tokio_util::sync::CancellationToken::new(),
+        )
         .await;
     let check_and_delete = t.elapsed();
     let mut deleted = Vec::new();

@@ -249,6 +249,23 @@ pub struct RetentionPolicyStatus {
     pub last_sweep: Option<SweepRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_sweep_time: Option<Time>,
+    /// Grace-period marks (`spec.deletion.gracePeriod`): when each candidate was first marked,
+    /// so that the next controller, or the next leader, keeps counting from the same moment.
+    /// Grouped by the second of marking, oldest first; at most 10,000 marks are kept here, and
+    /// a candidate whose mark did not fit starts its grace period over after a restart (deleted
+    /// later, never earlier).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grace_period_marks: Vec<GraceMarks>,
+}
+
+/// Candidates marked in one second.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GraceMarks {
+    pub marked_at: Time,
+    /// Space-separated 12-hex-digit hashes of the marked candidates (uid, or
+    /// repository@digest): a compact form that fits 100,000s of marks in a status.
+    pub keys: String,
 }
 
 /// Counts of the last evaluation.
@@ -277,7 +294,9 @@ pub struct CandidateRef {
     pub tags: Vec<String>,
 }
 
-/// The outcome of the last sweep.
+/// The outcome of the last sweep. A record with a `startTime` and no `completionTime` is a
+/// sweep in progress, or one that was interrupted: the next leader, or the next evaluation,
+/// finishes it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SweepRecord {

@@ -25,7 +25,7 @@ enum Output {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (kubeconfig, or in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what a policy decides against the live cluster, read-only.
     Plan {
         /// A policy in the cluster: a RetentionPolicy with -n, else a ClusterRetentionPolicy.
@@ -155,9 +155,22 @@ struct RunArgs {
     /// Page size of the initial lists.
     #[arg(long, default_value_t = 500)]
     page_size: u32,
-    /// Timeout of each registry request.
+    /// Timeout of each registry request (connecting, and the whole request).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     registry_timeout: std::time::Duration,
+    /// How long one whole read of a policy's registry may take; the policy keeps its last
+    /// verdicts meanwhile.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    registry_deadline: std::time::Duration,
+    /// Timeout of connecting to the API server.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    api_connect_timeout: std::time::Duration,
+    /// How long the API server may take to answer a request (watches excepted).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    api_read_timeout: std::time::Duration,
+    /// Evaluations running at once across all policies; 0 = one per CPU.
+    #[arg(long, default_value_t = 0)]
+    evaluation_concurrency: usize,
     /// Registry requests in flight at once.
     #[arg(long, default_value_t = 8)]
     registry_concurrency: usize,
@@ -179,7 +192,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 async fn run_controller(args: RunArgs) -> Result<String, String> {
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
         .map_err(|e| format!("connecting to the cluster: {e}"))?;
     let identity = args.identity.unwrap_or_else(|| {
@@ -202,11 +215,15 @@ async fn run_controller(args: RunArgs) -> Result<String, String> {
             timeout: args.registry_timeout,
             concurrency: args.registry_concurrency,
             refresh: args.registry_refresh,
+            deadline: args.registry_deadline,
         },
         eval_budget: args.eval_budget,
         policy_selector: args.policy_selector,
+        api_connect_timeout: args.api_connect_timeout,
+        api_read_timeout: args.api_read_timeout,
+        evaluation_concurrency: args.evaluation_concurrency,
     };
-    retainer::controller::run(client, opts)
+    retainer::controller::run(config, opts)
         .await
         .map(|_| String::new())
         .map_err(|e| e.to_string())
@@ -343,7 +360,14 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(run()),
+        Ok(runtime) => {
+            let code = runtime.block_on(run());
+            // Not waiting for what is still running (an evaluation on the blocking pool, a
+            // request without an answer): the controller stopped its work and reported what it
+            // could; the process must be gone within its termination grace period.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            code
+        }
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
             ExitCode::from(1)
@@ -400,7 +424,7 @@ async fn run() -> ExitCode {
         } => run_check(&policy, &objects, now, output).map_err(|e| e.to_string()),
         Command::Run(args) => {
             init_logging();
-            run_controller(args).await
+            run_controller(*args).await
         }
         Command::Plan {
             name,

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{CandidateRef, RetentionPolicyStatus, Summary, SweepRecord};
+use crate::api::{CandidateRef, GraceMarks, RetentionPolicyStatus, Summary, SweepRecord};
 use crate::engine::{Evaluation, ObjectId, PolicyError, Verdict};
 
 pub const READY: &str = "Ready";
@@ -33,6 +33,7 @@ pub mod swept {
     pub const PARTIALLY_FAILED: &str = "PartiallyFailed";
     pub const BLOCKED: &str = "Blocked";
     pub const FAILED: &str = "Failed";
+    pub const INTERRUPTED: &str = "Interrupted";
 }
 
 /// How many candidates status lists.
@@ -181,6 +182,11 @@ pub struct StatusInput<'a> {
     pub evaluation: Option<&'a Evaluation>,
     pub sweep: Option<&'a SweepStatus>,
     pub next_sweep: Option<Timestamp>,
+    /// A sweep starts at this time: recorded as a lastSweep without completionTime, so that
+    /// a sweep cut short is found and finished by whoever runs next.
+    pub sweep_started: Option<Timestamp>,
+    /// Grace-period marks to persist; None keeps those in `previous`.
+    pub grace_marks: Option<Vec<GraceMarks>>,
     pub now: Timestamp,
 }
 
@@ -251,8 +257,15 @@ pub fn desired_status(input: StatusInput<'_>) -> RetentionPolicyStatus {
         last_sweep: input
             .sweep
             .and_then(|s| s.record.clone())
+            .or_else(|| {
+                input.sweep_started.map(|t| SweepRecord {
+                    start_time: Some(Time(t)),
+                    ..Default::default()
+                })
+            })
             .or(prev.last_sweep),
         next_sweep_time: input.next_sweep.map(Time),
+        grace_period_marks: input.grace_marks.unwrap_or(prev.grace_period_marks),
     }
 }
 
@@ -307,6 +320,8 @@ mod tests {
             evaluation: Some(&e),
             sweep: None,
             next_sweep: Some(ts("2026-02-01T00:00:00Z")),
+            sweep_started: None,
+            grace_marks: None,
             now: ts("2026-01-10T00:00:00Z"),
         });
         let again = desired_status(StatusInput {
@@ -316,6 +331,8 @@ mod tests {
             evaluation: Some(&e),
             sweep: None,
             next_sweep: Some(ts("2026-02-01T00:00:00Z")),
+            sweep_started: None,
+            grace_marks: None,
             now: ts("2026-01-10T00:05:00Z"),
         });
         assert_eq!(first, again, "same inputs later: no write");
@@ -328,6 +345,8 @@ mod tests {
             evaluation: None,
             sweep: None,
             next_sweep: None,
+            sweep_started: None,
+            grace_marks: None,
             now: ts("2026-01-10T00:06:00Z"),
         });
         let c = &third.conditions[0];
@@ -372,6 +391,8 @@ mod tests {
             evaluation: Some(&e),
             sweep: Some(&sweep),
             next_sweep: None,
+            sweep_started: None,
+            grace_marks: None,
             now: ts("2026-01-10T00:00:01Z"),
         });
         let s2 = desired_status(StatusInput {
@@ -381,6 +402,8 @@ mod tests {
             evaluation: Some(&e),
             sweep: None,
             next_sweep: None,
+            sweep_started: None,
+            grace_marks: None,
             now: ts("2026-01-10T00:10:00Z"),
         });
         assert_eq!(s2.last_sweep, Some(record));
@@ -404,6 +427,8 @@ mod tests {
             evaluation: None,
             sweep: None,
             next_sweep: None,
+            sweep_started: None,
+            grace_marks: None,
             now: ts("2026-01-10T00:00:00Z"),
         })
     }

@@ -7,6 +7,7 @@
 mod support;
 
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
@@ -438,6 +439,7 @@ async fn a_candidate_changed_after_evaluation_survives() {
         client: bed.client.clone(),
         concurrency: 1,
         limiter: std::sync::Arc::new(RateLimiter::new(0.0)),
+        leadership: std::sync::Arc::default(),
     };
     let target = |resource_version: String| Target {
         id: TargetId::Kube {
@@ -451,7 +453,13 @@ async fn a_candidate_changed_after_evaluation_survives() {
     };
     let stale = target(evaluated.metadata.resource_version.clone().unwrap());
     let out = exec
-        .delete_all(TargetKind::Job, vec![stale], None, "test")
+        .delete_all(
+            TargetKind::Job,
+            vec![stale],
+            None,
+            "test",
+            &CancellationToken::new(),
+        )
         .await;
     assert_eq!(
         out[0].1,
@@ -462,7 +470,13 @@ async fn a_candidate_changed_after_evaluation_survives() {
     let fresh = jobs.get("j0").await.unwrap();
     let current = target(fresh.metadata.resource_version.unwrap());
     let out = exec
-        .delete_all(TargetKind::Job, vec![current], None, "test")
+        .delete_all(
+            TargetKind::Job,
+            vec![current],
+            None,
+            "test",
+            &CancellationToken::new(),
+        )
         .await;
     assert_eq!(out[0].1, Outcome::Deleted);
     bed.cleanup().await;

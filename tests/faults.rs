@@ -6,10 +6,11 @@
 //! independently of the engine (tests/fault/mod.rs), and with the audit log lines checked: no
 //! object logged as deleted twice, none of them kept.
 //!
-//! A sweep a fault cuts short is not resumed: the requested sweep runs on with the deletes it
-//! cannot make counted as failed (the API server or etcd away), or dies with its process. The
-//! next sweep, requested here as a user would (or the next on the schedule), deletes what is
-//! left. A controller that starts, or a replica that becomes leader, takes the sweep-request
+//! A sweep through an API server or etcd outage runs on with the deletes it cannot make counted
+//! as failed; the next sweep, requested here as a user would (or the next on the schedule),
+//! deletes what is left. A sweep that dies with its process, or with its leader's lease, is in
+//! status as started and never completed: the restarted controller or the new leader finishes
+//! it without a request. A controller that starts, or a replica that becomes leader, takes the sweep-request
 //! annotation it finds as handled, so the tests request after it has evaluated.
 //!
 //! These tests kill the test bed's API server and etcd (through `scripts/testbed.sh kill` and

@@ -5,6 +5,7 @@
 mod support;
 
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -367,6 +368,7 @@ fn executor() -> Executor {
         client: kube::Client::try_from(config).unwrap(),
         concurrency: 4,
         limiter: std::sync::Arc::new(RateLimiter::new(0.0)),
+        leadership: std::sync::Arc::default(),
     }
 }
 
@@ -482,7 +484,15 @@ async fn changes_after_planning_keep_the_object() {
     let client =
         RegistryClient::new(&format!("http://{reg}"), None, Duration::from_secs(10)).unwrap();
     let out = executor()
-        .delete_oci(&client, &cache, &stale, planned, false, "tests/library")
+        .delete_oci(
+            &client,
+            &cache,
+            &stale,
+            planned,
+            false,
+            "tests/library",
+            &CancellationToken::new(),
+        )
         .await;
     assert_eq!(out.len(), 1);
     let Outcome::Skipped(why) = &out[0].1 else {
@@ -520,7 +530,15 @@ async fn changes_after_planning_keep_the_object() {
     assert_eq!(digests_of(&planned), vec![old.clone()]);
     let sig = push_image(&reg, &repo, "", &unique("sig"), OLD, Some((&old, 100))).await;
     let out = executor()
-        .delete_oci(&client, &cache, &docs, planned, false, "tests/library")
+        .delete_oci(
+            &client,
+            &cache,
+            &docs,
+            planned,
+            false,
+            "tests/library",
+            &CancellationToken::new(),
+        )
         .await;
     let Outcome::Skipped(why) = &out[0].1 else {
         panic!("not skipped: {out:?}")
@@ -535,7 +553,15 @@ async fn changes_after_planning_keep_the_object() {
     both.sort();
     assert_eq!(digests_of(&planned), both);
     let out = executor()
-        .delete_oci(&client, &cache, &docs, planned, false, "tests/library")
+        .delete_oci(
+            &client,
+            &cache,
+            &docs,
+            planned,
+            false,
+            "tests/library",
+            &CancellationToken::new(),
+        )
         .await;
     assert!(out.iter().all(|(_, o)| *o == Outcome::Deleted), "{out:?}");
     assert_eq!(

@@ -2,7 +2,7 @@
 //! acquire when the lease is free or expired, renew well within its duration, and treat a
 //! renewal that cannot succeed before expiry as lost leadership.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -22,22 +22,28 @@ pub enum LeaseError {
 
 /// Until when this process may act as the leader: the start of its last successful acquisition
 /// or renewal plus the lease duration, the earliest another replica may see the lease expired.
-/// `None` while this process has never tried to lead.
-static LEADING_UNTIL: Mutex<Option<Instant>> = Mutex::new(None);
-
-fn set_leading_until(until: Instant) {
-    *LEADING_UNTIL.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+/// Shared by the elector, which sets it, and the sweep executors, which ask it before every
+/// delete. Without leader election it is never set, and the process always leads.
+#[derive(Debug, Default)]
+pub struct Leadership {
+    until: Mutex<Option<Instant>>,
 }
 
-/// Whether this process may still act as the leader: always without leader election; with it,
-/// only while the lease it last wrote has not run out. A sweep checks it before every delete:
-/// a leader cut off from the API server for longer than its lease (another replica may lead by
-/// then) must not go on deleting once the server answers again, before its main loop notices
-/// the lost lease and exits.
-pub fn still_leading() -> bool {
-    match *LEADING_UNTIL.lock().unwrap_or_else(|p| p.into_inner()) {
-        None => true,
-        Some(until) => Instant::now() < until,
+impl Leadership {
+    fn set_until(&self, until: Instant) {
+        *self.until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    }
+
+    /// Whether this process may still act as the leader: always without leader election; with
+    /// it, only while the lease it last wrote has not run out. A sweep checks it before every
+    /// delete: a leader cut off from the API server for longer than its lease (another replica
+    /// may lead by then) must not go on deleting once the server answers again, before the
+    /// lost lease is noticed and the process exits.
+    pub fn still_leading(&self) -> bool {
+        match *self.until.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => true,
+            Some(until) => Instant::now() < until,
+        }
     }
 }
 
@@ -46,6 +52,7 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     duration: Duration,
+    leadership: Arc<Leadership>,
 }
 
 impl LeaderElector {
@@ -55,12 +62,14 @@ impl LeaderElector {
         name: &str,
         identity: &str,
         duration: Duration,
+        leadership: Arc<Leadership>,
     ) -> Self {
         LeaderElector {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
             identity: identity.to_string(),
             duration,
+            leadership,
         }
     }
 
@@ -75,8 +84,8 @@ impl LeaderElector {
         let started = Instant::now();
         let held = self.acquire_or_renew().await;
         match held {
-            Ok(true) => set_leading_until(started + self.duration),
-            Ok(false) => set_leading_until(started),
+            Ok(true) => self.leadership.set_until(started + self.duration),
+            Ok(false) => self.leadership.set_until(started),
             // A failed renewal leaves the deadline as it was: it runs out on its own.
             Err(_) => {}
         }
@@ -158,7 +167,7 @@ impl LeaderElector {
 
     /// Gives the lease up so another instance can take over at once.
     pub async fn release(&self) {
-        set_leading_until(Instant::now());
+        self.leadership.set_until(Instant::now());
         if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await
             && let Some(spec) = lease.spec.as_mut()
             && spec.holder_identity.as_deref() == Some(&self.identity)

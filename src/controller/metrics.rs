@@ -50,6 +50,39 @@ pub struct RegistryLabels {
     pub kind: String,
 }
 
+/// The `result` label of `retainer_sweeps`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepResult {
+    Completed,
+    PartiallyFailed,
+    Failed,
+    Blocked,
+    DryRun,
+    Interrupted,
+}
+
+impl SweepResult {
+    pub const ALL: [SweepResult; 6] = [
+        SweepResult::Completed,
+        SweepResult::PartiallyFailed,
+        SweepResult::Failed,
+        SweepResult::Blocked,
+        SweepResult::DryRun,
+        SweepResult::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepResult::Completed => "completed",
+            SweepResult::PartiallyFailed => "partially_failed",
+            SweepResult::Failed => "failed",
+            SweepResult::Blocked => "blocked",
+            SweepResult::DryRun => "dry_run",
+            SweepResult::Interrupted => "interrupted",
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     sweeps: Family<ResultLabels, Counter>,
@@ -172,14 +205,17 @@ impl Metrics {
         m
     }
 
-    pub fn sweep(&self, p: &PolicyView, result: &str) {
+    pub fn sweep(&self, p: &PolicyView, result: SweepResult) {
         let l = labels(p);
         self.last_sweep_blocked
             .get_or_create(&l)
-            .set(i64::from(result == "blocked"));
+            .set(i64::from(result == SweepResult::Blocked));
         self.last_sweep_failed
             .get_or_create(&l)
-            .set(i64::from(matches!(result, "failed" | "partially_failed")));
+            .set(i64::from(matches!(
+                result,
+                SweepResult::Failed | SweepResult::PartiallyFailed
+            )));
         if let Ok(mut known) = self.known.lock() {
             known.insert(l.clone());
         }
@@ -187,7 +223,7 @@ impl Metrics {
             .get_or_create(&ResultLabels {
                 policy: l.policy,
                 namespace: l.namespace,
-                result: result.into(),
+                result: result.as_str().into(),
             })
             .inc();
     }
@@ -231,32 +267,6 @@ impl Metrics {
         }
     }
 
-    /// Drops the per-policy gauges of policies not among `keys` (`namespace/name`, or `name`
-    /// for a ClusterRetentionPolicy): they were deleted. Counters and histograms stay, as
-    /// Prometheus expects of them.
-    pub fn retain_policies(&self, keys: &[String]) {
-        let Ok(mut known) = self.known.lock() else {
-            return;
-        };
-        known.retain(|l| {
-            let key = if l.namespace.is_empty() {
-                l.policy.clone()
-            } else {
-                format!("{}/{}", l.namespace, l.policy)
-            };
-            if keys.contains(&key) {
-                return true;
-            }
-            self.policy_ready.remove(l);
-            self.last_sweep_blocked.remove(l);
-            self.last_sweep_failed.remove(l);
-            self.candidates.remove(l);
-            self.governed.remove(l);
-            self.errors.remove(l);
-            false
-        });
-    }
-
     pub fn observe_sweep(&self, p: &PolicyView, d: Duration) {
         self.sweep_seconds
             .get_or_create(&labels(p))
@@ -267,6 +277,46 @@ impl Metrics {
         self.evaluation_seconds
             .get_or_create(&labels(p))
             .observe(d.as_secs_f64());
+    }
+
+    /// Drops every series of a deleted policy, so that its last values do not linger and the
+    /// label set stays bounded by the policies that exist.
+    pub fn forget(&self, policy: &str, namespace: &str) {
+        let l = PolicyLabels {
+            policy: policy.into(),
+            namespace: namespace.into(),
+        };
+        for r in SweepResult::ALL {
+            self.sweeps.remove(&ResultLabels {
+                policy: l.policy.clone(),
+                namespace: l.namespace.clone(),
+                result: r.as_str().into(),
+            });
+        }
+        for kind in [TargetKind::Job, TargetKind::Secret, TargetKind::OciArtifact] {
+            let k = KindLabels {
+                policy: l.policy.clone(),
+                namespace: l.namespace.clone(),
+                kind: kind.as_str().into(),
+            };
+            self.deletions.remove(&k);
+            self.failures.remove(&k);
+        }
+        for f in [
+            &self.candidates,
+            &self.governed,
+            &self.errors,
+            &self.policy_ready,
+            &self.last_sweep_blocked,
+            &self.last_sweep_failed,
+        ] {
+            f.remove(&l);
+        }
+        if let Ok(mut known) = self.known.lock() {
+            known.remove(&l);
+        }
+        self.sweep_seconds.remove(&l);
+        self.evaluation_seconds.remove(&l);
     }
 
     pub fn status_write(&self) {
@@ -376,7 +426,7 @@ mod tests {
         let m = Metrics::new();
         let obj = serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}});
         m.set_ready(&obj, false);
-        m.sweep(&view("ns", "p"), "blocked");
+        m.sweep(&view("ns", "p"), SweepResult::Blocked);
         let text = m.encode();
         assert!(
             text.contains("retainer_policy_ready{policy=\"p\",namespace=\"ns\"} 0"),
@@ -387,7 +437,7 @@ mod tests {
             "{text}"
         );
         m.set_ready(&obj, true);
-        m.sweep(&view("ns", "p"), "partially_failed");
+        m.sweep(&view("ns", "p"), SweepResult::PartiallyFailed);
         let text = m.encode();
         assert!(
             text.contains("retainer_policy_ready{policy=\"p\",namespace=\"ns\"} 1"),
@@ -401,18 +451,14 @@ mod tests {
             text.contains("retainer_last_sweep_failed{policy=\"p\",namespace=\"ns\"} 1"),
             "{text}"
         );
-        m.retain_policies(&["ns/p".to_string()]);
-        assert!(m.encode().contains("retainer_policy_ready{"));
-        m.retain_policies(&[]);
+        // A deleted policy leaves no series behind that could keep an alert firing.
+        m.forget("p", "ns");
         let text = m.encode();
         assert!(
             !text.contains("retainer_policy_ready{")
-                && !text.contains("retainer_last_sweep_failed{"),
+                && !text.contains("retainer_last_sweep_failed{")
+                && !text.contains("retainer_sweeps_total{"),
             "{text}"
-        );
-        assert!(
-            text.contains("retainer_sweeps_total{"),
-            "counters stay: {text}"
         );
     }
 }

@@ -1,40 +1,50 @@
 //! `retainer run`: watches policies and what they govern, keeps each policy's status true, and
-//! sweeps on schedule. The decisions are the pure engine's; this module does the I/O around it.
+//! sweeps on schedule. The decisions are the pure engine's and `decide`'s; this module and the
+//! workers do the I/O around them.
+//!
+//! Execution model (docs/execution.md): one supervisor task turns the policy caches into one
+//! worker task per policy (worker.rs), and each worker evaluates, reads its registry, sweeps and
+//! writes status on its own, so that no policy waits for another. What they share is in
+//! `Shared`: the caches, the reference index, discovery, the manifest cache, a bounded number
+//! of evaluation slots and one delete rate limiter. Shutdown, a lost lease, an edit, `suspend`
+//! or a deletion stop a running sweep before its next delete.
 
 pub mod caches;
+pub mod decide;
 pub mod inputs;
 pub mod leader;
+pub mod marks;
 pub mod metrics;
 pub mod plan;
 pub mod sweep;
+mod worker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Api, Client};
-use serde_json::{Value as Json, json};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client, Config};
+use serde_json::Value as Json;
 use thiserror::Error;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::api::{
-    ClusterRetentionPolicy, GROUP, PolicyView, RetentionPolicy, RetentionPolicyStatus, SweepRecord,
-    TargetKind, VERSION,
-};
-use crate::engine::{
-    CompiledPolicy, Evaluation, OverBudget, PolicyError, Snapshot, evaluate_within, labels_of,
-    selects,
-};
+use crate::api::{GROUP, VERSION};
+use crate::engine::CompiledPolicy;
 use crate::oci::{ManifestCache, RegistryClient, credentials_for};
 use crate::refs::RefIndex;
-use crate::status::{self, Readiness, StatusInput, SweepStatus, desired_status};
-use caches::{Cache, Caches, Kind};
-use sweep::{Executor, Outcome, RateLimiter, SweepPlan, plan_sweep};
+use crate::status::{self, Readiness};
+use caches::{Caches, Kind};
+use decide::Interruption;
+use leader::Leadership;
+use sweep::{Executor, RateLimiter};
+use worker::{Worker, policy_key};
 
 /// Annotation that asks for one sweep now: set it to any new value.
 pub const SWEEP_NOW_ANNOTATION: &str = "retainer.dev/sweep-requested";
@@ -48,6 +58,8 @@ pub enum ControllerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
     #[error("leader election: {0}")]
     Lease(#[from] leader::LeaseError),
     #[error("lost the leader lease; exiting so that another replica takes over")]
@@ -72,6 +84,13 @@ pub struct Options {
     pub eval_budget: Duration,
     /// Handle only the policies with these labels (a label selector); all when None.
     pub policy_selector: Option<String>,
+    /// How long connecting to the API server may take.
+    pub api_connect_timeout: Duration,
+    /// How long the API server may take to answer a request (not a watch: watches have the
+    /// watcher's own idle timeout, above their 290 s server-side timeout).
+    pub api_read_timeout: Duration,
+    /// Evaluations running at once, across all policies; 0 = one per CPU.
+    pub evaluation_concurrency: usize,
 }
 
 /// The defaults of `retainer run`'s flags.
@@ -91,6 +110,9 @@ impl Default for Options {
             registry: RegistryOptions::default(),
             eval_budget: Duration::from_secs(10),
             policy_selector: None,
+            api_connect_timeout: Duration::from_secs(10),
+            api_read_timeout: Duration::from_secs(30),
+            evaluation_concurrency: 0,
         }
     }
 }
@@ -107,54 +129,16 @@ fn policy_kinds() -> [Kind; 2] {
     ]
 }
 
-/// A policy compiled for one generation, or why it cannot be.
-type CompiledFor = (Option<i64>, Result<Arc<CompiledPolicy>, PolicyError>);
-
-/// What the controller remembers about one policy between reconciles.
-#[derive(Default)]
-struct PolicyState {
-    uid: String,
-    compiled: Option<CompiledFor>,
-    /// Cache versions the last evaluation saw; equal means nothing changed.
-    seen: Vec<(Kind, u64)>,
-    evaluation: Option<Evaluation>,
-    /// The last evaluation ran out of time: reported, and not retried until something changes.
-    over_budget: Option<OverBudget>,
-    next_sweep: Option<Timestamp>,
-    /// Grace-period marks, by uid: in memory, so a restart starts every grace period over
-    /// (objects are deleted later, never earlier).
-    marks: HashMap<String, Timestamp>,
-    sweep_request: Option<String>,
-    last_written: Option<Json>,
-    /// OCI: the registry's artifacts as last read, and when.
-    inventory: Option<(Timestamp, Vec<Json>)>,
-    registry: Option<Arc<RegistryClient>>,
-    registry_error: Option<Readiness>,
-}
-
-struct Ctx {
-    client: Client,
-    caches: Caches,
-    recorder: Recorder,
-    executor: Executor,
-    metrics: Arc<metrics::Metrics>,
-    debounce: Duration,
-    eval_budget: Duration,
-    states: HashMap<String, PolicyState>,
-    /// Built-in references: rebuilt only when a referrer cache changed.
-    refs: (Vec<(Kind, u64)>, Arc<RefIndex>),
-    discovered: HashMap<(String, String), Option<Kind>>,
-    registry: RegistryOptions,
-    manifests: Arc<ManifestCache>,
-}
-
 /// How the controller talks to registries.
 #[derive(Clone, Debug)]
 pub struct RegistryOptions {
+    /// Connect and whole-request timeout of each registry request.
     pub timeout: Duration,
     pub concurrency: usize,
     /// How often a registry's inventory is read again between sweeps.
     pub refresh: Duration,
+    /// How long one whole inventory read (every repository, retries included) may take.
+    pub deadline: Duration,
 }
 
 impl Default for RegistryOptions {
@@ -163,6 +147,7 @@ impl Default for RegistryOptions {
             timeout: Duration::from_secs(10),
             concurrency: 8,
             refresh: Duration::from_secs(300),
+            deadline: Duration::from_secs(300),
         }
     }
 }
@@ -172,13 +157,132 @@ fn now_secs() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now())
 }
 
-pub async fn run(client: Client, opts: Options) -> Result<(), ControllerError> {
+/// Why the workers were told to stop, for the sweeps they interrupt to report.
+#[derive(Default)]
+struct Stop {
+    token: CancellationToken,
+    cause: Mutex<Option<Interruption>>,
+}
+
+impl Stop {
+    fn stop(&self, cause: Interruption) {
+        self.cause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(cause);
+        self.token.cancel();
+    }
+
+    fn cause(&self) -> Option<Interruption> {
+        *self.cause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A reference index and the referrer cache versions it was built from.
+type VersionedRefs = (Vec<(Kind, u64)>, Arc<RefIndex>);
+
+/// What every policy's worker shares.
+struct Shared {
+    /// Requests (not watches): short read timeout.
+    client: Client,
+    caches: Caches,
+    recorder: Recorder,
+    executor: Executor,
+    metrics: Arc<metrics::Metrics>,
+    eval_budget: Duration,
+    /// Evaluation slots: evaluations are CPU-bound, so at most this many run at once.
+    evaluations: Arc<Semaphore>,
+    /// Built-in references: rebuilt only when a referrer cache changed.
+    refs: Mutex<VersionedRefs>,
+    discovered: Mutex<HashMap<(String, String), Option<Kind>>>,
+    registry: RegistryOptions,
+    manifests: Arc<ManifestCache>,
+    stop: Stop,
+}
+
+impl Shared {
+    /// The index of built-in references, rebuilt if a referrer cache changed since.
+    fn ref_index(&self) -> Arc<RefIndex> {
+        let kinds = Kind::builtin_referrers();
+        let versions: Vec<(Kind, u64)> = kinds
+            .iter()
+            .map(|k| {
+                (
+                    k.clone(),
+                    self.caches.get(k).version.load(Ordering::Acquire),
+                )
+            })
+            .collect();
+        // Held while rebuilding: two workers that need it at once build it once.
+        let mut refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+        if refs.0 != versions {
+            let mut index = RefIndex::default();
+            for k in &kinds {
+                self.caches.get(k).for_each(|o| index.add(&o));
+            }
+            *refs = (versions, Arc::new(index));
+        }
+        refs.1.clone()
+    }
+
+    /// The plural of a custom referrer kind, from API discovery; remembered.
+    async fn discover(&self, api_version: &str, kind: &str) -> Option<Kind> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(k) = self
+            .discovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return k.clone();
+        }
+        let found = inputs::discover(&self.client, api_version, kind).await;
+        self.discovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, found.clone());
+        found
+    }
+}
+
+/// The two clients of the controller, from one configuration: one for watches, whose
+/// connections stay open and quiet for minutes (kube's watcher guards them with its own idle
+/// timeout, 290 s plus a margin), and one for every other request, with a read timeout so that
+/// an API server that accepts a request and never answers cannot hold a policy for long.
+pub fn clients(mut config: Config, opts: &Options) -> Result<(Client, Client), ControllerError> {
+    config.connect_timeout = Some(opts.api_connect_timeout);
+    let watches = Client::try_from(config.clone()).map_err(ControllerError::Client)?;
+    config.read_timeout = Some(opts.api_read_timeout);
+    // Counted from the request, not from when a pooled connection went idle.
+    config.reset_reader_on_write = true;
+    let requests = Client::try_from(config).map_err(ControllerError::Client)?;
+    Ok((requests, watches))
+}
+
+/// A worker as the supervisor holds it.
+struct WorkerHandle {
+    kind: Kind,
+    uid: String,
+    tx: watch::Sender<Json>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// How long the workers get to report interrupted sweeps at shutdown.
+const DRAIN: Duration = Duration::from_millis(2500);
+/// How long giving the lease up may take at shutdown.
+const RELEASE: Duration = Duration::from_secs(1);
+
+pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
+    let (client, watch_client) = clients(config, &opts)?;
+    let mut shutdown = Box::pin(shutdown_signal());
     let metrics = Arc::new(metrics::Metrics::new());
-    let caches = Caches::new(client.clone(), opts.page_size, opts.policy_selector.clone());
+    let caches = Caches::new(watch_client, opts.page_size, opts.policy_selector.clone());
     let ready = metrics::Readiness::default();
     let server = metrics::serve(opts.metrics_addr, metrics.clone(), ready.clone()).await?;
     tracing::info!(addr = %server, "serving /metrics, /healthz and /readyz");
 
+    let leadership = Arc::new(Leadership::default());
     let elector = opts.leader_elect.then(|| {
         leader::LeaderElector::new(
             client.clone(),
@@ -186,6 +290,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), ControllerError> {
             &opts.lease_name,
             &opts.identity,
             opts.lease_duration,
+            leadership.clone(),
         )
     });
     if let Some(e) = &elector {
@@ -198,7 +303,13 @@ pub async fn run(client: Client, opts: Options) -> Result<(), ControllerError> {
                 Ok(false) => {}
                 Err(err) => tracing::warn!(error = %err, "leader election attempt failed"),
             }
-            tokio::time::sleep(e.renew_interval()).await;
+            tokio::select! {
+                _ = tokio::time::sleep(e.renew_interval()) => {}
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down");
+                    return Ok(());
+                }
+            }
         }
         tracing::info!(identity = %opts.identity, "became leader");
     }
@@ -207,30 +318,36 @@ pub async fn run(client: Client, opts: Options) -> Result<(), ControllerError> {
         controller: "retainer".into(),
         instance: Some(opts.identity.clone()),
     };
-    let mut ctx = Ctx {
+    let slots = match opts.evaluation_concurrency {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let shared = Arc::new(Shared {
         recorder: Recorder::new(client.clone(), reporter),
         executor: Executor {
             client: client.clone(),
             concurrency: opts.delete_concurrency,
             limiter: Arc::new(RateLimiter::new(opts.delete_qps)),
+            leadership: leadership.clone(),
         },
         client,
         caches,
         metrics,
-        debounce: opts.debounce,
         eval_budget: opts.eval_budget,
-        states: HashMap::new(),
-        refs: (Vec::new(), Arc::new(RefIndex::default())),
-        discovered: HashMap::new(),
+        evaluations: Arc::new(Semaphore::new(slots)),
+        refs: Mutex::new((Vec::new(), Arc::new(RefIndex::default()))),
+        discovered: Mutex::new(HashMap::new()),
         registry: opts.registry.clone(),
         manifests: Arc::new(ManifestCache::default()),
-    };
+        stop: Stop::default(),
+    });
     for k in policy_kinds() {
-        ctx.caches.get(&k);
+        shared.caches.get(&k);
     }
 
-    let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
-    if let Some(e) = elector {
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let elector = elector.map(Arc::new);
+    if let Some(e) = elector.clone() {
         let renew = e.renew_interval();
         let deadline = opts.lease_duration;
         tokio::spawn(async move {
@@ -252,30 +369,99 @@ pub async fn run(client: Client, opts: Options) -> Result<(), ControllerError> {
         });
     }
 
-    let changed = ctx.caches.changed.clone();
-    let mut shutdown = Box::pin(shutdown_signal());
+    let changed = shared.caches.changed.clone();
+    let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     loop {
-        ready.set(ctx.caches.all_ready());
-        reconcile_all(&mut ctx).await;
-        ready.set(ctx.caches.all_ready());
-        let due = ctx.states.values().filter_map(|s| s.next_sweep).min();
-        let sleep = match due {
-            // Sleep until exactly the next fire time; a change wakes the loop earlier.
-            Some(t) => {
-                Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
-            }
-            None => Duration::from_secs(3600),
-        };
+        ready.set(shared.caches.all_ready());
+        sync_workers(&shared, &mut workers);
+        ready.set(shared.caches.all_ready());
         tokio::select! {
-            _ = changed.notified() => tokio::time::sleep(ctx.debounce).await,
-            _ = tokio::time::sleep(sleep) => {}
-            _ = lost_rx.changed() => return Err(ControllerError::LostLease),
+            _ = changed.notified() => tokio::time::sleep(opts.debounce).await,
+            _ = lost_rx.changed() => {
+                // No status write: another replica may lead already. The sweeps stop before
+                // their next delete; the next leader finds them in status and finishes them.
+                shared.stop.stop(Interruption::LostLease);
+                drain(workers, Duration::from_secs(1)).await;
+                return Err(ControllerError::LostLease);
+            }
             _ = &mut shutdown => {
                 tracing::info!("shutting down");
+                shared.stop.stop(Interruption::Shutdown);
+                drain(workers, DRAIN).await;
+                if let Some(e) = &elector {
+                    // Given up, so that another replica takes over (and resumes) at once.
+                    let _ = tokio::time::timeout(RELEASE, e.release()).await;
+                }
                 return Ok(());
             }
         }
     }
+}
+
+/// One worker per policy in the caches: new policies get one, every worker gets the current
+/// version of its policy (which wakes it), deleted policies' workers are stopped and their
+/// metric series dropped.
+fn sync_workers(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle>) {
+    let mut seen = HashSet::new();
+    let mut listed = Vec::new();
+    for k in policy_kinds() {
+        let cache = shared.caches.get(&k);
+        if !cache.ready.load(Ordering::Acquire) {
+            continue;
+        }
+        listed.push(k.clone());
+        for obj in cache.snapshot() {
+            let key = policy_key(&obj);
+            let uid = obj
+                .pointer("/metadata/uid")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string();
+            seen.insert(key.clone());
+            match workers.get(&key) {
+                Some(w) if w.uid == uid && !w.tx.is_closed() => {
+                    w.tx.send_replace(obj);
+                }
+                _ => {
+                    if let Some(old) = workers.remove(&key) {
+                        old.cancel.cancel();
+                    }
+                    let (tx, rx) = watch::channel(obj);
+                    let cancel = shared.stop.token.child_token();
+                    let worker =
+                        Worker::new(shared.clone(), k.clone(), key.clone(), rx, cancel.clone());
+                    let task = tokio::spawn(worker.run());
+                    workers.insert(
+                        key,
+                        WorkerHandle {
+                            kind: k.clone(),
+                            uid,
+                            tx,
+                            cancel,
+                            task,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    workers.retain(|key, w| {
+        if !listed.contains(&w.kind) || seen.contains(key) {
+            return true;
+        }
+        w.cancel.cancel();
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key.as_str()));
+        shared.metrics.forget(name, namespace);
+        false
+    });
+}
+
+/// Waits for the workers to finish, at most `limit`.
+async fn drain(workers: HashMap<String, WorkerHandle>, limit: Duration) {
+    // The senders stay open meanwhile: a closed one tells a worker its policy is gone.
+    let (senders, tasks): (Vec<_>, Vec<_>) = workers.into_values().map(|w| (w.tx, w.task)).unzip();
+    let _ = tokio::time::timeout(limit, futures::future::join_all(tasks)).await;
+    drop(senders);
 }
 
 async fn shutdown_signal() {
@@ -297,342 +483,6 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-async fn reconcile_all(ctx: &mut Ctx) {
-    let mut seen = Vec::new();
-    for k in policy_kinds() {
-        let cache = ctx.caches.get(&k);
-        if !cache.ready.load(Ordering::Acquire) {
-            continue;
-        }
-        for obj in cache.snapshot() {
-            let key = policy_key(&obj);
-            seen.push(key.clone());
-            reconcile(ctx, &k, key, &obj).await;
-        }
-    }
-    ctx.states.retain(|k, _| seen.contains(k));
-    ctx.metrics.retain_policies(&seen);
-}
-
-fn policy_key(obj: &Json) -> String {
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Json::as_str)
-        .unwrap_or("");
-    match obj.pointer("/metadata/namespace").and_then(Json::as_str) {
-        Some(ns) => format!("{ns}/{name}"),
-        None => name.to_string(),
-    }
-}
-
-fn view_of(kind: &Kind, obj: &Json) -> Result<PolicyView, String> {
-    if kind.kind == "RetentionPolicy" {
-        serde_json::from_value::<RetentionPolicy>(obj.clone())
-            .map(|p| PolicyView::from(&p))
-            .map_err(|e| e.to_string())
-    } else {
-        serde_json::from_value::<ClusterRetentionPolicy>(obj.clone())
-            .map(|p| PolicyView::from(&p))
-            .map_err(|e| e.to_string())
-    }
-}
-
-async fn reconcile(ctx: &mut Ctx, kind: &Kind, key: String, obj: &Json) {
-    let uid = obj
-        .pointer("/metadata/uid")
-        .and_then(Json::as_str)
-        .unwrap_or("")
-        .to_string();
-    let generation = obj.pointer("/metadata/generation").and_then(Json::as_i64);
-    let now = now_secs();
-    let mut state = ctx.states.remove(&key).unwrap_or_default();
-    if state.uid != uid {
-        state = PolicyState {
-            uid,
-            ..Default::default()
-        };
-        state.sweep_request = sweep_request(obj);
-    }
-    let view = match view_of(kind, obj) {
-        Ok(v) => v,
-        Err(e) => {
-            let r = Readiness {
-                ready: false,
-                reason: status::ready::INVALID_TARGET,
-                message: format!("spec: {e}"),
-            };
-            write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
-            ctx.states.insert(key, state);
-            return;
-        }
-    };
-    if state.compiled.as_ref().map(|c| c.0) != Some(generation) {
-        state.compiled = Some((generation, CompiledPolicy::compile(view).map(Arc::new)));
-        state.seen.clear();
-        state.next_sweep = None;
-    }
-    let compiled = match state.compiled.as_ref().map(|c| &c.1) {
-        Some(Ok(c)) => c.clone(),
-        Some(Err(e)) => {
-            let r = Readiness::invalid(e);
-            state.evaluation = None;
-            state.next_sweep = None;
-            write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
-            ctx.states.insert(key, state);
-            return;
-        }
-        None => unreachable!("compiled just above"),
-    };
-    // The caches this policy reads, as `retainer plan` reads them; started on first need. The
-    // caches watch every namespace, a superset of each read's scope: the engine keeps to it.
-    let oci = compiled.target == TargetKind::OciArtifact;
-    let needs = inputs::needs(&compiled);
-    for c in &needs.custom {
-        discover(ctx, &c.api_version, &c.kind).await;
-    }
-    let reads = inputs::resolve(&needs, |c| {
-        ctx.discovered
-            .get(&(c.api_version.clone(), c.kind.clone()))
-            .cloned()
-            .flatten()
-    });
-    let mut needed: Vec<Kind> = match reads {
-        Ok(reads) => reads.into_iter().map(|r| r.kind).collect(),
-        Err(r) => {
-            write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
-            ctx.states.insert(key, state);
-            return;
-        }
-    };
-    needed.dedup();
-    let custom: Vec<Kind> = needs
-        .custom
-        .iter()
-        .filter_map(|c| {
-            ctx.discovered
-                .get(&(c.api_version.clone(), c.kind.clone()))
-                .cloned()
-                .flatten()
-        })
-        .collect();
-    let caches: Vec<Arc<Cache>> = needed.iter().map(|k| ctx.caches.get(k)).collect();
-    if let Some(c) = caches.iter().find(|c| !c.ready.load(Ordering::Acquire)) {
-        // Still listing: say nothing until the list is in, unless it cannot be read at all.
-        let err = c.last_error.lock().ok().and_then(|e| e.clone());
-        if let Some(err) = err {
-            let r = Readiness {
-                ready: false,
-                reason: status::ready::TARGET_UNAVAILABLE,
-                message: format!("cannot list {}: {err}", c.kind.plural),
-            };
-            write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
-        }
-        ctx.states.insert(key, state);
-        return;
-    }
-
-    let next = match state.next_sweep {
-        Some(t) => t,
-        None => {
-            let t = compiled.schedule.next_after(now).unwrap_or(Timestamp::MAX);
-            state.next_sweep = Some(t);
-            t
-        }
-    };
-    let requested = sweep_request(obj);
-    let manual = requested.is_some() && requested != state.sweep_request;
-    let sweep_due = now >= next || manual;
-
-    if oci {
-        // A registry has no watch: its inventory is read on a timer, and afresh for a sweep.
-        let stale = sweep_due
-            || state.inventory.as_ref().is_none_or(|(at, _)| {
-                Duration::try_from(now.duration_since(*at)).unwrap_or(Duration::ZERO)
-                    >= ctx.registry.refresh
-            });
-        if stale {
-            let read = fetch_inventory_counted(
-                &ctx.client,
-                &ctx.registry,
-                &ctx.manifests,
-                &compiled,
-                Some(&ctx.metrics),
-            )
-            .await;
-            match read {
-                Ok((client, docs)) => {
-                    state.inventory = Some((now, docs));
-                    state.registry = Some(client);
-                    state.registry_error = None;
-                    state.seen.clear();
-                }
-                Err(r) => {
-                    state.registry_error = Some(r);
-                    state.inventory = None;
-                    state.evaluation = None;
-                }
-            }
-        }
-        if let Some(r) = state.registry_error.clone() {
-            // A sweep that was due cannot run without the registry: say so, and wait for the
-            // next one on the schedule rather than asking the failing registry again at once.
-            let failed_sweep = sweep_due.then(|| {
-                ctx.metrics.sweep(&compiled.view, "failed");
-                SweepStatus {
-                    ok: false,
-                    reason: status::swept::FAILED,
-                    message: format!(
-                        "nothing deleted: the registry could not be read: {}",
-                        r.message
-                    ),
-                    record: None,
-                }
-            });
-            if let Some(f) = &failed_sweep {
-                state.sweep_request = requested;
-                state.next_sweep = compiled.schedule.next_after(now_secs());
-                let reference = object_reference(obj);
-                publish(
-                    ctx,
-                    &reference,
-                    EventType::Warning,
-                    "SweepFailed",
-                    &f.message,
-                )
-                .await;
-            }
-            write_status(
-                ctx,
-                kind,
-                &key,
-                obj,
-                &r,
-                None,
-                failed_sweep.as_ref(),
-                None,
-                now,
-                &mut state.last_written,
-            )
-            .await;
-            ctx.states.insert(key, state);
-            return;
-        }
-    }
-
-    let versions: Vec<(Kind, u64)> = caches
-        .iter()
-        .map(|c| (c.kind.clone(), c.version.load(Ordering::Acquire)))
-        .collect();
-    if state.seen != versions || (state.evaluation.is_none() && state.over_budget.is_none()) {
-        let started = std::time::Instant::now();
-        let inventory = state.inventory.as_ref().map(|(_, docs)| docs.as_slice());
-        let mut evaluate = || evaluate_now(ctx, &compiled, &caches, &custom, inventory, now);
-        // Evaluation is CPU-bound for up to the budget: on a multi-threaded runtime, let the
-        // watchers, the lease renewal and the probes move to other workers meanwhile.
-        let result = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(evaluate),
-            _ => evaluate(),
-        };
-        match result {
-            Ok(e) => {
-                state.evaluation = Some(e);
-                state.over_budget = None;
-            }
-            Err(e) => {
-                tracing::warn!(policy = %key, error = %e, budget = ?ctx.eval_budget, "evaluation gave up");
-                state.evaluation = None;
-                state.over_budget = Some(e);
-            }
-        }
-        ctx.metrics
-            .observe_evaluation(&compiled.view, started.elapsed());
-        state.seen = versions;
-    }
-    if let Some(e) = &state.over_budget {
-        // Without verdicts nothing may be swept; the policy says why until it or its objects
-        // change.
-        let r = Readiness {
-            ready: false,
-            reason: status::ready::INVALID_EXPRESSION,
-            message: format!(
-                "{e} (budget {}s, set by --eval-budget)",
-                ctx.eval_budget.as_secs_f64()
-            ),
-        };
-        write_not_ready(ctx, kind, &key, obj, &r, now, &mut state.last_written).await;
-        ctx.states.insert(key, state);
-        return;
-    }
-    let eval = state.evaluation.as_ref().expect("evaluated just above");
-    ctx.metrics.set_counts(&compiled.view, eval.summary);
-
-    let mut sweep_status = None;
-    if sweep_due {
-        state.sweep_request = requested;
-        let s = sweep_policy(ctx, &compiled, &mut state, obj, now).await;
-        state.next_sweep = compiled.schedule.next_after(now_secs());
-        // A sweep deleted objects: evaluate again before reporting.
-        state.seen.clear();
-        if oci && s.record.as_ref().is_some_and(|r| r.deleted + r.skipped > 0) {
-            // The registry changed: read it again on the next reconcile (the status write
-            // brings one), which costs tag listings, as the sweep's checks refreshed the rest.
-            state.inventory = None;
-        }
-        sweep_status = Some(s);
-    } else if compiled.view.spec.suspend {
-        sweep_status = Some(SweepStatus {
-            ok: false,
-            reason: status::swept::SUSPENDED,
-            message: "suspended: policies are evaluated and reported, never swept".into(),
-            record: None,
-        });
-    }
-    let eval = state.evaluation.clone();
-    let r = Readiness::valid(eval.as_ref().expect("evaluated above"));
-    let next_sweep = (!compiled.view.spec.suspend)
-        .then_some(state.next_sweep)
-        .flatten();
-    write_status(
-        ctx,
-        kind,
-        &key,
-        obj,
-        &r,
-        eval.as_ref(),
-        sweep_status.as_ref(),
-        next_sweep,
-        now,
-        &mut state.last_written,
-    )
-    .await;
-    ctx.states.insert(key, state);
-}
-
-fn sweep_request(obj: &Json) -> Option<String> {
-    obj.pointer("/metadata/annotations")
-        .and_then(|a| a.get(SWEEP_NOW_ANNOTATION))
-        .and_then(Json::as_str)
-        .map(String::from)
-}
-
-fn target_kind(t: TargetKind) -> Kind {
-    match t {
-        TargetKind::Secret => Kind::secrets(),
-        _ => Kind::jobs(),
-    }
-}
-
-/// The kind behind a custom referrer, from API discovery; remembered.
-async fn discover(ctx: &mut Ctx, api_version: &str, kind: &str) -> Option<Kind> {
-    let key = (api_version.to_string(), kind.to_string());
-    if let Some(k) = ctx.discovered.get(&key) {
-        return k.clone();
-    }
-    let found = inputs::discover(&ctx.client, api_version, kind).await;
-    ctx.discovered.insert(key, found.clone());
-    found
 }
 
 /// Reads the credentials and the registry's inventory; a failure is the Ready condition to show.
@@ -742,379 +592,5 @@ pub async fn fetch_inventory_counted(
             reason: status::ready::TARGET_UNAVAILABLE,
             message: e.to_string(),
         }),
-    }
-}
-
-fn evaluate_now(
-    ctx: &mut Ctx,
-    policy: &CompiledPolicy,
-    caches: &[Arc<Cache>],
-    custom: &[Kind],
-    inventory: Option<&[Json]>,
-    now: Timestamp,
-) -> Result<Evaluation, OverBudget> {
-    let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = caches
-        .iter()
-        .find(|c| c.kind == Kind::namespaces())
-        .map(|c| {
-            let mut labels = BTreeMap::new();
-            c.for_each(|n| {
-                let name = n
-                    .pointer("/metadata/name")
-                    .and_then(Json::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                labels.insert(name, labels_of(&n));
-            });
-            labels
-        })
-        .unwrap_or_default();
-    // Only the objects the policy selects are held parsed: the cache keeps text (see
-    // caches.rs), and an evaluation's memory is then that of its own objects.
-    let target = target_kind(policy.target);
-    let owned: Vec<Json> = match inventory {
-        Some(_) => Vec::new(),
-        None => caches
-            .iter()
-            .find(|c| c.kind == target)
-            .map(|c| {
-                c.parsed_where(&policy.retained_fields(), |o| {
-                    selects(policy, o, &namespace_labels)
-                })
-            })
-            .unwrap_or_default(),
-    };
-    let refs = if policy.target != TargetKind::Job {
-        let kinds = Kind::builtin_referrers();
-        let versions: Vec<(Kind, u64)> = kinds
-            .iter()
-            .map(|k| (k.clone(), ctx.caches.get(k).version.load(Ordering::Acquire)))
-            .collect();
-        if ctx.refs.0 != versions {
-            let mut index = RefIndex::default();
-            for k in &kinds {
-                ctx.caches.get(k).for_each(|o| index.add(&o));
-            }
-            ctx.refs = (versions, Arc::new(index));
-        }
-        ctx.refs.1.clone()
-    } else {
-        Arc::new(RefIndex::default())
-    };
-    let custom_objs: Vec<Json> = custom
-        .iter()
-        .flat_map(|k| ctx.caches.get(k).snapshot())
-        .collect();
-    let objects: Vec<&Json> = match inventory {
-        Some(docs) => docs.iter().collect(),
-        None => owned.iter().collect(),
-    };
-    let snap = Snapshot {
-        objects,
-        refs: &refs,
-        custom_referrers: custom_objs.iter().collect(),
-        namespace_labels: &namespace_labels,
-        now,
-    };
-    let deadline = std::time::Instant::now() + ctx.eval_budget;
-    evaluate_within(policy, &snap, &|| std::time::Instant::now() > deadline)
-}
-
-async fn sweep_policy(
-    ctx: &mut Ctx,
-    policy: &CompiledPolicy,
-    state: &mut PolicyState,
-    obj: &Json,
-    now: Timestamp,
-) -> SweepStatus {
-    let spec = &policy.view.spec;
-    let reference = object_reference(obj);
-    if spec.suspend {
-        return SweepStatus {
-            ok: false,
-            reason: status::swept::SUSPENDED,
-            message: "suspended: policies are evaluated and reported, never swept".into(),
-            record: None,
-        };
-    }
-    let Some(eval) = state.evaluation.as_ref() else {
-        return SweepStatus {
-            ok: false,
-            reason: status::swept::FAILED,
-            message: "no evaluation to sweep".into(),
-            record: None,
-        };
-    };
-    let started = std::time::Instant::now();
-    let plan = plan_sweep(
-        eval,
-        spec.deletion.as_ref(),
-        policy.grace_period,
-        &mut state.marks,
-        now,
-    );
-    let (targets, deferred, waiting) = match plan {
-        SweepPlan::Blocked { message } => {
-            ctx.metrics.sweep(&policy.view, "blocked");
-            publish(
-                ctx,
-                &reference,
-                EventType::Warning,
-                "SweepBlocked",
-                &message,
-            )
-            .await;
-            return SweepStatus {
-                ok: false,
-                reason: status::swept::BLOCKED,
-                message,
-                record: Some(record(now, 0, 0, 0)),
-            };
-        }
-        SweepPlan::Proceed {
-            targets,
-            deferred,
-            waiting,
-        } => (targets, deferred, waiting),
-    };
-    let later = |msg: &mut String| {
-        if deferred > 0 {
-            msg.push_str(&format!(
-                "; {deferred} left for the next sweep by maxPerSweep"
-            ));
-        }
-        if waiting > 0 {
-            msg.push_str(&format!(
-                "; {waiting} marked, waiting for their grace period"
-            ));
-        }
-    };
-    if spec.dry_run {
-        let mut message = format!(
-            "dry run: would delete {} of {} candidates",
-            targets.len(),
-            eval.summary.candidates
-        );
-        later(&mut message);
-        ctx.metrics.sweep(&policy.view, "dry_run");
-        publish(ctx, &reference, EventType::Normal, "DryRun", &message).await;
-        return SweepStatus {
-            ok: true,
-            reason: status::swept::DRY_RUN,
-            message,
-            record: Some(record(now, 0, 0, 0)),
-        };
-    }
-    let key = policy.view.key();
-    let propagation = spec.deletion.as_ref().and_then(|d| d.propagation_policy);
-    let outcomes = match (policy.target, state.registry.clone()) {
-        (TargetKind::OciArtifact, Some(registry)) => {
-            let evaluated = state.inventory.as_ref().map(|(_, d)| d.as_slice());
-            let out = ctx
-                .executor
-                .delete_oci(
-                    &registry,
-                    &ctx.manifests,
-                    evaluated.unwrap_or_default(),
-                    targets,
-                    spec.group_by.is_some(),
-                    &key,
-                )
-                .await;
-            ctx.metrics
-                .registry_requests(registry.host(), &registry.counts.take());
-            out
-        }
-        (TargetKind::OciArtifact, None) => Vec::new(),
-        _ => {
-            ctx.executor
-                .delete_all(policy.target, targets, propagation, &key)
-                .await
-        }
-    };
-    let (mut deleted, mut failed, mut skipped) = (0i64, 0i64, 0i64);
-    let mut first_failure = None;
-    for (_, o) in &outcomes {
-        match o {
-            Outcome::Deleted => deleted += 1,
-            Outcome::Skipped(_) => skipped += 1,
-            Outcome::Failed(e) => {
-                failed += 1;
-                first_failure.get_or_insert_with(|| e.clone());
-            }
-        }
-    }
-    ctx.metrics
-        .deletions(&policy.view, policy.target, deleted, failed);
-    let mut message =
-        format!("deleted {deleted}, failed {failed}, skipped {skipped} (changed, guarded or gone)");
-    later(&mut message);
-    let (ok, reason, result) = match (failed, deleted) {
-        (0, _) => (true, status::swept::COMPLETED, "completed"),
-        (_, 0) => (false, status::swept::FAILED, "failed"),
-        _ => (false, status::swept::PARTIALLY_FAILED, "partially_failed"),
-    };
-    if let Some(f) = &first_failure {
-        message.push_str(&format!("; first failure: {f}"));
-    }
-    ctx.metrics.sweep(&policy.view, result);
-    ctx.metrics.observe_sweep(&policy.view, started.elapsed());
-    let event_type = if failed > 0 {
-        EventType::Warning
-    } else {
-        EventType::Normal
-    };
-    publish(
-        ctx,
-        &reference,
-        event_type,
-        if failed > 0 { "SweepFailed" } else { "Swept" },
-        &message,
-    )
-    .await;
-    SweepStatus {
-        ok,
-        reason,
-        message,
-        record: Some(record(now, deleted, failed, skipped)),
-    }
-}
-
-/// A sweep that started at `start` and ends now.
-fn record(start: Timestamp, deleted: i64, failed: i64, skipped: i64) -> SweepRecord {
-    SweepRecord {
-        start_time: Some(time(start)),
-        completion_time: Some(time(now_secs())),
-        deleted,
-        failed,
-        skipped,
-    }
-}
-
-fn time(t: Timestamp) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
-    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)
-}
-
-fn object_reference(obj: &Json) -> ObjectReference {
-    let s = |p: &str| obj.pointer(p).and_then(Json::as_str).map(String::from);
-    ObjectReference {
-        api_version: s("/apiVersion"),
-        kind: s("/kind"),
-        name: s("/metadata/name"),
-        namespace: s("/metadata/namespace"),
-        uid: s("/metadata/uid"),
-        resource_version: s("/metadata/resourceVersion"),
-        field_path: None,
-    }
-}
-
-async fn publish(
-    ctx: &Ctx,
-    reference: &ObjectReference,
-    type_: EventType,
-    reason: &str,
-    note: &str,
-) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Sweep".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
-        tracing::warn!(error = %e, "publishing an event failed");
-    }
-}
-
-/// Status of a policy that has no evaluation to report: only why it is not Ready.
-async fn write_not_ready(
-    ctx: &Ctx,
-    kind: &Kind,
-    key: &str,
-    obj: &Json,
-    readiness: &Readiness,
-    now: Timestamp,
-    last_written: &mut Option<Json>,
-) {
-    write_status(
-        ctx,
-        kind,
-        key,
-        obj,
-        readiness,
-        None,
-        None,
-        None,
-        now,
-        last_written,
-    )
-    .await
-}
-
-/// Writes status by server-side apply, only when it differs from both what the object shows
-/// and what this controller last wrote. Returns what is now written.
-#[allow(clippy::too_many_arguments)]
-async fn write_status(
-    ctx: &Ctx,
-    kind: &Kind,
-    key: &str,
-    obj: &Json,
-    readiness: &Readiness,
-    eval: Option<&Evaluation>,
-    sweep: Option<&SweepStatus>,
-    next_sweep: Option<Timestamp>,
-    now: Timestamp,
-    last_written: &mut Option<Json>,
-) {
-    ctx.metrics.set_ready(obj, readiness.ready);
-    let current: Option<RetentionPolicyStatus> = obj
-        .get("status")
-        .and_then(|s| serde_json::from_value(s.clone()).ok());
-    let generation = obj.pointer("/metadata/generation").and_then(Json::as_i64);
-    let desired = desired_status(StatusInput {
-        previous: current.as_ref(),
-        generation,
-        readiness,
-        evaluation: eval,
-        sweep,
-        next_sweep,
-        now,
-    });
-    let desired_json = serde_json::to_value(&desired).unwrap_or(Json::Null);
-    let current_json = current
-        .as_ref()
-        .map(|c| serde_json::to_value(c).unwrap_or(Json::Null));
-    if current_json.as_ref() == Some(&desired_json) || last_written.as_ref() == Some(&desired_json)
-    {
-        *last_written = Some(desired_json);
-        return;
-    }
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Json::as_str)
-        .unwrap_or("");
-    let ar: ApiResource = kind.resource();
-    let api: Api<DynamicObject> = match obj.pointer("/metadata/namespace").and_then(Json::as_str) {
-        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
-        None => Api::all_with(ctx.client.clone(), &ar),
-    };
-    let patch =
-        json!({"apiVersion": kind.api_version(), "kind": kind.kind, "status": desired_json});
-    match api
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-    {
-        Ok(_) => {
-            ctx.metrics.status_write();
-            tracing::debug!(policy = key, "status written");
-            *last_written = Some(desired_json);
-        }
-        // Left as it was: the next reconcile tries again.
-        Err(e) => tracing::warn!(policy = key, error = %e, "writing status failed"),
     }
 }

@@ -12,9 +12,10 @@ use kube::api::{DeleteParams, DynamicObject, Preconditions, PropagationPolicy};
 use kube::{Api, Client};
 use serde_json::Value as Json;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use super::caches::Kind;
-use super::leader::still_leading;
+use super::leader::Leadership;
 use crate::api::{Deletion, PropagationPolicy as Propagation, TargetKind};
 use crate::engine::{Evaluation, ObjectId, ObjectResult};
 use crate::oci::inventory::{RepoView, tag_changes, views_of};
@@ -102,6 +103,13 @@ fn target_of(r: &ObjectResult) -> Option<Target> {
     })
 }
 
+/// The mark keys of an evaluation's candidates (see `Target::mark_key`).
+pub fn candidate_mark_keys(eval: &Evaluation) -> Vec<String> {
+    eval.candidates()
+        .filter_map(|r| target_of(r).map(|t| t.mark_key()))
+        .collect()
+}
+
 /// Plans a sweep. `marks` holds when each candidate (by uid) was first seen as one; it is
 /// updated here: new candidates are marked, objects no longer candidates forgotten.
 pub fn plan_sweep(
@@ -169,8 +177,19 @@ pub fn plan_sweep(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Deleted,
+    /// Gone before its delete: counted as skipped, and as gone where order matters.
+    AlreadyGone,
     Skipped(String),
     Failed(String),
+    /// The sweep was stopped (shutdown, lost lease, an edit) before this target's turn.
+    NotAttempted,
+}
+
+impl Outcome {
+    /// Whether the object no longer exists after this outcome.
+    pub fn gone(&self) -> bool {
+        matches!(self, Outcome::Deleted | Outcome::AlreadyGone)
+    }
 }
 
 /// A client-side rate limit: at most `qps` requests a second across all workers.
@@ -207,13 +226,30 @@ impl RateLimiter {
     }
 }
 
+/// Deletes for every policy. One rate limiter (`--delete-qps`) and one concurrency bound
+/// (`--delete-concurrency` per sweep) serve all sweeps: sweeps running at the same time take
+/// turns from the limiter's single queue in the order they ask, so together they never exceed
+/// the limit, and a sweep that starts while another runs gets its first slot within one
+/// interval of asking, not after the other finishes.
 pub struct Executor {
     pub client: Client,
     pub concurrency: usize,
     pub limiter: Arc<RateLimiter>,
+    pub leadership: Arc<Leadership>,
 }
 
 impl Executor {
+    /// Waits for the next request slot; false when the sweep was stopped meanwhile.
+    async fn pace(&self, cancel: &CancellationToken) -> bool {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            _ = self.limiter.wait() => !cancel.is_cancelled(),
+            _ = cancel.cancelled() => false,
+        }
+    }
+
     /// Deletes the targets: a fresh read of each, the guards again, then a delete with
     /// preconditions. One failure does not stop the others.
     pub async fn delete_all(
@@ -222,6 +258,7 @@ impl Executor {
         targets: Vec<Target>,
         propagation: Option<Propagation>,
         policy_key: &str,
+        cancel: &CancellationToken,
     ) -> Vec<(Target, Outcome)> {
         let k = match kind {
             TargetKind::Secret => Kind::secrets(),
@@ -235,7 +272,6 @@ impl Executor {
         };
         futures::stream::iter(targets)
             .map(|t| {
-                let limiter = self.limiter.clone();
                 let propagation = propagation.clone();
                 let client = self.client.clone();
                 let resource = resource.clone();
@@ -254,8 +290,19 @@ impl Executor {
                     };
                     let api: Api<DynamicObject> =
                         Api::namespaced_with(client, namespace, &resource);
-                    let outcome =
-                        delete_one(&api, name, uid, resource_version, propagation, &limiter).await;
+                    let outcome = if self.pace(cancel).await {
+                        delete_one(
+                            &api,
+                            name,
+                            uid,
+                            resource_version,
+                            propagation,
+                            &self.leadership,
+                        )
+                        .await
+                    } else {
+                        Outcome::NotAttempted
+                    };
                     audit(policy_key, kind, &t, &outcome);
                     (t, outcome)
                 }
@@ -277,6 +324,7 @@ impl Executor {
     /// Order: referrers (signatures, SBOMs) first, and only with their subject in the same
     /// sweep; then their subjects, only once every artifact that refers to them is gone; then
     /// manifests that a deleted index listed, only once that index is gone.
+    #[allow(clippy::too_many_arguments)]
     pub async fn delete_oci(
         &self,
         registry: &RegistryClient,
@@ -285,6 +333,7 @@ impl Executor {
         targets: Vec<Target>,
         groups_span_repositories: bool,
         policy_key: &str,
+        cancel: &CancellationToken,
     ) -> Vec<(Target, Outcome)> {
         let views = views_of(evaluated);
         let mut by_repo: BTreeMap<String, Vec<Target>> = BTreeMap::new();
@@ -316,7 +365,7 @@ impl Executor {
         };
         for (repos, targets) in units {
             let done = self
-                .sweep_repositories(registry, cache, &views, &repos, targets)
+                .sweep_repositories(registry, cache, &views, &repos, targets, cancel)
                 .await;
             for (t, o) in &done {
                 audit(policy_key, TargetKind::OciArtifact, t, o);
@@ -356,6 +405,7 @@ impl Executor {
         views: &BTreeMap<String, RepoView>,
         repos: &[String],
         targets: Vec<Target>,
+        cancel: &CancellationToken,
     ) -> Vec<(Target, Outcome)> {
         let base = registry.base();
         let empty = RepoView::default();
@@ -469,16 +519,13 @@ impl Executor {
                 None => first.push((repo, digest)),
             }
         }
-        for (k, o) in self.delete_digests(registry, first).await {
+        for (k, o) in self.delete_digests(registry, first, cancel).await {
             decided.insert(k, o);
         }
 
         // Subjects, once everything that refers to them is gone; not yet manifests that an
         // index this sweep deletes lists.
-        let gone = |o: Option<&Outcome>| {
-            matches!(o, Some(Outcome::Deleted))
-                || matches!(o, Some(Outcome::Skipped(w)) if w == ALREADY_GONE)
-        };
+        let gone = |o: Option<&Outcome>| o.is_some_and(Outcome::gone);
         let by_index = |repo: &str, digest: &str| -> Vec<String> {
             view_of(repo)
                 .listed_by(digest)
@@ -515,7 +562,7 @@ impl Executor {
                 third.push(k);
             }
         }
-        for (k, o) in self.delete_digests(registry, second).await {
+        for (k, o) in self.delete_digests(registry, second, cancel).await {
             decided.insert(k, o);
         }
         let mut ready = Vec::new();
@@ -536,7 +583,7 @@ impl Executor {
                 );
             }
         }
-        for (k, o) in self.delete_digests(registry, ready).await {
+        for (k, o) in self.delete_digests(registry, ready, cancel).await {
             decided.insert(k, o);
         }
 
@@ -568,16 +615,19 @@ impl Executor {
         &self,
         registry: &RegistryClient,
         keys: Vec<(String, String)>,
+        cancel: &CancellationToken,
     ) -> Vec<((String, String), Outcome)> {
         futures::stream::iter(keys)
             .map(|(repo, digest)| async move {
-                self.limiter.wait().await;
-                if !still_leading() {
+                if !self.pace(cancel).await {
+                    return ((repo, digest), Outcome::NotAttempted);
+                }
+                if !self.leadership.still_leading() {
                     return ((repo, digest), Outcome::Failed(NOT_LEADING.into()));
                 }
                 let o = match registry.delete(&repo, &digest).await {
                     Ok(Deleted::Now) => Outcome::Deleted,
-                    Ok(Deleted::AlreadyGone) => Outcome::Skipped(ALREADY_GONE.into()),
+                    Ok(Deleted::AlreadyGone) => Outcome::AlreadyGone,
                     Err(e) => Outcome::Failed(e.to_string()),
                 };
                 ((repo, digest), o)
@@ -592,11 +642,8 @@ impl Executor {
 type DigestKey = (String, String);
 
 /// Why a sweep stops deleting when its replica's lease may have run out (see
-/// `leader::still_leading`); the next leader's sweep deletes what is left.
+/// `Leadership::still_leading`); the next leader's sweep deletes what is left.
 const NOT_LEADING: &str = "not deleted: this replica's leader lease ran out";
-
-/// Why a target that was gone before its delete is skipped.
-const ALREADY_GONE: &str = "already gone";
 
 fn audit(policy_key: &str, kind: TargetKind, t: &Target, outcome: &Outcome) {
     let (namespace, name, uid) = match &t.id {
@@ -620,10 +667,16 @@ fn audit(policy_key: &str, kind: TargetKind, t: &Target, outcome: &Outcome) {
             policy = policy_key, kind = kind.as_str(), namespace = %namespace,
             name = %name, uid = %uid, why = %t.why, "deleted"
         ),
+        Outcome::AlreadyGone => tracing::info!(
+            policy = policy_key, kind = kind.as_str(), namespace = %namespace,
+            name = %name, reason = "already gone", "skipped"
+        ),
         Outcome::Skipped(reason) => tracing::info!(
             policy = policy_key, kind = kind.as_str(), namespace = %namespace,
             name = %name, reason = %reason, "skipped"
         ),
+        // Neither deleted nor looked at: the next sweep decides afresh.
+        Outcome::NotAttempted => {}
         Outcome::Failed(error) => tracing::warn!(
             policy = policy_key, kind = kind.as_str(), namespace = %namespace,
             name = %name, error = %error, "delete failed"
@@ -637,17 +690,14 @@ async fn delete_one(
     uid: &str,
     resource_version: &str,
     propagation: PropagationPolicy,
-    limiter: &RateLimiter,
+    leadership: &Leadership,
 ) -> Outcome {
-    if !still_leading() {
-        return Outcome::Failed(NOT_LEADING.into());
-    }
     // No read first: the uid and resourceVersion preconditions make the API server refuse the
     // delete (409) unless the object is exactly the one evaluated, guards included. The check
     // and the delete are then one atomic step, where a read before it would leave a gap and
-    // double the requests a sweep sends.
-    limiter.wait().await;
-    if !still_leading() {
+    // double the requests a sweep sends. The caller waited for the rate limiter; the lease may
+    // have run out meanwhile.
+    if !leadership.still_leading() {
         return Outcome::Failed(NOT_LEADING.into());
     }
     let dp = DeleteParams {
@@ -660,7 +710,7 @@ async fn delete_one(
     };
     match api.delete(name, &dp).await {
         Ok(_) => Outcome::Deleted,
-        Err(kube::Error::Api(s)) if s.code == 404 => Outcome::Skipped("already gone".into()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Outcome::AlreadyGone,
         // The preconditions failed: the object changed since it was evaluated, or was replaced
         // by a new one of the same name.
         Err(kube::Error::Api(s)) if s.code == 409 => {

@@ -276,7 +276,7 @@ pub fn controller() {
         std::thread::spawn(|| {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async {
-                let client = kube::Client::try_default().await.expect("client");
+                let config = kube::Config::infer().await.expect("kubeconfig");
                 let opts = retainer::controller::Options {
                     identity: "tests".into(),
                     lease_duration: Duration::from_secs(15),
@@ -295,7 +295,7 @@ pub fn controller() {
                     policy_selector: Some(owner_selector()),
                     ..Default::default()
                 };
-                if let Err(e) = retainer::controller::run(client, opts).await {
+                if let Err(e) = retainer::controller::run(config, opts).await {
                     panic!("controller stopped: {e}");
                 }
             });
@@ -327,6 +327,13 @@ pub async fn install_crds(client: &kube::Client) {
         })
         .await;
     }
+}
+
+/// A namespace and the CRDs, for tests that run their own controllers.
+pub async fn setup_without_controller(prefix: &str) -> Bed {
+    let bed = Bed::new(prefix).await;
+    install_crds(&bed.client).await;
+    bed
 }
 
 pub async fn setup(prefix: &str) -> Bed {
@@ -370,7 +377,9 @@ pub async fn sweep(bed: &Bed, name: &str) -> Value {
         || async {
             let p = api.get(name).await.ok()?;
             let swept = swept_condition(&p.data);
-            let done = p.data["status"]["lastSweep"]["completionTime"] != before
+            // A lastSweep without completionTime is a sweep in progress.
+            let completion = &p.data["status"]["lastSweep"]["completionTime"];
+            let done = (!completion.is_null() && *completion != before)
                 || (swept.is_some() && swept != before_swept);
             // Suspended sweeps leave no record: the condition says it.
             let suspended = swept.as_ref().is_some_and(|c| c["reason"] == "Suspended");

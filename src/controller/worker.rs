@@ -1,0 +1,1172 @@
+//! One policy's worker: its own task, its own timers, its own state. It evaluates when what
+//! the policy reads changed, reads its registry on a task of its own, sweeps when `decide`
+//! says so, and writes the policy's status. Nothing here waits for another policy: what all
+//! policies share (caches, evaluation slots, the delete rate limit) lives in `Shared`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use serde_json::{Value as Json, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::caches::{Cache, Kind};
+use super::decide::{self, Decision, Facts, Interruption, RegistryFacts, SweepStep, Trigger};
+use super::inputs;
+use super::marks;
+use super::metrics::SweepResult;
+use super::sweep::{Outcome, SweepPlan, candidate_mark_keys, plan_sweep};
+use super::{FIELD_MANAGER, SWEEP_NOW_ANNOTATION, Shared, fetch_inventory_counted, now_secs};
+use crate::api::{
+    ClusterRetentionPolicy, PolicyView, RetentionPolicy, RetentionPolicyStatus, SweepRecord,
+    TargetKind,
+};
+use crate::engine::{
+    CompiledPolicy, Evaluation, OverBudget, PolicyError, Snapshot, evaluate_within, labels_of,
+    selects,
+};
+use crate::oci::RegistryClient;
+use crate::refs::RefIndex;
+use crate::status::{self, Readiness, StatusInput, SweepStatus, desired_status};
+
+/// Reasons of the Events a sweep publishes on its policy.
+pub mod event {
+    pub const SWEPT: &str = "Swept";
+    pub const SWEEP_FAILED: &str = "SweepFailed";
+    pub const SWEEP_BLOCKED: &str = "SweepBlocked";
+    pub const SWEEP_INTERRUPTED: &str = "SweepInterrupted";
+    pub const DRY_RUN: &str = "DryRun";
+}
+
+/// How soon a failed registry read is tried again (or the refresh period, if shorter).
+const REGISTRY_RETRY: Duration = Duration::from_secs(15);
+
+/// How long a status write on the way out (an interrupted sweep at shutdown) may take: the
+/// process must be gone well within its termination grace period.
+const FINAL_WRITE: Duration = Duration::from_secs(2);
+
+/// A policy compiled for one generation, or why it cannot be.
+type CompiledFor = (Option<i64>, Result<Arc<CompiledPolicy>, PolicyError>);
+
+/// A registry read: when it started, and the client and artifacts, or why not.
+type InventoryRead = (
+    Timestamp,
+    Result<(Arc<RegistryClient>, Vec<Json>), Readiness>,
+);
+
+/// What the worker remembers about its policy.
+#[derive(Default)]
+struct PolicyState {
+    uid: String,
+    compiled: Option<CompiledFor>,
+    /// Cache versions the last evaluation saw; equal means nothing changed.
+    seen: Vec<(Kind, u64)>,
+    evaluation: Option<Evaluation>,
+    /// The last evaluation ran out of time: reported, and not retried until something changes.
+    over_budget: Option<OverBudget>,
+    next_sweep: Option<Timestamp>,
+    /// Grace-period marks by key (uid, or repository@digest).
+    marks: HashMap<String, Timestamp>,
+    /// Marks read back from status when the worker started, by hash; used by the first sweep.
+    stored_marks: Option<HashMap<String, Timestamp>>,
+    /// Whether `marks` are the policy's marks (a sweep planned with them): only then are they
+    /// written to status, so that a new worker does not wipe the stored ones before using them.
+    marks_current: bool,
+    sweep_request: Option<String>,
+    /// A sweep that started and did not complete waits to be finished.
+    resume: bool,
+    last_written: Option<Json>,
+    /// OCI: the registry's artifacts as last read, and when the read started.
+    inventory: Option<(Timestamp, Arc<Vec<Json>>)>,
+    registry: Option<Arc<RegistryClient>>,
+    /// The last read failed (when it started, and why); cleared by a read that succeeds.
+    registry_error: Option<(Timestamp, Readiness)>,
+    reading: Option<JoinHandle<InventoryRead>>,
+    sweep_waiting_since: Option<Timestamp>,
+}
+
+impl PolicyState {
+    /// The state of a policy this worker has not seen before (or that was replaced): what a
+    /// previous controller left in status is taken up here.
+    fn first_seen(uid: String, obj: &Json) -> PolicyState {
+        let status: Option<RetentionPolicyStatus> = obj
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok());
+        let in_progress = status
+            .as_ref()
+            .and_then(|s| s.last_sweep.as_ref())
+            .is_some_and(|r| r.start_time.is_some() && r.completion_time.is_none());
+        let stored = status
+            .as_ref()
+            .map(|s| marks::decode(&s.grace_period_marks))
+            .filter(|m| !m.is_empty());
+        PolicyState {
+            uid,
+            // A request already on the object was handled by whoever ran before.
+            sweep_request: sweep_request(obj),
+            resume: in_progress,
+            stored_marks: stored,
+            ..Default::default()
+        }
+    }
+}
+
+/// What the worker loop does after a step.
+enum Next {
+    /// Step again at once: the step consumed a change notification (during a sweep).
+    Again,
+    /// Wait for a change, the inventory, or this time.
+    Wait(Option<Timestamp>),
+    Stop,
+}
+
+pub(super) struct Worker {
+    pub shared: Arc<Shared>,
+    pub kind: Kind,
+    pub key: String,
+    pub rx: watch::Receiver<Json>,
+    /// Cancelled by the supervisor on shutdown, a lost lease or the policy's deletion.
+    pub cancel: CancellationToken,
+    state: PolicyState,
+}
+
+enum Woke {
+    Changed,
+    Closed,
+    Timer,
+    Read(Result<InventoryRead, tokio::task::JoinError>),
+    Cancelled,
+}
+
+impl Worker {
+    pub fn new(
+        shared: Arc<Shared>,
+        kind: Kind,
+        key: String,
+        rx: watch::Receiver<Json>,
+        cancel: CancellationToken,
+    ) -> Worker {
+        Worker {
+            shared,
+            kind,
+            key,
+            rx,
+            cancel,
+            state: PolicyState::default(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let obj = self.rx.borrow_and_update().clone();
+            let wake = match self.step(&obj).await {
+                Next::Again => continue,
+                Next::Stop => break,
+                Next::Wait(at) => at,
+            };
+            let sleep = wake
+                .map(|t| {
+                    Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+                })
+                .unwrap_or(Duration::from_secs(3600));
+            let reading = self.state.reading.as_mut();
+            let woke = tokio::select! {
+                c = self.rx.changed() => if c.is_ok() { Woke::Changed } else { Woke::Closed },
+                _ = tokio::time::sleep(sleep) => Woke::Timer,
+                r = async {
+                    match reading {
+                        Some(h) => h.await,
+                        None => std::future::pending().await,
+                    }
+                } => Woke::Read(r),
+                _ = self.cancel.cancelled() => Woke::Cancelled,
+            };
+            match woke {
+                Woke::Changed | Woke::Timer => {}
+                Woke::Closed | Woke::Cancelled => break,
+                Woke::Read(r) => {
+                    self.state.reading = None;
+                    match r {
+                        Ok(read) => self.inventory_read(read),
+                        Err(e) => {
+                            tracing::warn!(policy = %self.key, error = %e, "registry read task failed")
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(h) = self.state.reading.take() {
+            h.abort();
+        }
+    }
+
+    fn inventory_read(&mut self, (started, result): InventoryRead) {
+        let s = &mut self.state;
+        match result {
+            Ok((client, docs)) => {
+                s.inventory = Some((started, Arc::new(docs)));
+                s.registry = Some(client);
+                s.registry_error = None;
+                s.seen.clear();
+            }
+            Err(r) => {
+                tracing::warn!(policy = %self.key, reason = r.reason, error = %r.message, "reading the registry failed");
+                s.registry_error = Some((started, r));
+            }
+        }
+    }
+
+    /// Starts reading the registry on a task of its own, bounded by the registry deadline.
+    fn start_read(&mut self, compiled: Arc<CompiledPolicy>) {
+        let shared = self.shared.clone();
+        let deadline = shared.registry.deadline;
+        self.state.reading = Some(tokio::spawn(async move {
+            let started = now_secs();
+            let read = fetch_inventory_counted(
+                &shared.client,
+                &shared.registry,
+                &shared.manifests,
+                &compiled,
+                Some(&shared.metrics),
+            );
+            let result = match tokio::time::timeout(deadline, read).await {
+                Ok(r) => r,
+                Err(_) => Err(Readiness {
+                    ready: false,
+                    reason: status::ready::TARGET_UNAVAILABLE,
+                    message: format!(
+                        "reading the registry took longer than {}s (--registry-deadline)",
+                        deadline.as_secs()
+                    ),
+                }),
+            };
+            (started, result)
+        }));
+    }
+
+    async fn step(&mut self, obj: &Json) -> Next {
+        let uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
+        let generation = obj.pointer("/metadata/generation").and_then(Json::as_i64);
+        let now = now_secs();
+        if self.state.uid != uid {
+            if let Some(h) = self.state.reading.take() {
+                h.abort();
+            }
+            self.state = PolicyState::first_seen(uid, obj);
+        }
+        let view = match view_of(&self.kind, obj) {
+            Ok(v) => v,
+            Err(e) => {
+                let r = Readiness {
+                    ready: false,
+                    reason: status::ready::INVALID_TARGET,
+                    message: format!("spec: {e}"),
+                };
+                self.write_not_ready(obj, &r, now).await;
+                return Next::Wait(None);
+            }
+        };
+        if self.state.compiled.as_ref().map(|c| c.0) != Some(generation) {
+            let old_registry = self
+                .state
+                .compiled
+                .as_ref()
+                .and_then(|c| c.1.as_ref().ok())
+                .map(|c| c.view.spec.target.registry.clone());
+            if old_registry.is_some_and(|r| r != view.spec.target.registry) {
+                if let Some(h) = self.state.reading.take() {
+                    h.abort();
+                }
+                self.state.inventory = None;
+                self.state.registry = None;
+                self.state.registry_error = None;
+            }
+            self.state.compiled = Some((generation, CompiledPolicy::compile(view).map(Arc::new)));
+            self.state.seen.clear();
+            self.state.next_sweep = None;
+        }
+        let compiled = match self.state.compiled.as_ref().map(|c| &c.1) {
+            Some(Ok(c)) => c.clone(),
+            Some(Err(e)) => {
+                let r = Readiness::invalid(e);
+                self.state.evaluation = None;
+                self.state.next_sweep = None;
+                self.write_not_ready(obj, &r, now).await;
+                return Next::Wait(None);
+            }
+            None => unreachable!("compiled just above"),
+        };
+
+        // The caches this policy reads, as `retainer plan` reads them; started on first need.
+        // The caches watch every namespace, a superset of each read's scope: the engine keeps
+        // to it.
+        let oci = compiled.target == TargetKind::OciArtifact;
+        let needs = inputs::needs(&compiled);
+        let mut discovered = std::collections::BTreeMap::new();
+        for c in &needs.custom {
+            discovered.insert(
+                c.clone(),
+                self.shared.discover(&c.api_version, &c.kind).await,
+            );
+        }
+        let needed: Vec<Kind> =
+            match inputs::resolve(&needs, |c| discovered.get(c).cloned().flatten()) {
+                Ok(reads) => {
+                    let mut kinds: Vec<Kind> = reads.into_iter().map(|r| r.kind).collect();
+                    kinds.dedup();
+                    kinds
+                }
+                Err(r) => {
+                    self.write_not_ready(obj, &r, now).await;
+                    return Next::Wait(None);
+                }
+            };
+        let custom: Vec<Kind> = discovered.into_values().flatten().collect();
+        let caches: Vec<Arc<Cache>> = needed.iter().map(|k| self.shared.caches.get(k)).collect();
+        if let Some(c) = caches.iter().find(|c| !c.ready.load(Ordering::Acquire)) {
+            // Still listing: say nothing until the list is in, unless it cannot be read at all.
+            let err = c.last_error.lock().ok().and_then(|e| e.clone());
+            if let Some(err) = err {
+                let r = Readiness {
+                    ready: false,
+                    reason: status::ready::TARGET_UNAVAILABLE,
+                    message: format!("cannot list {}: {err}", c.kind.plural),
+                };
+                self.write_not_ready(obj, &r, now).await;
+            }
+            return Next::Wait(None);
+        }
+
+        let next = *self
+            .state
+            .next_sweep
+            .get_or_insert_with(|| compiled.schedule.next_after(now).unwrap_or(Timestamp::MAX));
+        let requested = sweep_request(obj);
+        let manual = requested.is_some() && requested != self.state.sweep_request;
+        let suspended = compiled.view.spec.suspend;
+        let registry_facts = oci.then(|| RegistryFacts {
+            read_at: self.state.inventory.as_ref().map(|(t, _)| *t),
+            failed_at: self.state.registry_error.as_ref().map(|(t, _)| *t),
+            reading: self.state.reading.is_some(),
+            sweep_waiting_since: self.state.sweep_waiting_since,
+            refresh: self.shared.registry.refresh,
+            retry: self.shared.registry.refresh.min(REGISTRY_RETRY),
+        });
+        let Decision {
+            sweep,
+            read_inventory,
+            wake_at,
+        } = decide::decide(&Facts {
+            now,
+            next_sweep: next,
+            requested: manual,
+            resume: self.state.resume,
+            suspended,
+            registry: registry_facts,
+        });
+        if read_inventory {
+            self.start_read(compiled.clone());
+        }
+        if let SweepStep::WaitForInventory(_) = sweep {
+            self.state.sweep_waiting_since.get_or_insert(now);
+        }
+
+        if oci {
+            let failed_sweep = match sweep {
+                SweepStep::RegistryFailed(_) => {
+                    // A sweep that was due cannot run without the registry: say so, and wait
+                    // for the next one on the schedule rather than asking the failing registry
+                    // again at once.
+                    let message = self
+                        .state
+                        .registry_error
+                        .as_ref()
+                        .map(|(_, r)| r.message.clone())
+                        .unwrap_or_default();
+                    self.shared
+                        .metrics
+                        .sweep(&compiled.view, SweepResult::Failed);
+                    let f = SweepStatus {
+                        ok: false,
+                        reason: status::swept::FAILED,
+                        message: format!(
+                            "nothing deleted: the registry could not be read: {message}"
+                        ),
+                        record: None,
+                    };
+                    self.state.sweep_request = requested.clone();
+                    self.state.sweep_waiting_since = None;
+                    self.state.resume = false;
+                    self.state.next_sweep = compiled.schedule.next_after(now_secs());
+                    self.publish(obj, EventType::Warning, event::SWEEP_FAILED, &f.message)
+                        .await;
+                    Some(f)
+                }
+                _ => None,
+            };
+            match (&self.state.inventory, self.state.registry_error.clone()) {
+                (None, None) => return Next::Wait(wake_at),
+                (None, Some((_, r))) => {
+                    self.write(obj, &r, None, failed_sweep.as_ref(), None, None, now)
+                        .await;
+                    return Next::Wait(self.next_wake(&compiled, now));
+                }
+                _ => {
+                    if let Some(f) = failed_sweep {
+                        // Reported with the verdicts of the last good read.
+                        self.finish_step(obj, &compiled, Some(f), now).await;
+                        return Next::Wait(self.next_wake(&compiled, now));
+                    }
+                }
+            }
+        }
+
+        let versions: Vec<(Kind, u64)> = caches
+            .iter()
+            .map(|c| (c.kind.clone(), c.version.load(Ordering::Acquire)))
+            .collect();
+        if self.state.seen != versions
+            || (self.state.evaluation.is_none() && self.state.over_budget.is_none())
+        {
+            let started = std::time::Instant::now();
+            let inventory = self.state.inventory.as_ref().map(|(_, d)| d.clone());
+            let Some(result) = self
+                .evaluate(
+                    compiled.clone(),
+                    caches.clone(),
+                    custom.clone(),
+                    inventory,
+                    now,
+                )
+                .await
+            else {
+                return Next::Stop;
+            };
+            match result {
+                Ok(e) => {
+                    self.state.evaluation = Some(e);
+                    self.state.over_budget = None;
+                }
+                Err(e) => {
+                    tracing::warn!(policy = %self.key, error = %e, budget = ?self.shared.eval_budget, "evaluation gave up");
+                    self.state.evaluation = None;
+                    self.state.over_budget = Some(e);
+                }
+            }
+            self.shared
+                .metrics
+                .observe_evaluation(&compiled.view, started.elapsed());
+            self.state.seen = versions;
+        }
+        if let Some(e) = &self.state.over_budget {
+            // Without verdicts nothing may be swept; the policy says why until it or its
+            // objects change.
+            let r = Readiness {
+                ready: false,
+                reason: status::ready::INVALID_EXPRESSION,
+                message: format!(
+                    "{e} (budget {}s, set by --eval-budget)",
+                    self.shared.eval_budget.as_secs_f64()
+                ),
+            };
+            self.write_not_ready(obj, &r, now).await;
+            return Next::Wait(wake_at);
+        }
+        if let Some(e) = &self.state.evaluation {
+            self.shared.metrics.set_counts(&compiled.view, e.summary);
+        }
+
+        if let SweepStep::Now(trigger) = sweep {
+            self.state.sweep_request = requested;
+            self.state.sweep_waiting_since = None;
+            let outcome = self.sweep(obj, &compiled, trigger, now).await;
+            self.state.next_sweep = compiled.schedule.next_after(now_secs());
+            // A sweep deleted objects: evaluate again before reporting.
+            self.state.seen.clear();
+            return match outcome {
+                SweepEnd::Done(s) => {
+                    self.state.resume = false;
+                    if oci && s.record.as_ref().is_some_and(|r| r.deleted + r.skipped > 0) {
+                        // The registry changed: read it again (tag listings, as the sweep's
+                        // checks refreshed the rest).
+                        self.state.inventory = None;
+                    }
+                    self.finish_step(obj, &compiled, Some(s), now).await;
+                    Next::Again
+                }
+                SweepEnd::Interrupted(cause, s) => {
+                    self.state.resume = true;
+                    if !cause.reportable() {
+                        return Next::Stop;
+                    }
+                    if cause == Interruption::Shutdown {
+                        let write = self.finish_step(obj, &compiled, Some(s), now);
+                        let _ = tokio::time::timeout(FINAL_WRITE, write).await;
+                        return Next::Stop;
+                    }
+                    self.finish_step(obj, &compiled, Some(s), now).await;
+                    Next::Again
+                }
+            };
+        }
+        let sweep_status = suspended.then(|| SweepStatus {
+            ok: false,
+            reason: status::swept::SUSPENDED,
+            message: "suspended: policies are evaluated and reported, never swept".into(),
+            record: None,
+        });
+        self.finish_step(obj, &compiled, sweep_status, now).await;
+        Next::Wait(self.next_wake(&compiled, now))
+    }
+
+    /// When to look again without any change: the decision's time, worked out again now that
+    /// the state moved on.
+    fn next_wake(&self, compiled: &CompiledPolicy, now: Timestamp) -> Option<Timestamp> {
+        let oci = compiled.target == TargetKind::OciArtifact;
+        let d = decide::decide(&Facts {
+            now,
+            next_sweep: self.state.next_sweep.unwrap_or(Timestamp::MAX),
+            requested: false,
+            resume: false,
+            suspended: compiled.view.spec.suspend,
+            registry: oci.then(|| RegistryFacts {
+                read_at: self.state.inventory.as_ref().map(|(t, _)| *t),
+                failed_at: self.state.registry_error.as_ref().map(|(t, _)| *t),
+                reading: self.state.reading.is_some(),
+                sweep_waiting_since: None,
+                refresh: self.shared.registry.refresh,
+                retry: self.shared.registry.refresh.min(REGISTRY_RETRY),
+            }),
+        });
+        if d.read_inventory {
+            // Due now: the next step starts the read.
+            Some(now)
+        } else {
+            d.wake_at
+        }
+    }
+
+    /// Writes the status of a policy with verdicts.
+    async fn finish_step(
+        &mut self,
+        obj: &Json,
+        compiled: &CompiledPolicy,
+        sweep: Option<SweepStatus>,
+        now: Timestamp,
+    ) -> Next {
+        let Some(eval) = self.state.evaluation.clone() else {
+            return Next::Wait(None);
+        };
+        let mut r = Readiness::valid(&eval);
+        if let (Some((_, err)), Some((read_at, _))) =
+            (&self.state.registry_error, &self.state.inventory)
+        {
+            // The registry fails now: say so, and that the verdicts shown are older.
+            r = Readiness {
+                ready: false,
+                reason: err.reason,
+                message: format!(
+                    "{}; the verdicts shown are from the registry as read at {read_at}",
+                    err.message
+                ),
+            };
+        }
+        let next_sweep = (!compiled.view.spec.suspend)
+            .then_some(self.state.next_sweep)
+            .flatten();
+        self.write(obj, &r, Some(&eval), sweep.as_ref(), next_sweep, None, now)
+            .await;
+        Next::Wait(None)
+    }
+
+    /// Evaluates on the blocking pool, within one of the shared evaluation slots. None when the
+    /// worker was stopped meanwhile: the result is not waited for.
+    async fn evaluate(
+        &self,
+        compiled: Arc<CompiledPolicy>,
+        caches: Vec<Arc<Cache>>,
+        custom: Vec<Kind>,
+        inventory: Option<Arc<Vec<Json>>>,
+        now: Timestamp,
+    ) -> Option<Result<Evaluation, OverBudget>> {
+        let permit = tokio::select! {
+            p = self.shared.evaluations.clone().acquire_owned() => p.ok()?,
+            _ = self.cancel.cancelled() => return None,
+        };
+        let shared = self.shared.clone();
+        let cancel = self.cancel.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            evaluate_now(
+                &shared,
+                &compiled,
+                &caches,
+                &custom,
+                inventory.as_deref().map(Vec::as_slice),
+                now,
+                &cancel,
+            )
+        });
+        tokio::select! {
+            r = task => r.ok(),
+            _ = self.cancel.cancelled() => None,
+        }
+    }
+
+    async fn sweep(
+        &mut self,
+        obj: &Json,
+        policy: &Arc<CompiledPolicy>,
+        trigger: Trigger,
+        now: Timestamp,
+    ) -> SweepEnd {
+        let spec = &policy.view.spec;
+        let Some(eval) = self.state.evaluation.clone() else {
+            return SweepEnd::Done(SweepStatus {
+                ok: false,
+                reason: status::swept::FAILED,
+                message: "no evaluation to sweep".into(),
+                record: None,
+            });
+        };
+        let started = std::time::Instant::now();
+        if let Some(stored) = self.state.stored_marks.take() {
+            marks::restore(&mut self.state.marks, &stored, &candidate_mark_keys(&eval));
+        }
+        let plan = plan_sweep(
+            &eval,
+            spec.deletion.as_ref(),
+            policy.grace_period,
+            &mut self.state.marks,
+            now,
+        );
+        self.state.marks_current = true;
+        let prefix = if trigger == Trigger::Resume {
+            "resumed an interrupted sweep: "
+        } else {
+            ""
+        };
+        let (targets, deferred, waiting) = match plan {
+            SweepPlan::Blocked { message } => {
+                self.shared
+                    .metrics
+                    .sweep(&policy.view, SweepResult::Blocked);
+                self.publish(obj, EventType::Warning, event::SWEEP_BLOCKED, &message)
+                    .await;
+                return SweepEnd::Done(SweepStatus {
+                    ok: false,
+                    reason: status::swept::BLOCKED,
+                    message,
+                    record: Some(record(now, Some(now_secs()), 0, 0, 0)),
+                });
+            }
+            SweepPlan::Proceed {
+                targets,
+                deferred,
+                waiting,
+            } => (targets, deferred, waiting),
+        };
+        let later = |msg: &mut String| {
+            if deferred > 0 {
+                msg.push_str(&format!(
+                    "; {deferred} left for the next sweep by maxPerSweep"
+                ));
+            }
+            if waiting > 0 {
+                msg.push_str(&format!(
+                    "; {waiting} marked, waiting for their grace period"
+                ));
+            }
+        };
+        if spec.dry_run {
+            let mut message = format!(
+                "dry run: would delete {} of {} candidates",
+                targets.len(),
+                eval.summary.candidates
+            );
+            later(&mut message);
+            self.shared.metrics.sweep(&policy.view, SweepResult::DryRun);
+            self.publish(obj, EventType::Normal, event::DRY_RUN, &message)
+                .await;
+            return SweepEnd::Done(SweepStatus {
+                ok: true,
+                reason: status::swept::DRY_RUN,
+                message,
+                record: Some(record(now, Some(now_secs()), 0, 0, 0)),
+            });
+        }
+        if !targets.is_empty() {
+            // Recorded before the first delete: a sweep cut short by a crash, a restart or a
+            // leader change is found in status and finished by whoever runs next.
+            let r = Readiness::valid(&eval);
+            self.write(
+                obj,
+                &r,
+                Some(&eval),
+                None,
+                self.state.next_sweep,
+                Some(now),
+                now,
+            )
+            .await;
+        }
+
+        let key = policy.view.key();
+        let propagation = spec.deletion.as_ref().and_then(|d| d.propagation_policy);
+        let token = self.cancel.child_token();
+        let shared = self.shared.clone();
+        let registry = self.state.registry.clone();
+        let inventory = self.state.inventory.as_ref().map(|(_, d)| d.clone());
+        let group_by = spec.group_by.is_some();
+        let target = policy.target;
+        let run = {
+            let token = token.clone();
+            async move {
+                match (target, registry) {
+                    (TargetKind::OciArtifact, Some(registry)) => {
+                        let evaluated = inventory.as_deref().map(Vec::as_slice);
+                        let out = shared
+                            .executor
+                            .delete_oci(
+                                &registry,
+                                &shared.manifests,
+                                evaluated.unwrap_or_default(),
+                                targets,
+                                group_by,
+                                &key,
+                                &token,
+                            )
+                            .await;
+                        shared
+                            .metrics
+                            .registry_requests(registry.host(), &registry.counts.take());
+                        out
+                    }
+                    (TargetKind::OciArtifact, None) => Vec::new(),
+                    _ => {
+                        shared
+                            .executor
+                            .delete_all(target, targets, propagation, &key, &token)
+                            .await
+                    }
+                }
+            }
+        };
+        tokio::pin!(run);
+        let generation = obj.pointer("/metadata/generation").and_then(Json::as_i64);
+        let mut cause: Option<Interruption> = None;
+        let mut watching = true;
+        let outcomes = loop {
+            tokio::select! {
+                out = &mut run => break out,
+                changed = self.rx.changed(), if cause.is_none() && watching => {
+                    let c = match changed {
+                        Err(_) => {
+                            watching = false;
+                            // Closed by a supervisor that stops: the cause is its.
+                            (!self.cancel.is_cancelled()).then_some(Interruption::PolicyDeleted)
+                        }
+                        Ok(()) => {
+                            let o = self.rx.borrow();
+                            interruption_by_edit(&o, &self.state.uid, generation)
+                        }
+                    };
+                    if let Some(c) = c {
+                        tracing::info!(policy = %self.key, cause = %c, "stopping the sweep");
+                        cause = Some(c);
+                        token.cancel();
+                    }
+                }
+            }
+        };
+        if cause.is_none() && token.is_cancelled() {
+            // Stopped from above: shutdown or a lost lease, or the policy's deletion.
+            cause = Some(
+                self.shared
+                    .stop
+                    .cause()
+                    .unwrap_or(Interruption::PolicyDeleted),
+            );
+        }
+
+        let (mut deleted, mut failed, mut skipped, mut not_attempted) = (0i64, 0i64, 0i64, 0i64);
+        let mut first_failure = None;
+        for (_, o) in &outcomes {
+            match o {
+                Outcome::Deleted => deleted += 1,
+                Outcome::AlreadyGone | Outcome::Skipped(_) => skipped += 1,
+                Outcome::Failed(e) => {
+                    failed += 1;
+                    first_failure.get_or_insert_with(|| e.clone());
+                }
+                Outcome::NotAttempted => not_attempted += 1,
+            }
+        }
+        self.shared
+            .metrics
+            .deletions(&policy.view, policy.target, deleted, failed);
+        self.shared
+            .metrics
+            .observe_sweep(&policy.view, started.elapsed());
+        if let Some(c) = cause {
+            let message = format!(
+                "{prefix}interrupted by {c}: deleted {deleted}, failed {failed}, skipped {skipped}, {not_attempted} not attempted; the next leader or evaluation resumes it with fresh verdicts"
+            );
+            self.shared
+                .metrics
+                .sweep(&policy.view, SweepResult::Interrupted);
+            if c.reportable() {
+                let publish =
+                    self.publish(obj, EventType::Normal, event::SWEEP_INTERRUPTED, &message);
+                let _ = tokio::time::timeout(FINAL_WRITE, publish).await;
+            }
+            return SweepEnd::Interrupted(
+                c,
+                SweepStatus {
+                    ok: false,
+                    reason: status::swept::INTERRUPTED,
+                    message,
+                    record: Some(record(now, None, deleted, failed, skipped)),
+                },
+            );
+        }
+        let mut message = format!(
+            "{prefix}deleted {deleted}, failed {failed}, skipped {skipped} (changed, guarded or gone)"
+        );
+        later(&mut message);
+        let (ok, reason, result) = match (failed, deleted) {
+            (0, _) => (true, status::swept::COMPLETED, SweepResult::Completed),
+            (_, 0) => (false, status::swept::FAILED, SweepResult::Failed),
+            _ => (
+                false,
+                status::swept::PARTIALLY_FAILED,
+                SweepResult::PartiallyFailed,
+            ),
+        };
+        if let Some(f) = &first_failure {
+            message.push_str(&format!("; first failure: {f}"));
+        }
+        self.shared.metrics.sweep(&policy.view, result);
+        let (event_type, reason_text) = if failed > 0 {
+            (EventType::Warning, event::SWEEP_FAILED)
+        } else {
+            (EventType::Normal, event::SWEPT)
+        };
+        self.publish(obj, event_type, reason_text, &message).await;
+        SweepEnd::Done(SweepStatus {
+            ok,
+            reason,
+            message,
+            record: Some(record(now, Some(now_secs()), deleted, failed, skipped)),
+        })
+    }
+
+    async fn publish(&self, obj: &Json, type_: EventType, reason: &str, note: &str) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Sweep".into(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .shared
+            .recorder
+            .publish(&ev, &object_reference(obj))
+            .await
+        {
+            tracing::warn!(error = %e, "publishing an event failed");
+        }
+    }
+
+    /// Status of a policy that has no evaluation to report: only why it is not Ready.
+    async fn write_not_ready(&mut self, obj: &Json, readiness: &Readiness, now: Timestamp) {
+        self.write(obj, readiness, None, None, None, None, now)
+            .await
+    }
+
+    /// Writes status by server-side apply, only when it differs from both what the object
+    /// shows and what this worker last wrote.
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
+        &mut self,
+        obj: &Json,
+        readiness: &Readiness,
+        eval: Option<&Evaluation>,
+        sweep: Option<&SweepStatus>,
+        next_sweep: Option<Timestamp>,
+        sweep_started: Option<Timestamp>,
+        now: Timestamp,
+    ) {
+        self.shared.metrics.set_ready(obj, readiness.ready);
+        let current: Option<RetentionPolicyStatus> = obj
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok());
+        // This worker is the only writer of the status: what it wrote last is newer than what
+        // the cache may show yet (a step right after a sweep must not bring back the status
+        // from before it).
+        let previous: Option<RetentionPolicyStatus> = self
+            .state
+            .last_written
+            .as_ref()
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .or_else(|| current.clone());
+        let generation = obj.pointer("/metadata/generation").and_then(Json::as_i64);
+        let grace_marks = self
+            .state
+            .marks_current
+            .then(|| marks::encode(&self.state.marks, marks::MAX_PERSISTED));
+        let desired = desired_status(StatusInput {
+            previous: previous.as_ref(),
+            generation,
+            readiness,
+            evaluation: eval,
+            sweep,
+            next_sweep,
+            sweep_started,
+            grace_marks,
+            now,
+        });
+        let desired_json = serde_json::to_value(&desired).unwrap_or(Json::Null);
+        let current_json = current
+            .as_ref()
+            .map(|c| serde_json::to_value(c).unwrap_or(Json::Null));
+        if current_json.as_ref() == Some(&desired_json)
+            || self.state.last_written.as_ref() == Some(&desired_json)
+        {
+            self.state.last_written = Some(desired_json);
+            return;
+        }
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Json::as_str)
+            .unwrap_or("");
+        let ar: ApiResource = self.kind.resource();
+        let client = self.shared.client.clone();
+        let api: Api<DynamicObject> =
+            match obj.pointer("/metadata/namespace").and_then(Json::as_str) {
+                Some(ns) => Api::namespaced_with(client, ns, &ar),
+                None => Api::all_with(client, &ar),
+            };
+        let patch = json!({"apiVersion": self.kind.api_version(), "kind": self.kind.kind, "status": desired_json});
+        match api
+            .patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.shared.metrics.status_write();
+                tracing::debug!(policy = %self.key, "status written");
+                self.state.last_written = Some(desired_json);
+            }
+            // Left as it was: the next step tries again.
+            Err(e) => tracing::warn!(policy = %self.key, error = %e, "writing status failed"),
+        }
+    }
+}
+
+/// How a sweep ended.
+enum SweepEnd {
+    Done(SweepStatus),
+    Interrupted(Interruption, SweepStatus),
+}
+
+/// Whether a new version of the policy, seen during its sweep, stops the sweep.
+fn interruption_by_edit(obj: &Json, uid: &str, generation: Option<i64>) -> Option<Interruption> {
+    let now_uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    if now_uid != uid {
+        return Some(Interruption::PolicyDeleted);
+    }
+    if obj.pointer("/spec/suspend").and_then(Json::as_bool) == Some(true) {
+        return Some(Interruption::Suspended);
+    }
+    let g = obj.pointer("/metadata/generation").and_then(Json::as_i64);
+    (g != generation).then_some(Interruption::Edited)
+}
+
+pub(super) fn policy_key(obj: &Json) -> String {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    match obj.pointer("/metadata/namespace").and_then(Json::as_str) {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+fn view_of(kind: &Kind, obj: &Json) -> Result<PolicyView, String> {
+    if kind.kind == "RetentionPolicy" {
+        serde_json::from_value::<RetentionPolicy>(obj.clone())
+            .map(|p| PolicyView::from(&p))
+            .map_err(|e| e.to_string())
+    } else {
+        serde_json::from_value::<ClusterRetentionPolicy>(obj.clone())
+            .map(|p| PolicyView::from(&p))
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn sweep_request(obj: &Json) -> Option<String> {
+    obj.pointer("/metadata/annotations")
+        .and_then(|a| a.get(SWEEP_NOW_ANNOTATION))
+        .and_then(Json::as_str)
+        .map(String::from)
+}
+
+fn target_kind(t: TargetKind) -> Kind {
+    match t {
+        TargetKind::Secret => Kind::secrets(),
+        _ => Kind::jobs(),
+    }
+}
+
+/// A sweep that started at `start`, ended at `end` (None: cut short).
+fn record(
+    start: Timestamp,
+    end: Option<Timestamp>,
+    deleted: i64,
+    failed: i64,
+    skipped: i64,
+) -> SweepRecord {
+    SweepRecord {
+        start_time: Some(time(start)),
+        completion_time: end.map(time),
+        deleted,
+        failed,
+        skipped,
+    }
+}
+
+fn time(t: Timestamp) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)
+}
+
+fn object_reference(obj: &Json) -> ObjectReference {
+    let s = |p: &str| obj.pointer(p).and_then(Json::as_str).map(String::from);
+    ObjectReference {
+        api_version: s("/apiVersion"),
+        kind: s("/kind"),
+        name: s("/metadata/name"),
+        namespace: s("/metadata/namespace"),
+        uid: s("/metadata/uid"),
+        resource_version: s("/metadata/resourceVersion"),
+        field_path: None,
+    }
+}
+
+/// Evaluates a policy against the caches (or its registry inventory). Runs on the blocking
+/// pool; gives up at the evaluation budget or when the worker is stopped.
+fn evaluate_now(
+    shared: &Shared,
+    policy: &CompiledPolicy,
+    caches: &[Arc<Cache>],
+    custom: &[Kind],
+    inventory: Option<&[Json]>,
+    now: Timestamp,
+    cancel: &CancellationToken,
+) -> Result<Evaluation, OverBudget> {
+    let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = caches
+        .iter()
+        .find(|c| c.kind == Kind::namespaces())
+        .map(|c| {
+            let mut labels = BTreeMap::new();
+            c.for_each(|n| {
+                let name = n
+                    .pointer("/metadata/name")
+                    .and_then(Json::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                labels.insert(name, labels_of(&n));
+            });
+            labels
+        })
+        .unwrap_or_default();
+    // Only the objects the policy selects are held parsed: the cache keeps text (see
+    // caches.rs), and an evaluation's memory is then that of its own objects.
+    let target = target_kind(policy.target);
+    let owned: Vec<Json> = match inventory {
+        Some(_) => Vec::new(),
+        None => caches
+            .iter()
+            .find(|c| c.kind == target)
+            .map(|c| {
+                c.parsed_where(&policy.retained_fields(), |o| {
+                    selects(policy, o, &namespace_labels)
+                })
+            })
+            .unwrap_or_default(),
+    };
+    let refs = if policy.target != TargetKind::Job {
+        shared.ref_index()
+    } else {
+        Arc::new(RefIndex::default())
+    };
+    let custom_objs: Vec<Json> = custom
+        .iter()
+        .flat_map(|k| shared.caches.get(k).snapshot())
+        .collect();
+    let objects: Vec<&Json> = match inventory {
+        Some(docs) => docs.iter().collect(),
+        None => owned.iter().collect(),
+    };
+    let snap = Snapshot {
+        objects,
+        refs: &refs,
+        custom_referrers: custom_objs.iter().collect(),
+        namespace_labels: &namespace_labels,
+        now,
+    };
+    let deadline = std::time::Instant::now() + shared.eval_budget;
+    evaluate_within(policy, &snap, &|| {
+        cancel.is_cancelled() || std::time::Instant::now() > deadline
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_that_stop_a_sweep() {
+        let p = |uid: &str, generation: i64, suspend: bool| json!({"metadata": {"uid": uid, "generation": generation}, "spec": {"suspend": suspend}});
+        let table = [
+            ("status or annotation only", p("u", 3, false), None),
+            (
+                "new generation",
+                p("u", 4, false),
+                Some(Interruption::Edited),
+            ),
+            ("suspended", p("u", 4, true), Some(Interruption::Suspended)),
+            (
+                "replaced",
+                p("v", 1, false),
+                Some(Interruption::PolicyDeleted),
+            ),
+        ];
+        for (name, obj, want) in table {
+            assert_eq!(interruption_by_edit(&obj, "u", Some(3)), want, "{name}");
+        }
+    }
+}
