@@ -389,7 +389,10 @@ cmd_kcm() { # [extra flags...]
 
 cmd_up() {
   if [ -f "$STATE/ports" ] && cmd_status >/dev/null 2>&1; then
-    log "already up ($STATE)"; return 0
+    if grep -q '^DISTRIBUTION_TLS_PORT=' "$STATE/ports"; then
+      log "already up ($STATE)"; return 0
+    fi
+    log "the running test bed predates the token and TLS registries: restarting it"
   fi
   cmd_down >/dev/null 2>&1 || true
   cmd_build
@@ -500,13 +503,19 @@ export RETAINER_DISTRIBUTION=127.0.0.1:$DISTRIBUTION_PORT
 export RETAINER_DISTRIBUTION_AUTH=127.0.0.1:$DISTRIBUTION_AUTH_PORT
 export RETAINER_REGISTRY_USER=$REGISTRY_USER
 export RETAINER_REGISTRY_PASSWORD=$REGISTRY_PASSWORD
-export RETAINER_DISTRIBUTION_TOKEN=127.0.0.1:${DISTRIBUTION_TOKEN_PORT:-}
-export RETAINER_TOKEN_ISSUER=http://127.0.0.1:${TOKEN_ISSUER_PORT:-}
-export RETAINER_TOKEN_GRANTS=$STATE/token-grants
-export RETAINER_DISTRIBUTION_TLS=127.0.0.1:${DISTRIBUTION_TLS_PORT:-}
-export RETAINER_REGISTRY_CA=$STATE/pki/registry-ca.crt
 export PATH=$K8S_BIN:$TOOLS_BIN:\$PATH
 EOF
+  # A bed an older script started has no token or TLS registry: tests that need them then say
+  # which variable is missing rather than dial an empty port.
+  if [ -n "${DISTRIBUTION_TLS_PORT:-}" ]; then
+    cat <<EOF
+export RETAINER_DISTRIBUTION_TOKEN=127.0.0.1:$DISTRIBUTION_TOKEN_PORT
+export RETAINER_TOKEN_ISSUER=http://127.0.0.1:$TOKEN_ISSUER_PORT
+export RETAINER_TOKEN_GRANTS=$STATE/token-grants
+export RETAINER_DISTRIBUTION_TLS=127.0.0.1:$DISTRIBUTION_TLS_PORT
+export RETAINER_REGISTRY_CA=$STATE/pki/registry-ca.crt
+EOF
+  fi
 }
 
 cmd_status() {
