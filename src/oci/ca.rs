@@ -68,12 +68,6 @@ pub struct ExtraRoots {
     pub certificates: Vec<reqwest::Certificate>,
 }
 
-impl ExtraRoots {
-    pub fn is_empty(&self) -> bool {
-        self.certificates.is_empty()
-    }
-}
-
 /// Parses a PEM bundle of one or more CA certificates, each checked as rustls will use it, so
 /// that a bad bundle is reported here rather than as a failed connection later.
 pub fn parse_pem(bytes: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
@@ -135,16 +129,8 @@ async fn read_bundle(
                 .await
                 .map_err(unreadable)?
                 .ok_or_else(not_found)?;
-            secret
-                .data
-                .and_then(|mut d| d.remove(&r.key))
-                .map(|b| b.0)
-                .or_else(|| {
-                    secret
-                        .string_data
-                        .and_then(|mut d| d.remove(&r.key))
-                        .map(String::into_bytes)
-                })
+            // stringData is write-only: a read returns everything under data.
+            secret.data.and_then(|mut d| d.remove(&r.key)).map(|b| b.0)
         }
         CaBundleKind::ConfigMap => {
             let cm = Api::<ConfigMap>::namespaced(kube.clone(), namespace)
