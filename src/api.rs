@@ -172,7 +172,7 @@ pub struct Registry {
     /// A kubernetes.io/dockerconfigjson Secret with credentials for the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
-    /// PEM CA certificates that sign the registry's certificate (a private CA), trusted for this registry in addition to the bundled public roots.
+    /// A key of a Secret or ConfigMap, in the policy's namespace, holding the PEM certificates of the private CA that signs the registry's certificate: trusted for this registry in addition to the bundled public roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle_ref: Option<CaBundleRef>,
 }
