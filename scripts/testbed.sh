@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A real, local test bed: etcd, kube-apiserver, kube-controller-manager (TTL-after-finished and
-# garbage collector only), and two OCI registries (olareg with the OCI 1.1 referrers API, and
-# Debian's docker-registry, CNCF distribution 2.8). Everything listens on 127.0.0.1 on ports
-# picked free at `up`, so two test beds (two state directories) never collide.
+# garbage collector only), and OCI registries: olareg (the OCI 1.1 referrers API); Debian's
+# docker-registry (CNCF distribution 2.8), anonymous and with basic auth; CNCF distribution v3
+# with token auth, beside the project's own token issuer (tools/token-issuer); and distribution
+# v3 over TLS with a certificate from a throw-away private CA. Everything listens on 127.0.0.1 on
+# ports picked free at `up`, so two test beds (two state directories) never collide.
 #
 #   scripts/testbed.sh build   build or reuse the cached binaries
 #   scripts/testbed.sh build-kstatus
@@ -38,9 +40,13 @@ HELM_VERSION=${HELM_VERSION:-v3.22.0}
 # tools/kstatus (kstatus of an object, as GitOps tools compute it) pins this in its go.mod.
 CLI_UTILS_VERSION=v0.37.2
 DISTRIBUTION_DEB=${DISTRIBUTION_DEB:-docker-registry}
-# The throw-away account of the test bed's authenticated registry.
+DISTRIBUTION_V3_VERSION=${DISTRIBUTION_V3_VERSION:-v3.1.2}
+# The throw-away account of the test bed's authenticated registries.
 REGISTRY_USER=retainer
 REGISTRY_PASSWORD=testbed-only-password
+# The token registry's `service` and the issuer's name, which its tokens must carry.
+TOKEN_SERVICE=retainer-testbed-registry
+TOKEN_ISSUER=retainer-testbed-issuer
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${RETAINER_CACHE:-$HOME/.cache/retainer-testbed}
@@ -172,6 +178,17 @@ build_distribution() {
   rm -rf "$tmp"
 }
 
+# The token issuer is the project's own source: cached by a hash of it, so an edit rebuilds it.
+build_token_issuer() {
+  local src=$ROOT/tools/token-issuer stamp=$TOOLS_BIN/.token-issuer.version hash
+  hash=$(cat "$src/go.mod" "$src/main.go" | sha256sum | cut -c1-16)
+  if [ -x "$TOOLS_BIN/token-issuer" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then return 0; fi
+  log "building tools/token-issuer"
+  mkdir -p "$TOOLS_BIN"
+  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/token-issuer" .)
+  echo "$hash" >"$stamp"
+}
+
 cmd_build() {
   # shellcheck source=scripts/prereqs.sh
   . "$ROOT/scripts/prereqs.sh"
@@ -182,6 +199,8 @@ cmd_build() {
   go_install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   build_kstatus
   build_distribution
+  go_build_module_tool distribution-v3 github.com/distribution/distribution/v3 "$DISTRIBUTION_V3_VERSION" ./cmd/registry
+  build_token_issuer
   build_kubernetes
   log "binaries ready under $CACHE"
 }
@@ -237,7 +256,77 @@ make_certs() {
       -days 30 -extfile client.ext >/dev/null 2>&1
     openssl genrsa -out sa.key 2048 >/dev/null 2>&1
     openssl rsa -in sa.key -pubout -out sa.pub >/dev/null 2>&1
+    # The token issuer's signing key; its self-signed certificate is the token registry's
+    # rootcertbundle.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout token-signer.key -out token-signer.crt -days 30 -subj "/CN=$TOKEN_ISSUER" >/dev/null 2>&1
+    # A private CA, unrelated to the cluster's, for the TLS registry: tests hand it to policies
+    # through caBundleRef.
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout registry-ca.key -out registry-ca.crt -days 30 \
+      -subj "/CN=retainer-testbed-registry-ca" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -keyout registry-tls.key -out registry-tls.csr \
+      -subj "/CN=127.0.0.1" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >registry-tls.ext
+    openssl x509 -req -in registry-tls.csr -CA registry-ca.crt -CAkey registry-ca.key -CAcreateserial \
+      -out registry-tls.crt -days 30 -extfile registry-tls.ext >/dev/null 2>&1
   )
+}
+
+# Accounts and grants of the token issuer (format: tools/token-issuer/main.go). `retainer` may do
+# everything; `reader` only pull; `partial` may not delete in repositories named */locked*;
+# `brief`'s tokens are refused 3 s after they are issued, for renewal tests.
+write_token_grants() { # file
+  cat >"$1" <<EOF
+account $REGISTRY_USER $REGISTRY_PASSWORD 300s
+account reader $REGISTRY_PASSWORD 300s
+account partial $REGISTRY_PASSWORD 300s
+account brief $REGISTRY_PASSWORD 3s
+grant $REGISTRY_USER repository * pull,push,delete
+grant $REGISTRY_USER registry catalog *
+grant reader repository * pull
+grant reader registry catalog *
+grant partial repository */locked* pull,push
+grant partial repository * pull,push,delete
+grant partial registry catalog *
+grant brief repository * pull,push,delete
+grant brief registry catalog *
+EOF
+}
+
+# Distribution v3: `token ISSUER_PORT` puts it behind the token issuer; `tls` serves HTTPS with
+# the private CA's certificate.
+write_registry_v3_config() { # port dir file token|tls [issuer-port]
+  local extra="" tls=""
+  case "$4" in
+    token) extra="auth:
+  token:
+    realm: http://127.0.0.1:$5/token
+    service: $TOKEN_SERVICE
+    issuer: $TOKEN_ISSUER
+    rootcertbundle: $STATE/pki/token-signer.crt" ;;
+    tls) tls="  tls:
+    certificate: $STATE/pki/registry-tls.crt
+    key: $STATE/pki/registry-tls.key" ;;
+  esac
+  cat >"$3" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $2
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$1
+  secret: retainer-testbed-upload-secret
+$tls
+$extra
+EOF
 }
 
 write_kubeconfig() { # port
@@ -318,16 +407,21 @@ cmd_kcm() { # [extra flags...]
 
 cmd_up() {
   if [ -f "$STATE/ports" ] && cmd_status >/dev/null 2>&1; then
-    log "already up ($STATE)"; return 0
+    if grep -q '^DISTRIBUTION_TLS_PORT=' "$STATE/ports"; then
+      log "already up ($STATE)"; return 0
+    fi
+    log "the running test bed predates the token and TLS registries: restarting it"
   fi
   cmd_down >/dev/null 2>&1 || true
   cmd_build
-  rm -rf "$STATE" && mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/etcd" "$STATE/olareg" "$STATE/distribution" "$STATE/distribution-auth"
+  rm -rf "$STATE" && mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/etcd" "$STATE/olareg" "$STATE/distribution" "$STATE/distribution-auth" \
+    "$STATE/distribution-token" "$STATE/distribution-tls"
   trap 'log "start-up failed; stopping what started"; cmd_down; exit 1' ERR
   make_certs
-  local etcd_port etcd_peer api_port kcm_port olareg_port dist_port auth_port
+  local etcd_port etcd_peer api_port kcm_port olareg_port dist_port auth_port issuer_port token_port tls_port
   etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port); kcm_port=$(free_port)
   olareg_port=$(free_port); dist_port=$(free_port); auth_port=$(free_port)
+  issuer_port=$(free_port); token_port=$(free_port); tls_port=$(free_port)
   cat >"$STATE/ports" <<EOF
 ETCD_PORT=$etcd_port
 API_PORT=$api_port
@@ -335,6 +429,9 @@ KCM_PORT=$kcm_port
 OLAREG_PORT=$olareg_port
 DISTRIBUTION_PORT=$dist_port
 DISTRIBUTION_AUTH_PORT=$auth_port
+TOKEN_ISSUER_PORT=$issuer_port
+DISTRIBUTION_TOKEN_PORT=$token_port
+DISTRIBUTION_TLS_PORT=$tls_port
 EOF
 
   start etcd "$ETCD_BIN/etcd" --name testbed --data-dir "$STATE/etcd" \
@@ -374,6 +471,21 @@ EOF
   write_registry_config "$auth_port" "$STATE/distribution-auth" "$STATE/docker-registry-auth.yml" "$STATE/htpasswd"
   start docker-registry-auth "$TOOLS_BIN/docker-registry" serve "$STATE/docker-registry-auth.yml"
   wait_for docker-registry-auth 30 sh -c "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$auth_port/v2/ | grep -q 401"
+
+  # Distribution v3 behind the token issuer, for the bearer-token flow and token scopes.
+  write_token_grants "$STATE/token-grants"
+  start token-issuer "$TOOLS_BIN/token-issuer" --addr "127.0.0.1:$issuer_port" \
+    --grants "$STATE/token-grants" --key "$STATE/pki/token-signer.key" \
+    --cert "$STATE/pki/token-signer.crt" --issuer "$TOKEN_ISSUER" --service "$TOKEN_SERVICE"
+  wait_for token-issuer 30 curl -sf "http://127.0.0.1:$issuer_port/healthz"
+  write_registry_v3_config "$token_port" "$STATE/distribution-token" "$STATE/distribution-token.yml" token "$issuer_port"
+  start distribution-token "$TOOLS_BIN/distribution-v3" serve "$STATE/distribution-token.yml"
+  wait_for distribution-token 30 sh -c "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$token_port/v2/ | grep -q 401"
+
+  # Distribution v3 over TLS, its certificate from the private CA.
+  write_registry_v3_config "$tls_port" "$STATE/distribution-tls" "$STATE/distribution-tls.yml" tls
+  start distribution-tls "$TOOLS_BIN/distribution-v3" serve "$STATE/distribution-tls.yml"
+  wait_for distribution-tls 30 curl -sf --cacert "$STATE/pki/registry-ca.crt" "https://127.0.0.1:$tls_port/v2/"
   trap - ERR
   log "up: $STATE"
 }
@@ -411,6 +523,17 @@ export RETAINER_REGISTRY_USER=$REGISTRY_USER
 export RETAINER_REGISTRY_PASSWORD=$REGISTRY_PASSWORD
 export PATH=$K8S_BIN:$TOOLS_BIN:\$PATH
 EOF
+  # A bed an older script started has no token or TLS registry: tests that need them then say
+  # which variable is missing rather than dial an empty port.
+  if [ -n "${DISTRIBUTION_TLS_PORT:-}" ]; then
+    cat <<EOF
+export RETAINER_DISTRIBUTION_TOKEN=127.0.0.1:$DISTRIBUTION_TOKEN_PORT
+export RETAINER_TOKEN_ISSUER=http://127.0.0.1:$TOKEN_ISSUER_PORT
+export RETAINER_TOKEN_GRANTS=$STATE/token-grants
+export RETAINER_DISTRIBUTION_TLS=127.0.0.1:$DISTRIBUTION_TLS_PORT
+export RETAINER_REGISTRY_CA=$STATE/pki/registry-ca.crt
+EOF
+  fi
 }
 
 cmd_status() {
@@ -451,6 +574,10 @@ healthy() { # component
     docker-registry) curl -sf "http://127.0.0.1:$DISTRIBUTION_PORT/v2/" ;;
     docker-registry-auth)
       curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DISTRIBUTION_AUTH_PORT/v2/" | grep -q 401 ;;
+    token-issuer) curl -sf "http://127.0.0.1:$TOKEN_ISSUER_PORT/healthz" ;;
+    distribution-token)
+      curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DISTRIBUTION_TOKEN_PORT/v2/" | grep -q 401 ;;
+    distribution-tls) curl -sf --cacert "$STATE/pki/registry-ca.crt" "https://127.0.0.1:$DISTRIBUTION_TLS_PORT/v2/" ;;
     *) return 0 ;;
   esac
 }

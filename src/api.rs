@@ -36,7 +36,8 @@ pub const MAX_EXPRESSION_LENGTH: u32 = 4096;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("!has(self.spec.target.namespaceSelector)").message("spec.target.namespaceSelector is only allowed on a ClusterRetentionPolicy").reason(Reason::FieldValueForbidden),
-    validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.credentialsSecretRef) || !has(self.spec.target.registry.credentialsSecretRef.namespace)").message("spec.target.registry.credentialsSecretRef.namespace is only allowed on a ClusterRetentionPolicy: a RetentionPolicy uses Secrets of its own namespace").reason(Reason::FieldValueForbidden)
+    validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.credentialsSecretRef) || !has(self.spec.target.registry.credentialsSecretRef.namespace)").message("spec.target.registry.credentialsSecretRef.namespace is only allowed on a ClusterRetentionPolicy: a RetentionPolicy uses Secrets of its own namespace").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.caBundleRef) || !has(self.spec.target.registry.caBundleRef.namespace)").message("spec.target.registry.caBundleRef.namespace is only allowed on a ClusterRetentionPolicy: a RetentionPolicy reads its own namespace").reason(Reason::FieldValueForbidden)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionPolicySpec {
@@ -103,7 +104,8 @@ fn is_false(b: &bool) -> bool {
     printcolumn = r#"{"name":"Last Sweep","type":"date","jsonPath":".status.lastSweep.completionTime"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.credentialsSecretRef) || has(self.spec.target.registry.credentialsSecretRef.namespace)").message("a ClusterRetentionPolicy must name the namespace of its credentials Secret").reason(Reason::FieldValueRequired)
+    validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.credentialsSecretRef) || has(self.spec.target.registry.credentialsSecretRef.namespace)").message("a ClusterRetentionPolicy must name the namespace of its credentials Secret").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.caBundleRef) || has(self.spec.target.registry.caBundleRef.namespace)").message("a ClusterRetentionPolicy must name the namespace of its CA bundle").reason(Reason::FieldValueRequired)
 )]
 pub struct ClusterRetentionPolicySpec {
     #[serde(flatten)]
@@ -170,6 +172,42 @@ pub struct Registry {
     /// A kubernetes.io/dockerconfigjson Secret with credentials for the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+    /// A key of a Secret or ConfigMap, in the policy's namespace, holding the PEM certificates of the private CA that signs the registry's certificate: trusted for this registry in addition to the bundled public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<CaBundleRef>,
+}
+
+/// A key of a Secret or ConfigMap holding PEM CA certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct CaBundleRef {
+    /// Secret or ConfigMap.
+    pub kind: CaBundleKind,
+    /// The Secret's or ConfigMap's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key whose value is the PEM bundle, e.g. ca.crt.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// The object's namespace: the policy's own for a RetentionPolicy; required on a ClusterRetentionPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The kinds of object a CA bundle is read from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CaBundleKind {
+    #[default]
+    Secret,
+    ConfigMap,
+}
+
+impl CaBundleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaBundleKind::Secret => "Secret",
+            CaBundleKind::ConfigMap => "ConfigMap",
+        }
+    }
 }
 
 /// A reference to a Secret.

@@ -738,6 +738,10 @@ async fn without_the_secrets_target_only_named_credentials_are_readable() {
             "targets.secrets=false",
             "--set",
             "oci.credentialSecrets[0].name=regcred",
+            "--set",
+            "oci.caBundles[0].kind=ConfigMap",
+            "--set",
+            "oci.caBundles[0].name=registry-ca",
         ],
     );
     apply_chart(&admin, &docs).await;
@@ -760,6 +764,14 @@ async fn without_the_secrets_target_only_named_credentials_are_readable() {
     assert!(!may(&sa, "get", "", "secrets", Some(&ns), Some("other")).await);
     assert!(!may(&sa, "delete", "", "secrets", Some(&ns), Some("regcred")).await);
     assert!(!may(&sa, "get", "", "secrets", Some("default"), Some("regcred")).await);
+    // A registry's CA bundle: that ConfigMap, no other.
+    assert!(
+        may(&sa, "get", "", "configmaps", Some(&ns), Some("registry-ca")).await,
+        "the named CA bundle"
+    );
+    assert!(!may(&sa, "get", "", "configmaps", Some(&ns), Some("other")).await);
+    assert!(!may(&sa, "list", "", "configmaps", Some(&ns), None).await);
+    assert!(!may(&sa, "get", "", "secrets", Some(&ns), Some("registry-ca")).await);
     // Still what Job and OCI policies need.
     assert!(may(&sa, "delete", "batch", "jobs", Some(&ns), None).await);
     assert!(may(&sa, "watch", "", "pods", None, None).await);

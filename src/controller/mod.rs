@@ -564,11 +564,21 @@ pub async fn fetch_inventory_counted(
             )
         }
     };
-    let client = RegistryClient::new(&reg.url, creds, opts.timeout).map_err(|e| Readiness {
-        ready: false,
-        reason: status::ready::INVALID_TARGET,
-        message: e.to_string(),
-    })?;
+    let roots = crate::oci::extra_roots(kube, policy.view.namespace.as_deref(), reg)
+        .await
+        .map_err(|e| Readiness {
+            ready: false,
+            reason: e.reason(),
+            message: e.to_string(),
+        })?;
+    let client =
+        RegistryClient::with_roots(&reg.url, creds, opts.timeout, &roots).map_err(|e| {
+            Readiness {
+                ready: false,
+                reason: status::ready::INVALID_TARGET,
+                message: e.to_string(),
+            }
+        })?;
     // Tag resolutions and referrer listings are reused for one refresh period: a sweep checks
     // them afresh before it deletes anything.
     let read = crate::oci::inventory(

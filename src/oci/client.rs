@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::auth::Credentials;
+use super::ca::ExtraRoots;
 
 pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 /// The most a manifest or config may weigh before we refuse to read it.
@@ -51,6 +52,24 @@ pub enum RegistryError {
         status: u16,
         code: String,
     },
+    #[error(
+        "{action} at {registry}: the credentials do not allow deleting in repository {repository} (HTTP {status} {code}: {message}); grant them the delete action on it (token scope repository:{repository}:delete)"
+    )]
+    DeleteDenied {
+        action: String,
+        registry: String,
+        repository: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The TLS handshake failed on the registry's certificate: retrying cannot help.
+    #[error("{action}: registry {registry}: {message}")]
+    Tls {
+        action: String,
+        registry: String,
+        message: String,
+    },
     #[error("{action}: {message}")]
     Protocol { action: String, message: String },
 }
@@ -72,7 +91,7 @@ impl RegistryError {
             RegistryError::Http {
                 status: 401 | 403,
                 ..
-            }
+            } | RegistryError::DeleteDenied { .. }
         )
     }
 
@@ -406,21 +425,36 @@ impl RegistryClient {
         creds: Option<Credentials>,
         timeout: Duration,
     ) -> Result<RegistryClient, RegistryError> {
+        Self::with_roots(url, creds, timeout, &ExtraRoots::default())
+    }
+
+    /// `new`, trusting `roots` (a private CA) besides the bundled ones.
+    pub fn with_roots(
+        url: &str,
+        creds: Option<Credentials>,
+        timeout: Duration,
+        roots: &ExtraRoots,
+    ) -> Result<RegistryClient, RegistryError> {
         let base = url.trim_end_matches('/').to_string();
         let host =
             crate::engine::registry_host(&base).map_err(|message| RegistryError::Protocol {
                 action: "configuring the registry client".into(),
                 message,
             })?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("retainer/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| RegistryError::Protocol {
-                action: "configuring the registry client".into(),
-                message: e.to_string(),
-            })?;
+            // Credentials go wherever the registry's token realm or redirects point: an https
+            // registry never has them sent in clear text.
+            .https_only(base.starts_with("https://"));
+        for c in &roots.certificates {
+            builder = builder.add_root_certificate(c.clone());
+        }
+        let http = builder.build().map_err(|e| RegistryError::Protocol {
+            action: "configuring the registry client".into(),
+            message: e.to_string(),
+        })?;
         Ok(RegistryClient {
             base,
             host,
@@ -449,6 +483,13 @@ impl RegistryClient {
     }
 
     fn unreachable(&self, action: &str, e: reqwest::Error) -> RegistryError {
+        if let Some(message) = certificate_problem(&e) {
+            return RegistryError::Tls {
+                action: action.into(),
+                registry: self.host.clone(),
+                message,
+            };
+        }
         let message = if e.is_timeout() {
             "timed out".to_string()
         } else {
@@ -937,9 +978,62 @@ impl RegistryClient {
                     code,
                 })
             }
+            // A token without the delete action: the token server grants what it may and the
+            // registry refuses the rest, after the client already asked for pull,delete.
+            RegistryError::Http {
+                status: status @ (401 | 403),
+                registry,
+                code,
+                message,
+                ..
+            } => Err(RegistryError::DeleteDenied {
+                action,
+                registry,
+                repository: repo.to_string(),
+                status,
+                code,
+                message,
+            }),
             other => Err(other),
         }
     }
+}
+
+/// What was wrong with the registry's certificate, when that is why a request failed. rustls's
+/// own words ("invalid peer certificate: UnknownIssuer") do not say what to do about it.
+fn certificate_problem(e: &reqwest::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        // io::Error's `source` skips the error it wraps, which is where rustls's is.
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        let tls = err
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| inner.and_then(|i| i.downcast_ref::<rustls::Error>()));
+        if let Some(rustls::Error::InvalidCertificate(c)) = tls {
+            return Some(match c {
+                C::UnknownIssuer => "registry certificate is not trusted (unknown issuer): set target.registry.caBundleRef to the CA that signed it".into(),
+                C::BadSignature | C::UnknownRevocationStatus | C::Revoked => {
+                    format!("registry certificate is not trusted ({c:?})")
+                }
+                C::Expired | C::ExpiredContext { .. } => {
+                    "registry certificate has expired".into()
+                }
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    "registry certificate is not valid yet".into()
+                }
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "registry certificate is not valid for this host name".into()
+                }
+                other => format!("registry certificate was rejected: {other:?}"),
+            });
+        }
+        next = inner.or_else(|| err.source());
+    }
+    None
 }
 
 fn pull(repo: &str) -> String {

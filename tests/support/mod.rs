@@ -78,11 +78,14 @@ where
     }
 }
 
-/// `host:port` of a test-bed registry: "olareg" or "distribution".
+/// `host:port` of a test-bed registry: "olareg", "distribution", "distribution-token" (CNCF
+/// distribution v3 behind the token issuer) or "distribution-tls" (v3 over HTTPS, private CA).
 pub fn registry(which: &str) -> String {
     require_env(match which {
         "olareg" => "RETAINER_OLAREG",
         "distribution" => "RETAINER_DISTRIBUTION",
+        "distribution-token" => "RETAINER_DISTRIBUTION_TOKEN",
+        "distribution-tls" => "RETAINER_DISTRIBUTION_TLS",
         other => panic!("unknown registry {other}"),
     })
 }
@@ -106,9 +109,43 @@ pub async fn push_image(
 
 /// A reqwest request with basic auth when credentials are given.
 fn authed(rb: reqwest::RequestBuilder, auth: Option<(&str, &str)>) -> reqwest::RequestBuilder {
+    with_auth(
+        rb,
+        auth.map(|(u, p)| Auth::Basic(u.into(), p.into())).as_ref(),
+    )
+}
+
+/// How a test authenticates to a registry directly.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    Basic(String, String),
+    Bearer(String),
+}
+
+fn with_auth(rb: reqwest::RequestBuilder, auth: Option<&Auth>) -> reqwest::RequestBuilder {
     match auth {
-        Some((u, p)) => rb.basic_auth(u, Some(p)),
+        Some(Auth::Basic(u, p)) => rb.basic_auth(u, Some(p)),
+        Some(Auth::Bearer(t)) => rb.bearer_auth(t),
         None => rb,
+    }
+}
+
+/// A registry as a test reaches it: base URL (http:// or https://), the HTTP client (with the
+/// private CA for the TLS registry) and how to authenticate.
+pub struct Direct {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub auth: Option<Auth>,
+}
+
+impl Direct {
+    /// Plain HTTP to `registry` (host:port).
+    pub fn http(registry: &str) -> Direct {
+        Direct {
+            base: format!("http://{registry}"),
+            http: reqwest::Client::new(),
+            auth: None,
+        }
     }
 }
 
@@ -122,8 +159,23 @@ pub async fn push_image_as(
     created: &str,
     subject: Option<(&str, usize)>,
 ) -> String {
-    let http = reqwest::Client::new();
-    let base = format!("http://{registry}/v2/{repo}");
+    let mut to = Direct::http(registry);
+    to.auth = auth.map(|(u, p)| Auth::Basic(u.into(), p.into()));
+    push_image_to(&to, repo, tag, seed, created, subject).await
+}
+
+/// `push_image` to any registry, over HTTP or HTTPS, with any auth.
+pub async fn push_image_to(
+    to: &Direct,
+    repo: &str,
+    tag: &str,
+    seed: &str,
+    created: &str,
+    subject: Option<(&str, usize)>,
+) -> String {
+    let http = &to.http;
+    let auth = to.auth.as_ref();
+    let base = format!("{}/v2/{repo}", to.base);
     let config = serde_json::to_vec(&serde_json::json!({
         "created": created, "architecture": "amd64", "os": "linux",
         "config": {"Labels": {"seed": seed}}, "rootfs": {"type": "layers", "diff_ids": []}
@@ -132,7 +184,7 @@ pub async fn push_image_as(
     let layer = format!("layer {seed}").into_bytes();
     for blob in [&config, &layer] {
         let digest = sha256(blob);
-        let resp = authed(http.post(format!("{base}/blobs/uploads/")), auth)
+        let resp = with_auth(http.post(format!("{base}/blobs/uploads/")), auth)
             .send()
             .await
             .expect("start upload");
@@ -151,10 +203,10 @@ pub async fn push_image_as(
         let url = if location.starts_with("http") {
             location
         } else {
-            format!("http://{registry}{location}")
+            format!("{}{location}", to.base)
         };
         let sep = if url.contains('?') { '&' } else { '?' };
-        let resp = authed(http.put(format!("{url}{sep}digest={digest}")), auth)
+        let resp = with_auth(http.put(format!("{url}{sep}digest={digest}")), auth)
             .header("content-type", "application/octet-stream")
             .body(blob.clone())
             .send()
@@ -185,9 +237,8 @@ pub async fn push_image_as(
     } else {
         tag.to_string()
     };
-    put_manifest(
-        registry,
-        auth,
+    put_manifest_to(
+        to,
         repo,
         &reference,
         "application/vnd.oci.image.manifest.v1+json",
@@ -206,8 +257,20 @@ async fn put_manifest(
     media_type: &str,
     body: Vec<u8>,
 ) {
-    let url = format!("http://{registry}/v2/{repo}/manifests/{reference}");
-    let resp = authed(reqwest::Client::new().put(url), auth)
+    let mut to = Direct::http(registry);
+    to.auth = auth.map(|(u, p)| Auth::Basic(u.into(), p.into()));
+    put_manifest_to(&to, repo, reference, media_type, body).await
+}
+
+async fn put_manifest_to(
+    to: &Direct,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: Vec<u8>,
+) {
+    let url = format!("{}/v2/{repo}/manifests/{reference}", to.base);
+    let resp = with_auth(to.http.put(url), to.auth.as_ref())
         .header("content-type", media_type)
         .body(body)
         .send()
@@ -460,6 +523,38 @@ pub async fn plan_json(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("plan prints JSON")
+}
+
+/// Whether a manifest digest still exists, asked as `from` says.
+pub async fn exists_at(from: &Direct, repo: &str, digest: &str) -> bool {
+    let rb = from
+        .http
+        .head(format!("{}/v2/{repo}/manifests/{digest}", from.base))
+        .header(
+            "accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        );
+    with_auth(rb, from.auth.as_ref())
+        .send()
+        .await
+        .expect("head")
+        .status()
+        .is_success()
+}
+
+/// A bearer token from the test bed's token issuer for `scope` (e.g. repository:a/b:pull,push).
+pub async fn registry_token(user: &str, password: &str, scope: &str) -> String {
+    let issuer = require_env("RETAINER_TOKEN_ISSUER");
+    let resp = reqwest::Client::new()
+        .get(format!("{issuer}/token"))
+        .query(&[("service", "retainer-testbed-registry"), ("scope", scope)])
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .expect("token request");
+    assert!(resp.status().is_success(), "token: {}", resp.status());
+    let body: Value = resp.json().await.expect("token json");
+    body["token"].as_str().expect("a token").to_string()
 }
 
 /// Whether a manifest digest still exists.

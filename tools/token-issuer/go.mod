@@ -1,0 +1,3 @@
+module retainer/tools/token-issuer
+
+go 1.24
