@@ -291,6 +291,7 @@ mod tests {
                 kept: 1,
                 candidates: n_delete as i64,
                 errors: 0,
+                ..Default::default()
             },
             results,
         }

@@ -704,6 +704,7 @@ mod tests {
                 kept: governed - candidates as i64,
                 candidates: candidates as i64,
                 errors: 0,
+                ..Default::default()
             },
             results,
         }
