@@ -948,6 +948,17 @@ async fn sweep_policy(
         .deletions(&policy.view, policy.target, deleted, failed);
     let mut message =
         format!("deleted {deleted}, failed {failed}, skipped {skipped} (changed, guarded or gone)");
+    let bytes_freed = (policy.target == TargetKind::OciArtifact).then(|| {
+        let docs = state.inventory.as_ref().map(|(_, d)| d.as_slice());
+        crate::engine::bytes::storage(
+            docs.unwrap_or_default(),
+            &sweep::deleted_artifacts(&outcomes),
+        )
+        .freed
+    });
+    if let Some(b) = bytes_freed {
+        message.push_str(&format!("; freed {b} bytes"));
+    }
     later(&mut message);
     let (ok, reason, result) = match (failed, deleted) {
         (0, _) => (true, status::swept::COMPLETED, "completed"),
@@ -972,11 +983,13 @@ async fn sweep_policy(
         &message,
     )
     .await;
+    let mut rec = record(now, deleted, failed, skipped);
+    rec.bytes_freed = bytes_freed.map(status::saturating_i64);
     SweepStatus {
         ok,
         reason,
         message,
-        record: Some(record(now, deleted, failed, skipped)),
+        record: Some(rec),
     }
 }
 
@@ -988,6 +1001,7 @@ fn record(start: Timestamp, deleted: i64, failed: i64, skipped: i64) -> SweepRec
         deleted,
         failed,
         skipped,
+        bytes_freed: None,
     }
 }
 

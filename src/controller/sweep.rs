@@ -588,6 +588,20 @@ impl Executor {
     }
 }
 
+/// The artifacts a sweep deleted, as (repository, digest): what it freed is computed from them.
+pub fn deleted_artifacts(outcomes: &[(Target, Outcome)]) -> BTreeSet<(String, String)> {
+    outcomes
+        .iter()
+        .filter(|(_, o)| *o == Outcome::Deleted)
+        .filter_map(|(t, _)| match &t.id {
+            TargetId::Oci {
+                repository, digest, ..
+            } => Some((repository.clone(), digest.clone())),
+            TargetId::Kube { .. } => None,
+        })
+        .collect()
+}
+
 /// An artifact: (repository, digest).
 type DigestKey = (String, String);
 
