@@ -55,7 +55,7 @@ pub struct RetentionPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub order_by: Option<String>,
-    /// CEL bool, required: true keeps the object. Variables: object, now, age, group, rank (0-based position in its group), groupSize, referencedBy (list of {apiVersion, kind, namespace, name}). Example: "rank < 5 || age < duration('720h') || referencedBy.size() > 0". Durations are Go-style: there is no 'd' unit.
+    /// CEL bool, required: true keeps the object. Variables: object, now, age, group, rank (0-based position in its group), groupSize, referencedBy (list of {apiVersion, kind, namespace, name}); for OCI artifacts also artifactBytes (the artifact's manifest, config, layers and referrers, each blob once) and groupBytes (the group's unique blobs left once the deletions planned for lower-ranked members are done; members are decided from the highest rank down). Example: "rank < 5 || age < duration('720h') || referencedBy.size() > 0". Durations are Go-style: there is no 'd' unit.
     #[schemars(length(min = 1, max = 4096))]
     pub keep: String,
     /// Extra referrers of any resource: each listed object's refs expression yields the names (Jobs, Secrets: same namespace) or image references (OCI) it references.

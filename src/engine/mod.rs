@@ -841,7 +841,8 @@ fn evaluate_rows(
     let mut footprints: Vec<bytes::Blobs> = vec![bytes::Blobs::new(); rows.len()];
     let mut ledgers: Vec<bytes::Ledger> = Vec::new();
     let mut ledger_of: Vec<Option<usize>> = vec![None; rows.len()];
-    if kind == TargetKind::OciArtifact {
+    // Only keep reads them; the summary's bytes are counted from `selected` below.
+    if kind == TargetKind::OciArtifact && policy.keep_reads_bytes {
         let mut repos: HashMap<&str, bytes::Repository<'_>> = HashMap::new();
         for &doc in &selected {
             repos
