@@ -1008,3 +1008,57 @@ fn storage_variables_exist_for_oci_keep_only() {
         );
     }
 }
+
+#[test]
+fn an_index_holds_its_childrens_bytes_while_it_is_kept() {
+    let layered = |digest: &str, tags: &[&str], created: &str, layer: &str| {
+        let mut a = artifact("app", digest, tags, Some(created));
+        a["layers"] = json!([{"digest": layer, "size": 1000}]);
+        a
+    };
+    let mut index = artifact("app", "sha256:idx", &["2.0"], Some("2026-05-01T00:00:00Z"));
+    index["size"] = json!(40);
+    index["manifests"] = json!(["sha256:c1", "sha256:c2"]);
+    let objects = vec![
+        index,
+        layered("sha256:c1", &[], "2026-04-01T00:00:00Z", "sha256:l1"),
+        layered("sha256:c2", &[], "2026-04-01T00:00:00Z", "sha256:l2"),
+        layered("sha256:old", &["1.0"], "2026-01-01T00:00:00Z", "sha256:l0"),
+    ];
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "OCIArtifact", "registry": {"url": "http://127.0.0.1:5000", "repositories": ["app"]}},
+        "keep": "rank < 1 || groupBytes < 2000", "schedule": "@daily"}),
+    );
+    let r = run(&p, &objects, &[]);
+    let v: BTreeMap<_, _> = r
+        .iter()
+        .map(|(id, v, why)| (id.split('@').nth(1).unwrap().to_string(), (*v, why.clone())))
+        .collect();
+    // 40 + 2 × 1100 + 1100 = 3340; the old image leaves 2240, which the kept index holds: the
+    // children keep says delete free nothing, and the index guard keeps them.
+    assert_eq!(
+        v["sha256:old"],
+        (
+            Verdict::Delete,
+            "no term of keep held (artifactBytes 1100, groupBytes 3340); the group holds 2240 bytes after this deletion".into()
+        )
+    );
+    for child in ["sha256:c1", "sha256:c2"] {
+        assert_eq!(
+            v[child],
+            (
+                Verdict::Keep,
+                "guard: listed by kept index sha256:idx".into()
+            ),
+            "{child}"
+        );
+    }
+    assert_eq!(
+        v["sha256:idx"],
+        (
+            Verdict::Keep,
+            "keep: rank < 1 (artifactBytes 2240, groupBytes 2240)".into()
+        )
+    );
+}
