@@ -32,6 +32,12 @@ fn deleted_by(example: &str, policy_file: &str) -> (Vec<String>, retainer::engin
         !json.contains("aHVudGVyMg=="),
         "{example}: Secret data leaked into output"
     );
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        report["summary"].get("bytesFreed").is_some(),
+        policy.target == retainer::api::TargetKind::OciArtifact,
+        "{example}: check -o json gives bytes freed for OCI policies only"
+    );
     let names = eval
         .results
         .iter()
