@@ -948,17 +948,23 @@ async fn sweep_policy(
         .deletions(&policy.view, policy.target, deleted, failed);
     let mut message =
         format!("deleted {deleted}, failed {failed}, skipped {skipped} (changed, guarded or gone)");
-    let bytes_freed = (policy.target == TargetKind::OciArtifact).then(|| {
+    let storage = (policy.target == TargetKind::OciArtifact).then(|| {
         let docs = state.inventory.as_ref().map(|(_, d)| d.as_slice());
         crate::engine::bytes::storage(
             docs.unwrap_or_default(),
             &sweep::deleted_artifacts(&outcomes),
         )
-        .freed
     });
-    if let Some(b) = bytes_freed {
-        message.push_str(&format!("; freed {b} bytes"));
+    if let Some(s) = storage {
+        message.push_str(&format!("; freed {} bytes", s.freed));
+        tracing::info!(
+            target: "retainer::audit",
+            policy = %key, kind = policy.target.as_str(), deleted,
+            bytes_before = s.held, bytes_after = s.held.saturating_sub(s.freed),
+            bytes_freed = s.freed, "swept"
+        );
     }
+    let bytes_freed = storage.map(|s| s.freed);
     later(&mut message);
     let (ok, reason, result) = match (failed, deleted) {
         (0, _) => (true, status::swept::COMPLETED, "completed"),
