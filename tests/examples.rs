@@ -28,6 +28,19 @@ fn deleted_by(example: &str, policy_file: &str) -> (Vec<String>, retainer::engin
     .unwrap();
     let eval = check::evaluate_offline(&policy, objects, NOW.parse().unwrap());
     let json = check::render_json(&policy, &eval);
+    // The same objects as one JSON List, which check reads pruned to what the policy needs.
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": check::parse_documents(
+        &objects_path,
+        &std::fs::read_to_string(&objects_path).unwrap(),
+    )
+    .unwrap()});
+    let from_json = check::read_objects(&policy, "objects.json", &list.to_string())
+        .unwrap()
+        .evaluate(&policy, NOW.parse().unwrap());
+    assert_eq!(
+        from_json, eval,
+        "{example}: JSON input evaluates as YAML input"
+    );
     assert!(
         !json.contains("aHVudGVyMg=="),
         "{example}: Secret data leaked into output"

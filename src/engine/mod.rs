@@ -81,6 +81,23 @@ impl CompiledPolicy {
             &["metadata"],
             &["status"],
         ]);
+        if self.target == TargetKind::OciArtifact {
+            // What the engine itself reads of an artifact: identity and references, guards,
+            // index children and referrers, and the descriptors its bytes are counted from.
+            tree.merge(&FieldTree::of(&[
+                &["registry"],
+                &["repository"],
+                &["digest"],
+                &["tags"],
+                &["created"],
+                &["annotations"],
+                &["subject"],
+                &["manifests"],
+                &["size"],
+                &["config"],
+                &["layers"],
+            ]));
+        }
         tree.merge(&self.fields);
         tree
     }
