@@ -35,6 +35,7 @@ pub const MAX_EXPRESSION_LENGTH: u32 = 4096;
     printcolumn = r#"{"name":"Last Sweep","type":"date","jsonPath":".status.lastSweep.completionTime"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Bytes Freed","type":"integer","priority":1,"jsonPath":".status.lastSweep.bytesFreed"}"#,
     validation = Rule::new("!has(self.spec.target.namespaceSelector)").message("spec.target.namespaceSelector is only allowed on a ClusterRetentionPolicy").reason(Reason::FieldValueForbidden),
     validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.credentialsSecretRef) || !has(self.spec.target.registry.credentialsSecretRef.namespace)").message("spec.target.registry.credentialsSecretRef.namespace is only allowed on a ClusterRetentionPolicy: a RetentionPolicy uses Secrets of its own namespace").reason(Reason::FieldValueForbidden),
     validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.caBundleRef) || !has(self.spec.target.registry.caBundleRef.namespace)").message("spec.target.registry.caBundleRef.namespace is only allowed on a ClusterRetentionPolicy: a RetentionPolicy reads its own namespace").reason(Reason::FieldValueForbidden)
@@ -55,7 +56,7 @@ pub struct RetentionPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub order_by: Option<String>,
-    /// CEL bool, required: true keeps the object. Variables: object, now, age, group, rank (0-based position in its group), groupSize, referencedBy (list of {apiVersion, kind, namespace, name}). Example: "rank < 5 || age < duration('720h') || referencedBy.size() > 0". Durations are Go-style: there is no 'd' unit.
+    /// CEL bool, required: true keeps the object. Variables: object, now, age, group, rank (0-based position in its group), groupSize, referencedBy (list of {apiVersion, kind, namespace, name}); for OCI artifacts also artifactBytes (the artifact's manifest, config, layers and referrers, each blob once) and groupBytes (the group's unique blobs left once the deletions planned for lower-ranked members are done; members are decided from the highest rank down). Example: "rank < 5 || age < duration('720h') || referencedBy.size() > 0". Durations are Go-style: there is no 'd' unit.
     #[schemars(length(min = 1, max = 4096))]
     pub keep: String,
     /// Extra referrers of any resource: each listed object's refs expression yields the names (Jobs, Secrets: same namespace) or image references (OCI) it references.
@@ -104,6 +105,7 @@ fn is_false(b: &bool) -> bool {
     printcolumn = r#"{"name":"Last Sweep","type":"date","jsonPath":".status.lastSweep.completionTime"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Bytes Freed","type":"integer","priority":1,"jsonPath":".status.lastSweep.bytesFreed"}"#,
     validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.credentialsSecretRef) || has(self.spec.target.registry.credentialsSecretRef.namespace)").message("a ClusterRetentionPolicy must name the namespace of its credentials Secret").reason(Reason::FieldValueRequired),
     validation = Rule::new("!has(self.spec.target.registry) || !has(self.spec.target.registry.caBundleRef) || has(self.spec.target.registry.caBundleRef.namespace)").message("a ClusterRetentionPolicy must name the namespace of its CA bundle").reason(Reason::FieldValueRequired)
 )]
@@ -308,11 +310,18 @@ pub struct GraceMarks {
 
 /// Counts of the last evaluation.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub governed: i64,
     pub kept: i64,
     pub candidates: i64,
     pub errors: i64,
+    /// OCI only: bytes the policy's repositories hold, counting each blob (manifest, config, layer) once per repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    /// OCI only: bytes a sweep deleting every candidate now would leave unreferenced (what registry garbage collection can then reclaim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_freed: Option<i64>,
 }
 
 /// One candidate: namespace and name, or repository, digest and tags.
@@ -343,6 +352,9 @@ pub struct SweepRecord {
     pub deleted: i64,
     pub failed: i64,
     pub skipped: i64,
+    /// OCI only: bytes the deleted artifacts left unreferenced, counting each blob once per repository, as the evaluation before the sweep saw the repositories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_freed: Option<i64>,
 }
 
 /// Both kinds seen through one lens: the engine and the controller only need the spec, where the policy lives, and whether it is cluster-scoped.

@@ -408,12 +408,50 @@ pub fn render_table(policy: &CompiledPolicy, eval: &Evaluation) -> String {
         s.candidates,
         s.errors
     );
+    if let (Some(held), Some(freed)) = (s.bytes, s.bytes_freed) {
+        let _ = writeln!(
+            out,
+            "storage: {} held, a sweep frees {} ({held} and {freed} bytes)",
+            human_bytes(held),
+            human_bytes(freed)
+        );
+    }
     out
+}
+
+/// Bytes in binary units, as registries and `du -h` show them.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_read_in_binary_units() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (5 * 1024 * 1024 + 512 * 1024, "5.5 MiB"),
+            (5 << 30, "5.0 GiB"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(human_bytes(n), want, "{n}");
+        }
+    }
 
     #[test]
     fn lists_are_flattened_and_secret_data_dropped() {

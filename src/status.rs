@@ -174,6 +174,11 @@ pub fn listed_candidates(eval: &Evaluation) -> Vec<CandidateRef> {
         .collect()
 }
 
+/// Byte counts as the API's integers; no registry holds 8 EiB.
+pub fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Everything status is computed from.
 pub struct StatusInput<'a> {
     pub previous: Option<&'a RetentionPolicyStatus>,
@@ -243,6 +248,8 @@ pub fn desired_status(input: StatusInput<'_>) -> RetentionPolicyStatus {
                 kept: e.summary.kept,
                 candidates: e.summary.candidates,
                 errors: e.summary.errors,
+                bytes: e.summary.bytes.map(saturating_i64),
+                bytes_freed: e.summary.bytes_freed.map(saturating_i64),
             }),
             listed_candidates(e),
         ),
@@ -304,6 +311,7 @@ mod tests {
                 kept: 1,
                 candidates: n_delete as i64,
                 errors: 0,
+                ..Default::default()
             },
             results,
         }
@@ -377,6 +385,7 @@ mod tests {
             deleted: 1,
             failed: 0,
             skipped: 0,
+            bytes_freed: None,
         };
         let sweep = SweepStatus {
             ok: true,

@@ -7,8 +7,12 @@ use retainer::engine::{CompiledPolicy, ObjectId, Verdict};
 const NOW: &str = "2026-11-22T12:00:00Z";
 
 fn deleted(example: &str) -> (Vec<String>, retainer::engine::Counts) {
+    deleted_by(example, "policy.yaml")
+}
+
+fn deleted_by(example: &str, policy_file: &str) -> (Vec<String>, retainer::engine::Counts) {
     let dir = format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR"));
-    let policy_path = format!("{dir}/policy.yaml");
+    let policy_path = format!("{dir}/{policy_file}");
     let objects_path = format!("{dir}/objects.yaml");
     let policy_docs = check::parse_documents(
         &policy_path,
@@ -24,9 +28,28 @@ fn deleted(example: &str) -> (Vec<String>, retainer::engine::Counts) {
     .unwrap();
     let eval = check::evaluate_offline(&policy, objects, NOW.parse().unwrap());
     let json = check::render_json(&policy, &eval);
+    // The same objects as one JSON List, which check reads pruned to what the policy needs.
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": check::parse_documents(
+        &objects_path,
+        &std::fs::read_to_string(&objects_path).unwrap(),
+    )
+    .unwrap()});
+    let from_json = check::read_objects(&policy, "objects.json", &list.to_string())
+        .unwrap()
+        .evaluate(&policy, NOW.parse().unwrap());
+    assert_eq!(
+        from_json, eval,
+        "{example}: JSON input evaluates as YAML input"
+    );
     assert!(
         !json.contains("aHVudGVyMg=="),
         "{example}: Secret data leaked into output"
+    );
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        report["summary"].get("bytesFreed").is_some(),
+        policy.target == retainer::api::TargetKind::OciArtifact,
+        "{example}: check -o json gives bytes freed for OCI policies only"
     );
     let names = eval
         .results
@@ -71,6 +94,39 @@ fn finished_jobs() {
     let (d, s) = deleted("finished-jobs");
     assert_eq!(d, vec!["team-a/nightly-report"]);
     assert_eq!(s.governed, 4, "kube-system is not selected");
+}
+
+#[test]
+fn helm_charts_oci() {
+    let (d, s) = deleted("helm-charts-oci");
+    // 2.1.0-rc.1, 2.0.0 and 1.10.0 are the newest by semver; a ChartDeployment deploys 1.1.0;
+    // 1.2.0's provenance goes with it; the image in charts/web-tools is not a chart.
+    assert_eq!(
+        d,
+        vec![
+            "charts/web:1.0.0",
+            "charts/web:1.2.0",
+            "charts/web:1.3.0",
+            "charts/web:"
+        ]
+    );
+    assert_eq!((s.governed, s.kept, s.errors), (10, 6, 0));
+    assert_eq!(s.bytes_freed, Some(17862));
+
+    let (d, s) = deleted_by("helm-charts-oci", "storage-pressure.yaml");
+    assert_eq!(
+        d,
+        vec![
+            "charts/web:1.0.0",
+            "charts/web:1.2.0",
+            "charts/web:1.3.0",
+            "charts/web:1.10.0",
+            "charts/web:2.0.0",
+            "charts/web:"
+        ],
+        "charts/web shrinks from 40902 bytes until under 16 KiB; charts/api is under it"
+    );
+    assert_eq!((s.bytes, s.bytes_freed), (Some(2051042), Some(29482)));
 }
 
 #[test]

@@ -638,6 +638,20 @@ impl Executor {
     }
 }
 
+/// The artifacts a sweep deleted, as (repository, digest): what it freed is computed from them.
+pub fn deleted_artifacts(outcomes: &[(Target, Outcome)]) -> BTreeSet<(String, String)> {
+    outcomes
+        .iter()
+        .filter(|(_, o)| *o == Outcome::Deleted)
+        .filter_map(|(t, _)| match &t.id {
+            TargetId::Oci {
+                repository, digest, ..
+            } => Some((repository.clone(), digest.clone())),
+            TargetId::Kube { .. } => None,
+        })
+        .collect()
+}
+
 /// An artifact: (repository, digest).
 type DigestKey = (String, String);
 
@@ -754,6 +768,7 @@ mod tests {
                 kept: governed - candidates as i64,
                 candidates: candidates as i64,
                 errors: 0,
+                ..Default::default()
             },
             results,
         }

@@ -848,6 +848,22 @@ impl Worker {
         let mut message = format!(
             "{prefix}deleted {deleted}, failed {failed}, skipped {skipped} (changed, guarded or gone)"
         );
+        let storage = (policy.target == TargetKind::OciArtifact).then(|| {
+            let docs = self.state.inventory.as_ref().map(|(_, d)| d.as_slice());
+            crate::engine::bytes::storage(
+                docs.unwrap_or_default(),
+                &super::sweep::deleted_artifacts(&outcomes),
+            )
+        });
+        if let Some(s) = storage {
+            message.push_str(&format!("; freed {} bytes", s.freed));
+            tracing::info!(
+                target: "retainer::audit",
+                policy = %self.key, kind = policy.target.as_str(), deleted,
+                bytes_before = s.held, bytes_after = s.held.saturating_sub(s.freed),
+                bytes_freed = s.freed, "swept"
+            );
+        }
         later(&mut message);
         let (ok, reason, result) = match (failed, deleted) {
             (0, _) => (true, status::swept::COMPLETED, SweepResult::Completed),
@@ -868,11 +884,13 @@ impl Worker {
             (EventType::Normal, event::SWEPT)
         };
         self.publish(obj, event_type, reason_text, &message).await;
+        let mut rec = record(now, Some(now_secs()), deleted, failed, skipped);
+        rec.bytes_freed = storage.map(|s| status::saturating_i64(s.freed));
         SweepEnd::Done(SweepStatus {
             ok,
             reason,
             message,
-            record: Some(record(now, Some(now_secs()), deleted, failed, skipped)),
+            record: Some(rec),
         })
     }
 
@@ -1056,6 +1074,7 @@ fn record(
         deleted,
         failed,
         skipped,
+        bytes_freed: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! No I/O and no clock: the caller passes the objects and `now`.
 
+pub mod bytes;
 mod select;
 
 use std::cmp::Ordering;
@@ -50,12 +51,18 @@ pub struct CompiledPolicy {
     pub grace_period: Option<std::time::Duration>,
     /// For OCI: the registry host and the repository patterns.
     pub registry_host: Option<String>,
+    /// keep reads artifactBytes or groupBytes: verdicts then say what the bytes were.
+    keep_reads_bytes: bool,
 }
 
-fn compile_opt(field: Field, src: &Option<String>) -> Result<Option<Compiled>, CompileError> {
+fn compile_opt(
+    field: Field,
+    src: &Option<String>,
+    keep_extra: &[&str],
+) -> Result<Option<Compiled>, CompileError> {
     match src.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(s) => Compiled::compile(field, s).map(Some),
+        Some(s) => Compiled::compile_with(field, s, keep_extra).map(Some),
     }
 }
 
@@ -74,6 +81,23 @@ impl CompiledPolicy {
             &["metadata"],
             &["status"],
         ]);
+        if self.target == TargetKind::OciArtifact {
+            // What the engine itself reads of an artifact: identity and references, guards,
+            // index children and referrers, and the descriptors its bytes are counted from.
+            tree.merge(&FieldTree::of(&[
+                &["registry"],
+                &["repository"],
+                &["digest"],
+                &["tags"],
+                &["created"],
+                &["annotations"],
+                &["subject"],
+                &["manifests"],
+                &["size"],
+                &["config"],
+                &["layers"],
+            ]));
+        }
         tree.merge(&self.fields);
         tree
     }
@@ -157,10 +181,15 @@ impl CompiledPolicy {
                     .map_err(|e| invalid(format!("spec.target.registry.url: {e}")))?,
             ),
         };
-        let r#match = compile_opt(Field::Match, &spec.r#match)?;
-        let group_by = compile_opt(Field::GroupBy, &spec.group_by)?;
-        let order_by = compile_opt(Field::OrderBy, &spec.order_by)?;
-        let keep = Compiled::compile(Field::Keep, spec.keep.trim())?;
+        let keep_extra = match target {
+            TargetKind::OciArtifact => expr::OCI_KEEP_VARIABLES,
+            TargetKind::Job | TargetKind::Secret => &[],
+        };
+        let r#match = compile_opt(Field::Match, &spec.r#match, keep_extra)?;
+        let group_by = compile_opt(Field::GroupBy, &spec.group_by, keep_extra)?;
+        let order_by = compile_opt(Field::OrderBy, &spec.order_by, keep_extra)?;
+        let keep = Compiled::compile_with(Field::Keep, spec.keep.trim(), keep_extra)?;
+        let keep_reads_bytes = keep_extra.iter().any(|v| keep.reads(v));
         let referrer_sources = spec
             .referenced_by
             .iter()
@@ -209,6 +238,7 @@ impl CompiledPolicy {
             schedule,
             grace_period,
             registry_host,
+            keep_reads_bytes,
         })
     }
 }
@@ -276,6 +306,13 @@ pub struct Counts {
     pub kept: i64,
     pub candidates: i64,
     pub errors: i64,
+    /// OCI only: the unique blobs (manifests, configs, layers) the selected repositories hold,
+    /// summed over repositories.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// OCI only: of those, the bytes deleting every candidate would leave unreferenced.
+    #[serde(rename = "bytesFreed", skip_serializing_if = "Option::is_none")]
+    pub bytes_freed: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -657,10 +694,15 @@ fn evaluate_rows(
 
     // select, bind once, match, group, order
     let mut rows: Vec<Row<'_>> = Vec::new();
+    // Every selected artifact, matched or not: all of them hold storage.
+    let mut selected: Vec<&Json> = Vec::new();
     for (seen, &obj) in snap.objects.iter().enumerate() {
         stop(seen)?;
         if !selects(policy, obj, snap.namespace_labels) {
             continue;
+        }
+        if kind == TargetKind::OciArtifact {
+            selected.push(obj);
         }
         let created = match kind {
             TargetKind::OciArtifact => parse_time(str_at(obj, "/created")),
@@ -748,6 +790,8 @@ fn evaluate_rows(
     }
     let mut ranks: Vec<(usize, i64, i64)> = Vec::new();
     let mut mixed: Vec<(usize, String)> = Vec::new();
+    // Each group's members, by rank (unranked for a group whose keys do not compare).
+    let mut ranked_groups: Vec<Vec<usize>> = Vec::new();
     for (group, mut members) in groups {
         let kinds: std::collections::BTreeSet<&str> = members
             .iter()
@@ -759,6 +803,7 @@ fn evaluate_rows(
                 kinds.into_iter().collect::<Vec<_>>().join(", ")
             );
             mixed.extend(members.iter().map(|&i| (i, msg.clone())));
+            ranked_groups.push(members);
             continue;
         }
         members.sort_by(|&a, &b| {
@@ -773,6 +818,7 @@ fn evaluate_rows(
         for (rank, &i) in members.iter().enumerate() {
             ranks.push((i, rank as i64, size));
         }
+        ranked_groups.push(members);
     }
     for (i, rank, size) in ranks {
         rows[i].rank = rank;
@@ -808,10 +854,53 @@ fn evaluate_rows(
         row.referrers = refs;
     }
 
-    // guards, then keep
-    let mut results: Vec<ObjectResult> = Vec::with_capacity(rows.len());
-    for row in &rows {
-        stop(results.len())?;
+    // Storage: each member's footprint, and per group a ledger of the bytes its members hold.
+    let mut footprints: Vec<bytes::Blobs> = vec![bytes::Blobs::new(); rows.len()];
+    let mut ledgers: Vec<bytes::Ledger> = Vec::new();
+    let mut ledger_of: Vec<Option<usize>> = vec![None; rows.len()];
+    // Only keep reads them; the summary's bytes are counted from `selected` below.
+    if kind == TargetKind::OciArtifact && policy.keep_reads_bytes {
+        let mut repos: HashMap<&str, bytes::Repository<'_>> = HashMap::new();
+        for &doc in &selected {
+            repos
+                .entry(str_at(doc, "/repository").unwrap_or(""))
+                .or_default()
+                .add(doc);
+        }
+        for (i, row) in rows.iter().enumerate() {
+            if let (Some(repo), Some(digest)) = (
+                repos.get(str_at(row.obj, "/repository").unwrap_or("")),
+                str_at(row.obj, "/digest"),
+            ) {
+                footprints[i] = repo.footprint(digest);
+            }
+        }
+        for members in &ranked_groups {
+            let mut ledger = bytes::Ledger::default();
+            for &i in members {
+                ledger.add(&footprints[i]);
+                ledger_of[i] = Some(ledgers.len());
+            }
+            ledgers.push(ledger);
+        }
+    }
+
+    // guards, then keep. Each group is decided from its lowest rank up (the order a sweep
+    // deletes in), so that groupBytes is what the group holds once the deletions already
+    // planned in it are done: when that falls under a threshold, the rest are kept.
+    let mut order: Vec<usize> = Vec::with_capacity(rows.len());
+    for members in &ranked_groups {
+        order.extend(members.iter().rev());
+    }
+    let mut in_order = vec![false; rows.len()];
+    for &i in &order {
+        in_order[i] = true;
+    }
+    order.extend((0..rows.len()).filter(|&i| !in_order[i]));
+    let mut decided: Vec<Option<(Verdict, String)>> = vec![None; rows.len()];
+    for (done, &i) in order.iter().enumerate() {
+        stop(done)?;
+        let row = &rows[i];
         let (verdict, reason) = match &row.decided {
             Some(d) => d.clone(),
             None => match guard(kind, row.obj) {
@@ -828,17 +917,55 @@ fn evaluate_rows(
                         group_size: Some(row.group_size),
                         referenced_by: Some(refs_val.as_ref()),
                     };
-                    match policy.keep.eval_keep(&v) {
-                        Ok(Some(term)) => (Verdict::Keep, format!("keep: {term}")),
+                    let artifact_bytes = bytes::total(&footprints[i]);
+                    let group_bytes = ledger_of[i].map_or(0, |l| ledgers[l].total());
+                    let with_bytes = WithBytes {
+                        vars: &v,
+                        artifact: artifact_bytes,
+                        group: group_bytes,
+                    };
+                    let shown = |s: String| {
+                        if policy.keep_reads_bytes {
+                            format!(
+                                "{s} (artifactBytes {artifact_bytes}, groupBytes {group_bytes})"
+                            )
+                        } else {
+                            s
+                        }
+                    };
+                    let resolver: &dyn cel::context::VariableResolver = match kind {
+                        TargetKind::OciArtifact => &with_bytes,
+                        TargetKind::Job | TargetKind::Secret => &v,
+                    };
+                    match policy.keep.eval_keep(resolver) {
+                        Ok(Some(term)) => (Verdict::Keep, shown(format!("keep: {term}"))),
                         Ok(None) => match custom.failure_for(kind, row.obj) {
                             Some(m) => (Verdict::Error, format!("referenced-by unknown: {m}")),
-                            None => (Verdict::Delete, "no term of keep held".to_string()),
+                            None => {
+                                let mut why = shown("no term of keep held".to_string());
+                                if let Some(l) = ledger_of[i] {
+                                    ledgers[l].remove(&footprints[i]);
+                                    if policy.keep_reads_bytes {
+                                        why = format!(
+                                            "{why}; the group holds {} bytes after this deletion",
+                                            ledgers[l].total()
+                                        );
+                                    }
+                                }
+                                (Verdict::Delete, why)
+                            }
                         },
                         Err(e) => (Verdict::Error, e.to_string()),
                     }
                 }
             },
         };
+        decided[i] = Some((verdict, reason));
+    }
+    let mut results: Vec<ObjectResult> = Vec::with_capacity(rows.len());
+    for (row, d) in rows.iter().zip(decided) {
+        // Every row is in `order`, so each was decided just above.
+        let (verdict, reason) = d.unwrap_or((Verdict::Error, "not evaluated".to_string()));
         results.push(ObjectResult {
             kind: kind.as_str(),
             id: object_id(kind, row.obj),
@@ -853,6 +980,21 @@ fn evaluate_rows(
     }
 
     let mut summary = Counts::default();
+    if kind == TargetKind::OciArtifact {
+        let deleted: std::collections::BTreeSet<(String, String)> = results
+            .iter()
+            .filter(|r| r.verdict == Verdict::Delete)
+            .filter_map(|r| match &r.id {
+                ObjectId::Oci {
+                    repository, digest, ..
+                } => Some((repository.clone(), digest.clone())),
+                ObjectId::Kube { .. } => None,
+            })
+            .collect();
+        let st = bytes::storage(selected.iter().copied(), &deleted);
+        summary.bytes = Some(st.held);
+        summary.bytes_freed = Some(st.freed);
+    }
     for r in &results {
         summary.governed += 1;
         match r.verdict {
@@ -876,6 +1018,29 @@ fn evaluate_rows(
         })
         .collect();
     Ok((Evaluation { summary, results }, standings))
+}
+
+/// The variables of keep for an OCI artifact: the common ones and its storage bytes.
+struct WithBytes<'a, 'v> {
+    vars: &'a Vars<'v>,
+    artifact: u64,
+    group: u64,
+}
+
+impl cel::context::VariableResolver for WithBytes<'_, '_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<cel::common::value::CowVal<'b, 'b>> {
+        // Sizes beyond i64 (8 EiB) cannot occur; saturate rather than wrap if they did.
+        let int = |n: u64| {
+            cel::common::value::CowVal::owned(cel::common::types::CelInt::from(
+                i64::try_from(n).unwrap_or(i64::MAX),
+            ))
+        };
+        match variable {
+            expr::VAR_ARTIFACT_BYTES => Some(int(self.artifact)),
+            expr::VAR_GROUP_BYTES => Some(int(self.group)),
+            _ => self.vars.resolve(variable),
+        }
+    }
 }
 
 /// How the reason of a referrer deleted with its subject begins.

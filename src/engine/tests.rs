@@ -758,3 +758,307 @@ fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
         b.extend(p);
     }
 }
+
+/// A Helm chart as the inventory describes it: a 100-byte manifest, a 10-byte config and one
+/// chart layer of `layer` bytes, plus the `shared` layers.
+fn chart(name: &str, version: &str, layer: u64, shared: &[(&str, u64)]) -> Json {
+    let digest = format!("sha256:{name}-{version}");
+    let mut layers = vec![
+        json!({"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+        "digest": format!("sha256:layer-{name}-{version}"), "size": layer}),
+    ];
+    layers.extend(shared.iter().map(|(d, s)| json!({"digest": d, "size": s})));
+    let mut a = artifact("charts", &digest, &[version], Some("2026-01-01T00:00:00Z"));
+    a["artifactType"] = json!("application/vnd.cncf.helm.config.v1+json");
+    a["config"] = json!({"mediaType": "application/vnd.cncf.helm.config.v1+json",
+        "digest": format!("sha256:config-{name}-{version}"), "size": 10});
+    a["layers"] = json!(layers);
+    a["chart"] = json!({"name": name, "version": version});
+    a
+}
+
+fn pressure_policy(keep: &str) -> CompiledPolicy {
+    policy(
+        Some("ns"),
+        json!({"target": {"kind": "OCIArtifact", "registry": {"url": "http://127.0.0.1:5000", "repositories": ["charts"]}},
+        "match": "has(object.chart)",
+        "groupBy": "object.chart.name",
+        "orderBy": "semver(object.chart.version)",
+        "keep": keep, "schedule": "@daily"}),
+    )
+}
+
+#[test]
+fn storage_pressure_plans_deletions_lowest_rank_first_until_the_group_fits() {
+    let versions = ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0"];
+    // Each chart holds 100 + 10 + 1000 = 1110 bytes of its own.
+    let web = |shared: &[(&str, u64)]| -> Vec<Json> {
+        versions
+            .iter()
+            .map(|v| chart("web", v, 1000, shared))
+            .collect()
+    };
+    let mut signed = web(&[]);
+    let mut sig = artifact("charts", "sha256:sig", &[], None);
+    sig["layers"] = json!([{"digest": "sha256:sigblob", "size": 50}]);
+    sig["config"] = json!({"digest": "sha256:sigcfg", "size": 10});
+    sig["subject"] = json!("sha256:web-1.0.0");
+    signed.push(sig);
+    let mut guarded = web(&[]);
+    guarded[1]["annotations"] = json!({"retainer.dev/keep": "true"});
+    let mut two_groups = web(&[]);
+    two_groups.extend(["1.0.0", "2.0.0"].map(|v| chart("api", v, 5000, &[])));
+
+    struct Case {
+        name: &'static str,
+        keep: &'static str,
+        objects: Vec<Json>,
+        deleted: &'static [&'static str],
+        bytes: u64,
+        freed: u64,
+    }
+    let cases = [
+        Case {
+            name: "deletes until the group is under the threshold",
+            keep: "rank < 1 || groupBytes < 3000",
+            objects: web(&[]),
+            // 6660 → 5550 → 4440 → 3330 → 2220: 1.4.0 sees 2220 and stays.
+            deleted: &["1.0.0", "1.1.0", "1.2.0", "1.3.0"],
+            bytes: 6660,
+            freed: 4440,
+        },
+        Case {
+            name: "a group exactly at the threshold keeps the rest",
+            keep: "rank < 1 || groupBytes <= 3330",
+            objects: web(&[]),
+            deleted: &["1.0.0", "1.1.0", "1.2.0"],
+            bytes: 6660,
+            freed: 3330,
+        },
+        Case {
+            name: "under the threshold from the start deletes nothing",
+            keep: "rank < 3 || groupBytes < 10000",
+            objects: web(&[]),
+            deleted: &[],
+            bytes: 6660,
+            freed: 0,
+        },
+        Case {
+            name: "artifactBytes is the artifact's own footprint",
+            keep: "artifactBytes < 1000 || rank < 2",
+            objects: web(&[]),
+            deleted: &["1.0.0", "1.1.0", "1.2.0", "1.3.0"],
+            bytes: 6660,
+            freed: 4440,
+        },
+        Case {
+            name: "a layer shared in the group counts once and is freed with the last user",
+            keep: "rank < 1 || groupBytes < 8000",
+            // 5000 + 6 × 1110 = 11660 → 10550 → 9440 → 8330 → 7220.
+            objects: web(&[("sha256:base", 5000)]),
+            deleted: &["1.0.0", "1.1.0", "1.2.0", "1.3.0"],
+            bytes: 11660,
+            freed: 4440,
+        },
+        Case {
+            name: "a signature's bytes go with its subject",
+            keep: "rank < 1 || groupBytes < 4500",
+            // 6660 + 160 = 6820 → (1.0.0 and its signature) 5550 → 4440: 1.2.0 stays.
+            objects: signed,
+            deleted: &["1.0.0", "1.1.0", "sig"],
+            bytes: 6820,
+            freed: 2380,
+        },
+        Case {
+            name: "a guarded artifact keeps holding its bytes",
+            keep: "rank < 1 || groupBytes < 3000",
+            // 1.1.0 is kept by its annotation: 6660 → 5550 → (1.1.0 stays) → 4440 → 3330 → 2220.
+            objects: guarded,
+            deleted: &["1.0.0", "1.2.0", "1.3.0", "1.4.0"],
+            bytes: 6660,
+            freed: 4440,
+        },
+        Case {
+            name: "each group has its own bytes",
+            keep: "rank < 1 || groupBytes < 6000",
+            // web 6660 → 5550; api 2 × 5110 = 10220 → 5110.
+            objects: two_groups,
+            deleted: &["1.0.0", "1.0.0"],
+            bytes: 6660 + 10220,
+            freed: 1110 + 5110,
+        },
+    ];
+    for c in cases {
+        let p = pressure_policy(c.keep);
+        let refs = RefIndex::build(std::iter::empty::<&Json>());
+        let ns = BTreeMap::new();
+        let snap = Snapshot {
+            objects: c.objects.iter().collect(),
+            refs: &refs,
+            custom_referrers: Vec::new(),
+            namespace_labels: &ns,
+            now: NOW.parse().unwrap(),
+        };
+        let eval = evaluate(&p, &snap);
+        let mut deleted: Vec<String> = eval
+            .candidates()
+            .map(|r| match &r.id {
+                ObjectId::Oci { digest, .. } => digest
+                    .trim_start_matches("sha256:")
+                    .trim_start_matches("web-")
+                    .trim_start_matches("api-")
+                    .to_string(),
+                ObjectId::Kube { name, .. } => name.clone(),
+            })
+            .collect();
+        deleted.sort();
+        let mut want: Vec<String> = c.deleted.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(deleted, want, "{}", c.name);
+        assert_eq!(
+            (eval.summary.bytes, eval.summary.bytes_freed),
+            (Some(c.bytes), Some(c.freed)),
+            "{}",
+            c.name
+        );
+        assert_eq!(eval.summary.errors, 0, "{}", c.name);
+    }
+}
+
+#[test]
+fn storage_verdicts_say_the_bytes_before_and_after() {
+    let objects: Vec<Json> = ["1.0.0", "2.0.0"]
+        .iter()
+        .map(|v| chart("web", v, 1000, &[]))
+        .collect();
+    let r = run(
+        &pressure_policy("rank < 1 || groupBytes < 1000"),
+        &objects,
+        &[],
+    );
+    assert_eq!(
+        r[0].2,
+        "no term of keep held (artifactBytes 1110, groupBytes 2220); the group holds 1110 bytes after this deletion"
+    );
+    assert_eq!(
+        r[1].2,
+        "keep: rank < 1 (artifactBytes 1110, groupBytes 1110)"
+    );
+    // A policy that does not read bytes gives the reasons it always gave.
+    let r = run(&pressure_policy("rank < 1"), &objects, &[]);
+    assert_eq!(r[0].2, "no term of keep held");
+}
+
+#[test]
+fn storage_variables_exist_for_oci_keep_only() {
+    let compile = |kind: &str, field: &str, expr: &str| {
+        let mut spec = json!({"target": {"kind": kind}, "keep": "true", "schedule": "@daily"});
+        if kind == "OCIArtifact" {
+            spec["target"]["registry"] =
+                json!({"url": "http://127.0.0.1:5000", "repositories": ["charts"]});
+        }
+        spec[field] = json!(expr);
+        let spec: RetentionPolicySpec = serde_json::from_value(spec).unwrap();
+        CompiledPolicy::compile(PolicyView {
+            namespace: Some("ns".into()),
+            name: "p".into(),
+            generation: Some(1),
+            spec,
+        })
+        .err()
+        .map(|e| e.to_string())
+    };
+    let cases: &[(&str, &str, &str, Option<&str>)] = &[
+        (
+            "OCIArtifact",
+            "keep",
+            "groupBytes < 5 * 1024 * 1024 * 1024 && artifactBytes > 0",
+            None,
+        ),
+        (
+            "Job",
+            "keep",
+            "groupBytes < 1024",
+            Some(
+                "spec.keep: undeclared reference to 'groupBytes' at line 1, column 1 (variables here: object, now, age, group, rank, groupSize, referencedBy)",
+            ),
+        ),
+        (
+            "Secret",
+            "keep",
+            "rank < 1 || artifactBytes > 0",
+            Some(
+                "spec.keep: undeclared reference to 'artifactBytes' at line 1, column 13 (variables here: object, now, age, group, rank, groupSize, referencedBy)",
+            ),
+        ),
+        (
+            "OCIArtifact",
+            "match",
+            "groupBytes > 0",
+            Some(
+                "spec.match: 'groupBytes' at line 1, column 1 is only available in spec.keep, where all objects have been grouped and ranked",
+            ),
+        ),
+    ];
+    for (kind, field, expr, want) in cases {
+        assert_eq!(
+            compile(kind, field, expr).as_deref(),
+            *want,
+            "{kind} {field}: {expr}"
+        );
+    }
+}
+
+#[test]
+fn an_index_holds_its_childrens_bytes_while_it_is_kept() {
+    let layered = |digest: &str, tags: &[&str], created: &str, layer: &str| {
+        let mut a = artifact("app", digest, tags, Some(created));
+        a["layers"] = json!([{"digest": layer, "size": 1000}]);
+        a
+    };
+    let mut index = artifact("app", "sha256:idx", &["2.0"], Some("2026-05-01T00:00:00Z"));
+    index["size"] = json!(40);
+    index["manifests"] = json!(["sha256:c1", "sha256:c2"]);
+    let objects = vec![
+        index,
+        layered("sha256:c1", &[], "2026-04-01T00:00:00Z", "sha256:l1"),
+        layered("sha256:c2", &[], "2026-04-01T00:00:00Z", "sha256:l2"),
+        layered("sha256:old", &["1.0"], "2026-01-01T00:00:00Z", "sha256:l0"),
+    ];
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "OCIArtifact", "registry": {"url": "http://127.0.0.1:5000", "repositories": ["app"]}},
+        "keep": "rank < 1 || groupBytes < 2000", "schedule": "@daily"}),
+    );
+    let r = run(&p, &objects, &[]);
+    let v: BTreeMap<_, _> = r
+        .iter()
+        .map(|(id, v, why)| (id.split('@').nth(1).unwrap().to_string(), (*v, why.clone())))
+        .collect();
+    // 40 + 2 × 1100 + 1100 = 3340; the old image leaves 2240, which the kept index holds: the
+    // children keep says delete free nothing, and the index guard keeps them.
+    assert_eq!(
+        v["sha256:old"],
+        (
+            Verdict::Delete,
+            "no term of keep held (artifactBytes 1100, groupBytes 3340); the group holds 2240 bytes after this deletion".into()
+        )
+    );
+    for child in ["sha256:c1", "sha256:c2"] {
+        assert_eq!(
+            v[child],
+            (
+                Verdict::Keep,
+                "guard: listed by kept index sha256:idx".into()
+            ),
+            "{child}"
+        );
+    }
+    assert_eq!(
+        v["sha256:idx"],
+        (
+            Verdict::Keep,
+            "keep: rank < 1 (artifactBytes 2240, groupBytes 2240)".into()
+        )
+    );
+}

@@ -32,6 +32,11 @@ pub const VAR_GROUP: &str = "group";
 pub const VAR_RANK: &str = "rank";
 pub const VAR_GROUP_SIZE: &str = "groupSize";
 pub const VAR_REFERENCED_BY: &str = "referencedBy";
+/// Storage variables of `keep` in OCI policies only: Jobs and Secrets have no byte size that a
+/// deletion frees in any meaningful sense (etcd space is not reclaimed per object).
+pub const VAR_ARTIFACT_BYTES: &str = "artifactBytes";
+pub const VAR_GROUP_BYTES: &str = "groupBytes";
+pub const OCI_KEEP_VARIABLES: &[&str] = &[VAR_ARTIFACT_BYTES, VAR_GROUP_BYTES];
 
 /// Which expression of a policy, and so which variables it may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,8 +305,18 @@ pub struct Compiled {
 
 impl Compiled {
     pub fn compile(field: Field, source: &str) -> Result<Compiled, CompileError> {
+        Compiled::compile_with(field, source, &[])
+    }
+
+    /// `compile`, where `keep_extra` names variables `keep` may read besides the common ones
+    /// (the target kind decides which exist); other fields are told they are keep-only.
+    pub fn compile_with(
+        field: Field,
+        source: &str,
+        keep_extra: &[&str],
+    ) -> Result<Compiled, CompileError> {
         let program = parse(field, source)?;
-        check_references(field, source, &program)?;
+        check_references(field, source, &program, keep_extra)?;
         check_nesting(field, source, &program)?;
         if let Some(got) = static_type(&program.expression().expr)
             && !got.satisfies(field.expected())
@@ -328,7 +343,15 @@ impl Compiled {
         })
     }
 
-    fn run(&self, program: &Program, vars: &Vars<'_>) -> Result<Value, EvalError> {
+    /// Whether the expression reads the variable `name` (it may be shadowed by a macro's
+    /// iteration variable of the same name; the answer is then a harmless yes).
+    pub fn reads(&self, name: &str) -> bool {
+        let mut idents = Vec::new();
+        collect_idents(self.program.expression(), &mut idents);
+        idents.iter().any(|(_, n)| n == name)
+    }
+
+    fn run(&self, program: &Program, vars: &dyn VariableResolver) -> Result<Value, EvalError> {
         let mut ctx = Context::with_env(env());
         ctx.set_variable_resolver(vars);
         program.execute(&ctx).map_err(|e| EvalError::Execution {
@@ -338,11 +361,11 @@ impl Compiled {
     }
 
     /// Evaluates to any value; the caller checks what it needs.
-    pub fn eval(&self, vars: &Vars<'_>) -> Result<Value, EvalError> {
+    pub fn eval(&self, vars: &dyn VariableResolver) -> Result<Value, EvalError> {
         self.run(&self.program, vars)
     }
 
-    pub fn eval_bool(&self, vars: &Vars<'_>) -> Result<bool, EvalError> {
+    pub fn eval_bool(&self, vars: &dyn VariableResolver) -> Result<bool, EvalError> {
         match self.eval(vars)? {
             Value::Bool(b) => Ok(b),
             other => Err(self.wrong_type("bool", &other)),
@@ -373,7 +396,7 @@ impl Compiled {
     /// For keep: whether it holds, and the text of the first top-level `||` term that held.
     /// CEL's `||` is true when any side is true, even if another side fails, so a failing term
     /// only matters when no term holds.
-    pub fn eval_keep(&self, vars: &Vars<'_>) -> Result<Option<String>, EvalError> {
+    pub fn eval_keep(&self, vars: &dyn VariableResolver) -> Result<Option<String>, EvalError> {
         if self.terms.is_empty() {
             return Ok(self
                 .eval_bool(vars)?
@@ -489,12 +512,20 @@ const KNOWN_IDENTS: &[&str] = &[
     "google",
 ];
 
-fn check_references(field: Field, source: &str, program: &Program) -> Result<(), CompileError> {
+fn check_references(
+    field: Field,
+    source: &str,
+    program: &Program,
+    keep_extra: &[&str],
+) -> Result<(), CompileError> {
     let mut bound = BTreeSet::new();
     collect_bound(program.expression(), &mut bound);
     let mut idents = Vec::new();
     collect_idents(program.expression(), &mut idents);
-    let allowed = field.variables();
+    let mut allowed = field.variables().to_vec();
+    if field == Field::Keep {
+        allowed.extend_from_slice(keep_extra);
+    }
     for (id, name) in idents {
         if allowed.contains(&name.as_str())
             || bound.contains(&name)
@@ -507,7 +538,7 @@ fn check_references(field: Field, source: &str, program: &Program) -> Result<(),
             .offset_for(id)
             .map(|(start, _)| line_column(source, start as usize))
             .unwrap_or((1, 1));
-        if Field::Keep.variables().contains(&name.as_str()) {
+        if Field::Keep.variables().contains(&name.as_str()) || keep_extra.contains(&name.as_str()) {
             return Err(CompileError::KeepOnly {
                 field: field.path(),
                 name,

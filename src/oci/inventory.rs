@@ -20,6 +20,75 @@ use serde_json::{Value as Json, json};
 use super::client::{RegistryClient, RegistryError};
 use crate::engine::repository_matches;
 
+/// The config media type `helm push` gives a chart.
+pub const HELM_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.helm.config.v1+json";
+
+/// A Helm chart config larger than this is not read: Helm writes Chart.yaml's metadata there,
+/// a few hundred bytes; anything bigger is not a config Helm wrote.
+pub const MAX_HELM_CONFIG: u64 = 64 << 10;
+
+/// The longest chart name, version or appVersion kept from a config blob.
+const MAX_CHART_FIELD: usize = 256;
+
+/// A blob a manifest references.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+impl Descriptor {
+    fn parse(d: &Json) -> Option<Descriptor> {
+        Some(Descriptor {
+            media_type: d
+                .get("mediaType")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string(),
+            digest: d.get("digest")?.as_str()?.to_string(),
+            size: d.get("size")?.as_u64()?,
+        })
+    }
+
+    fn to_json(&self) -> Json {
+        json!({"mediaType": self.media_type, "digest": self.digest, "size": self.size})
+    }
+}
+
+/// What a Helm chart's config blob says about the chart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChartInfo {
+    pub name: String,
+    pub version: String,
+    pub app_version: Option<String>,
+}
+
+impl ChartInfo {
+    /// From Helm's config JSON (Chart.yaml's metadata); None without a name and a version.
+    pub fn from_config(cfg: &Json) -> Option<ChartInfo> {
+        let field = |k: &str| {
+            cfg.get(k)
+                .and_then(Json::as_str)
+                .filter(|v| !v.is_empty() && v.len() <= MAX_CHART_FIELD)
+                .map(String::from)
+        };
+        Some(ChartInfo {
+            name: field("name")?,
+            version: field("version")?,
+            app_version: field("appVersion"),
+        })
+    }
+
+    fn to_json(&self) -> Json {
+        let mut c = json!({"name": self.name, "version": self.version});
+        if let Some(a) = &self.app_version {
+            c["appVersion"] = json!(a);
+        }
+        c
+    }
+}
+
 /// What a manifest says about itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ManifestInfo {
@@ -30,6 +99,11 @@ pub struct ManifestInfo {
     pub subject: Option<String>,
     pub created: Option<String>,
     pub children: Vec<String>,
+    pub config: Option<Descriptor>,
+    /// Layers of an image manifest (`blobs` of the former OCI artifact manifest).
+    pub layers: Vec<Descriptor>,
+    /// Helm charts only, from the config blob.
+    pub chart: Option<ChartInfo>,
 }
 
 /// What the registry last said about one repository, each fact with when it was read.
@@ -276,6 +350,16 @@ fn parse_manifest(body: &[u8], media_type_header: &str) -> ManifestInfo {
             .flatten()
             .filter_map(|c| c.get("digest").and_then(Json::as_str).map(String::from))
             .collect(),
+        config: m.get("config").and_then(Descriptor::parse),
+        layers: m
+            .get("layers")
+            .or_else(|| m.get("blobs"))
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Descriptor::parse)
+            .collect(),
+        chart: None,
         media_type,
     }
 }
@@ -293,6 +377,16 @@ async fn info(
         return Ok(None);
     };
     let mut i = parse_manifest(&f.body, &f.media_type);
+    // Read only for Helm's config type and a small size: other configs are not charts, and
+    // the manifest states the size before anything is fetched.
+    if let Some(c) = i
+        .config
+        .as_ref()
+        .filter(|c| c.media_type == HELM_CONFIG_MEDIA_TYPE && c.size <= MAX_HELM_CONFIG)
+        && let Some(cfg) = client.blob_json(repo, &c.digest).await?
+    {
+        i.chart = ChartInfo::from_config(&cfg);
+    }
     if i.created.is_none() {
         // An image's config records when it was built.
         let m: Json = serde_json::from_slice(&f.body).unwrap_or(Json::Null);
@@ -486,6 +580,15 @@ async fn repository_inventory(
             if !i.children.is_empty() {
                 doc["manifests"] = json!(i.children);
             }
+            if let Some(c) = &i.config {
+                doc["config"] = c.to_json();
+            }
+            if !i.layers.is_empty() {
+                doc["layers"] = json!(i.layers.iter().map(Descriptor::to_json).collect::<Vec<_>>());
+            }
+            if let Some(c) = &i.chart {
+                doc["chart"] = c.to_json();
+            }
             doc
         })
         .collect())
@@ -587,11 +690,55 @@ mod tests {
             Some("application/vnd.dev.sigstore.bundle.v0.3+json")
         );
         assert_eq!(i.created.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            i.config,
+            Some(Descriptor {
+                media_type: "application/vnd.oci.empty.v1+json".into(),
+                digest: "sha256:44".into(),
+                size: 2
+            })
+        );
+        assert!(i.layers.is_empty() && i.chart.is_none());
         let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",
             "manifests":[{"digest":"sha256:a1"},{"digest":"sha256:a2"}]}"#;
         assert_eq!(
             parse_manifest(index, "").children,
             vec!["sha256:a1", "sha256:a2"]
         );
+    }
+
+    #[test]
+    fn helm_charts_describe_themselves() {
+        // What `helm push` writes: no mediaType field, Helm's config type, one chart layer.
+        let body = br#"{"schemaVersion":2,
+            "config":{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"sha256:c0","size":138},
+            "layers":[{"mediaType":"application/vnd.cncf.helm.chart.content.v1.tar+gzip","digest":"sha256:l0","size":4914}],
+            "annotations":{"org.opencontainers.image.created":"2026-10-01T00:00:00Z","org.opencontainers.image.title":"demo","org.opencontainers.image.version":"1.2.3"}}"#;
+        let i = parse_manifest(body, "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(i.media_type, "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(i.artifact_type.as_deref(), Some(HELM_CONFIG_MEDIA_TYPE));
+        assert_eq!(i.layers.len(), 1);
+        assert_eq!(i.layers[0].size, 4914);
+        let cases: &[(Json, Option<Json>)] = &[
+            (
+                json!({"name": "demo", "version": "1.2.3", "appVersion": "1.16.0", "apiVersion": "v2"}),
+                Some(json!({"name": "demo", "version": "1.2.3", "appVersion": "1.16.0"})),
+            ),
+            (
+                json!({"name": "demo", "version": "0.1.0"}),
+                Some(json!({"name": "demo", "version": "0.1.0"})),
+            ),
+            (json!({"name": "demo"}), None),
+            (json!({"name": "demo", "version": 3}), None),
+            (json!({"name": "x".repeat(300), "version": "1.0.0"}), None),
+            (json!([1, 2]), None),
+        ];
+        for (cfg, want) in cases {
+            assert_eq!(
+                ChartInfo::from_config(cfg).map(|c| c.to_json()),
+                *want,
+                "{cfg}"
+            );
+        }
     }
 }
