@@ -405,8 +405,24 @@ mod tests {
     fn policies_may_use_them() {
         let c = Compiled::compile(
             Field::Keep,
-            "object.metadata.labels.exists(k, v, k.startsWith('keep') && v == 'true')",
+            "object.metadata.labels.exists(k, v, k.startsWith('keep') && v == 'true') || rank < 0",
+        )
+        .expect("compiles");
+        let obj = serde_json::json!({"metadata": {"labels": {"keep-me": "true"}}});
+        let bound = crate::expr::project(&obj, &c.fields);
+        let vars = crate::expr::Vars {
+            object: bound.as_ref(),
+            now: chrono::DateTime::UNIX_EPOCH.fixed_offset(),
+            age: chrono::Duration::zero(),
+            group: None,
+            rank: Some(3),
+            group_size: None,
+            referenced_by: None,
+        };
+        // The term that held is named as the user wrote it, positions and all.
+        assert_eq!(
+            c.eval_keep(&vars).expect("evaluates").as_deref(),
+            Some("object.metadata.labels.exists(k, v, k.startsWith('keep') && v == 'true')")
         );
-        assert!(c.is_ok(), "{c:?}");
     }
 }
