@@ -3,6 +3,7 @@
 //!
 //! Pure: nothing here does I/O.
 
+mod comprehensions;
 mod convert;
 mod library;
 mod message;
@@ -282,6 +283,8 @@ fn build_env() -> Env {
         .expect("math extension registers on a fresh env");
     library::register(&mut env).expect("Kubernetes libraries register on a fresh env");
     sets::register(&mut env).expect("sets library registers on a fresh env");
+    comprehensions::register(&mut env)
+        .expect("two-variable comprehensions register on a fresh env");
     env
 }
 
