@@ -231,7 +231,8 @@ impl Worker {
         let shared = self.shared.clone();
         let deadline = shared.registry.deadline;
         self.state.reading = Some(tokio::spawn(async move {
-            let started = now_secs();
+            // Precise: compared with when a sweep started to wait for a fresh read.
+            let started = Timestamp::now();
             let read = fetch_inventory_counted(
                 &shared.client,
                 &shared.registry,
@@ -386,11 +387,14 @@ impl Worker {
             suspended,
             registry: registry_facts,
         });
+        if let SweepStep::WaitForInventory(_) = sweep {
+            // Precise, and before the read starts: only a read started after this counts.
+            self.state
+                .sweep_waiting_since
+                .get_or_insert_with(Timestamp::now);
+        }
         if read_inventory {
             self.start_read(compiled.clone());
-        }
-        if let SweepStep::WaitForInventory(_) = sweep {
-            self.state.sweep_waiting_since.get_or_insert(now);
         }
 
         if oci {
