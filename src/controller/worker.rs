@@ -535,7 +535,9 @@ impl Worker {
                 }
             };
         }
-        let sweep_status = suspended.then(|| SweepStatus {
+        // A sweep that suspend interrupted keeps saying so (and resumes when suspend is
+        // lifted); otherwise a suspended policy says it is suspended.
+        let sweep_status = (suspended && !self.state.resume).then(|| SweepStatus {
             ok: false,
             reason: status::swept::SUSPENDED,
             message: "suspended: policies are evaluated and reported, never swept".into(),
