@@ -282,3 +282,56 @@ async fn grace_marks_survive_a_restart() {
     terminate(&mut b).await;
     bed.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_edit_stops_a_running_sweep_which_resumes_with_the_new_spec() {
+    let _serial = SERIAL.lock().await;
+    let mut s = Scenario::new("exec-edit", 600, 10).await;
+    let mut c = s.spawn("edit", None);
+    s.wait_governed(600, Duration::from_secs(120)).await;
+    s.request_sweep().await;
+    s.wait_audit("the sweep to be under way", Duration::from_secs(60), |a| {
+        a.deleted.len() >= 10
+    })
+    .await;
+    // A new generation with the same verdicts: the sweep stops, then resumes from a fresh
+    // evaluation of the new spec.
+    let mut spec = fault::policy_spec();
+    spec["timeZone"] = json!("UTC");
+    apply_policy(&s.bed, fault::POLICY, spec).await;
+    let swept = wait_for("the sweep to stop", Duration::from_secs(10), || async {
+        let p = policies(&s.bed).get(fault::POLICY).await.ok()?;
+        let c = swept_condition(&p.data)?;
+        (c["reason"] == "Interrupted").then_some(c)
+    })
+    .await;
+    assert!(
+        swept["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("interrupted by an edit of the policy"),
+        "{swept}"
+    );
+    s.wait_done("the resumed sweep to finish").await;
+    let figures = s.verify(0, 0).await;
+    eprintln!("{figures}");
+    let swept = wait_for(
+        "the resumed sweep in status",
+        Duration::from_secs(30),
+        || async {
+            let p = policies(&s.bed).get(fault::POLICY).await.ok()?;
+            let c = swept_condition(&p.data)?;
+            (c["reason"] == "Completed").then_some(c)
+        },
+    )
+    .await;
+    assert!(
+        swept["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("resumed an interrupted sweep"),
+        "{swept}"
+    );
+    c.sigkill().await;
+    s.cleanup().await;
+}

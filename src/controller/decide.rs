@@ -137,15 +137,21 @@ pub fn decide(f: &Facts) -> Decision {
     let sweep = match trigger {
         None => SweepStep::None,
         Some(t) => {
-            // The sweep needs the registry as it is now: an inventory read after it fell due.
-            let since = reg.sweep_waiting_since.unwrap_or(f.now);
-            if reg.read_at.is_some_and(|r| r >= since) && reg.failed_at.is_none() {
-                SweepStep::Now(t)
-            } else if reg.failed_at.is_some_and(|r| r >= since) {
-                SweepStep::RegistryFailed(t)
-            } else {
-                read = !reg.reading;
-                SweepStep::WaitForInventory(t)
+            // The sweep needs the registry as it is now: an inventory read started after the
+            // sweep fell due (`sweep_waiting_since`, set by the worker when it first waits).
+            match reg.sweep_waiting_since {
+                Some(since)
+                    if reg.read_at.is_some_and(|r| r > since) && reg.failed_at.is_none() =>
+                {
+                    SweepStep::Now(t)
+                }
+                Some(since) if reg.failed_at.is_some_and(|r| r > since) => {
+                    SweepStep::RegistryFailed(t)
+                }
+                _ => {
+                    read = !reg.reading;
+                    SweepStep::WaitForInventory(t)
+                }
             }
         }
     };
@@ -310,6 +316,20 @@ mod tests {
                 SweepStep::None,
                 false,
                 Some("2026-01-10T12:00:05Z"),
+            ),
+            (
+                "just due, however fresh the inventory: read first",
+                Facts {
+                    requested: true,
+                    registry: Some(RegistryFacts {
+                        read_at: Some(ts(NOW)),
+                        ..reg()
+                    }),
+                    ..facts()
+                },
+                SweepStep::WaitForInventory(Trigger::Requested),
+                true,
+                Some("2026-01-10T12:05:00Z"),
             ),
             (
                 "due with an inventory older than the due time: read first",

@@ -376,7 +376,16 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
         sync_workers(&shared, &mut workers);
         ready.set(shared.caches.all_ready());
         tokio::select! {
-            _ = changed.notified() => tokio::time::sleep(opts.debounce).await,
+            _ = changed.notified() => {
+                // Settling, but not past a SIGTERM: that is handled on the next turn.
+                tokio::select! {
+                    _ = tokio::time::sleep(opts.debounce) => {}
+                    _ = shutdown.as_mut() => {
+                        shut_down(&shared, workers, elector.as_deref()).await;
+                        return Ok(());
+                    }
+                }
+            }
             _ = lost_rx.changed() => {
                 // No status write: another replica may lead already. The sweeps stop before
                 // their next delete; the next leader finds them in status and finishes them.
@@ -385,13 +394,7 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
                 return Err(ControllerError::LostLease);
             }
             _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                shared.stop.stop(Interruption::Shutdown);
-                drain(workers, DRAIN).await;
-                if let Some(e) = &elector {
-                    // Given up, so that another replica takes over (and resumes) at once.
-                    let _ = tokio::time::timeout(RELEASE, e.release()).await;
-                }
+                shut_down(&shared, workers, elector.as_deref()).await;
                 return Ok(());
             }
         }
@@ -454,6 +457,21 @@ fn sync_workers(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle
         shared.metrics.forget(name, namespace);
         false
     });
+}
+
+/// SIGTERM: stops every sweep before its next delete, gives the workers `DRAIN` to report, and
+/// gives the lease up so that another replica takes over (and resumes) at once.
+async fn shut_down(
+    shared: &Shared,
+    workers: HashMap<String, WorkerHandle>,
+    elector: Option<&leader::LeaderElector>,
+) {
+    tracing::info!("shutting down");
+    shared.stop.stop(Interruption::Shutdown);
+    drain(workers, DRAIN).await;
+    if let Some(e) = elector {
+        let _ = tokio::time::timeout(RELEASE, e.release()).await;
+    }
 }
 
 /// Waits for the workers to finish, at most `limit`.

@@ -232,7 +232,8 @@ impl Worker {
         let shared = self.shared.clone();
         let deadline = shared.registry.deadline;
         self.state.reading = Some(tokio::spawn(async move {
-            let started = now_secs();
+            // Precise: compared with when a sweep started to wait for a fresh read.
+            let started = Timestamp::now();
             let read = fetch_inventory_counted(
                 &shared.client,
                 &shared.registry,
@@ -379,11 +380,14 @@ impl Worker {
             suspended,
             registry: registry_facts,
         });
+        if let SweepStep::WaitForInventory(_) = sweep {
+            // Precise, and before the read starts: only a read started after this counts.
+            self.state
+                .sweep_waiting_since
+                .get_or_insert_with(Timestamp::now);
+        }
         if read_inventory {
             self.start_read(compiled.clone());
-        }
-        if let SweepStep::WaitForInventory(_) = sweep {
-            self.state.sweep_waiting_since.get_or_insert(now);
         }
 
         if oci {
@@ -524,7 +528,9 @@ impl Worker {
                 }
             };
         }
-        let sweep_status = suspended.then(|| SweepStatus {
+        // A sweep that suspend interrupted keeps saying so (and resumes when suspend is
+        // lifted); otherwise a suspended policy says it is suspended.
+        let sweep_status = (suspended && !self.state.resume).then(|| SweepStatus {
             ok: false,
             reason: status::swept::SUSPENDED,
             message: "suspended: policies are evaluated and reported, never swept".into(),
