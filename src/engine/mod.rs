@@ -3,6 +3,7 @@
 //!
 //! No I/O and no clock: the caller passes the objects and `now`.
 
+pub mod incremental;
 mod select;
 
 use std::cmp::Ordering;
@@ -1026,6 +1027,7 @@ fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
 }
 
 /// References found by the policy's own `referencedBy` expressions.
+#[derive(Default)]
 struct CustomRefs {
     /// (namespace, name) → referrers, for Jobs and Secrets
     names: HashMap<(String, String), Vec<Referrer>>,
