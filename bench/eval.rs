@@ -3,7 +3,8 @@
 //! 100,000 Jobs under the Fleet policy and 100,000 Helm release Secrets under the Helm-history
 //! policy, evaluated by the real pipeline (select, match, group, order, rank, keep). Each run is
 //! repeated and the median reported. The same Jobs are also evaluated with every expression
-//! binding the whole object, to show what binding only the read fields buys.
+//! binding the whole object, to show what binding only the read fields buys, and one Job added
+//! to them is evaluated incrementally and in full (docs/incremental.md).
 //!
 //! `cargo bench --bench eval -- --data bench/data --n 100000 [--runs 3] [--scenario NAME]`
 //! instead reads the files `bench/gen_objects.py` writes and times, for each example policy,
@@ -146,6 +147,66 @@ fn main() {
         &secrets,
     );
     println!("projection speed-up: {:.1}x", projected / whole);
+    let fleet = json!({"target": {"kind": "Job"},
+        "match": "object.status.?succeeded.orValue(0) > 0",
+        "groupBy": "object.metadata.labels['gitjob.fleet.cattle.io/name']",
+        "keep": "rank < 1", "schedule": "@hourly"});
+    incremental(&policy("fleet-local", fleet), &jobs);
+}
+
+/// One Job added to 100,000, evaluated incrementally and in full. Each change adds a Job
+/// newer than the rest of its group (so the group's ranks all move) and is timed alone.
+fn incremental(policy: &CompiledPolicy, objects: &[Value]) {
+    use retainer::engine::incremental::{Changes, IncrementalEvaluation, ObjectChange, World};
+    let refs = RefIndex::default();
+    let ns = Default::default();
+    let world = World {
+        refs: &refs,
+        custom_referrers: &[],
+        namespace_labels: &ns,
+        now: "2026-11-22T12:00:00Z".parse().expect("time"),
+    };
+    let mut state = IncrementalEvaluation::new(policy);
+    let changes = Changes {
+        objects: objects.iter().cloned().map(ObjectChange::Upsert).collect(),
+        refs_changed: false,
+    };
+    let start = Instant::now();
+    state
+        .apply(policy, &world, changes, &|| false)
+        .expect("no budget");
+    let first = start.elapsed().as_secs_f64();
+    let mut one = Vec::new();
+    let mut full = Vec::new();
+    for (i, job) in objects.iter().enumerate().take(RUNS * 5) {
+        let mut job = job.clone();
+        job["metadata"]["name"] = json!(format!("gitjob-new-{i}"));
+        job["metadata"]["uid"] = json!(format!("uid-new-{i}"));
+        job["metadata"]["creationTimestamp"] = json!("2026-11-30T00:00:00Z");
+        let changes = Changes {
+            objects: vec![ObjectChange::Upsert(job)],
+            refs_changed: false,
+        };
+        let start = Instant::now();
+        let work = state
+            .apply(policy, &world, changes, &|| false)
+            .expect("no budget");
+        one.push(start.elapsed().as_secs_f64());
+        assert_eq!(work.placed, 1);
+        let start = Instant::now();
+        let eval = evaluate(policy, &state.snapshot(&world));
+        full.push(start.elapsed().as_secs_f64());
+        assert_eq!(eval.summary, state.summary());
+    }
+    let (one, full) = (median(one), median(full));
+    println!(
+        "Jobs, fleet-gitjobs policy, one Job added to {}: incremental {:.3} ms, full {:.1} ms ({:.0}x); first incremental apply {:.1} ms",
+        objects.len(),
+        one * 1e3,
+        full * 1e3,
+        full / one,
+        first * 1e3
+    );
 }
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {

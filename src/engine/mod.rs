@@ -4,6 +4,7 @@
 //! No I/O and no clock: the caller passes the objects and `now`.
 
 pub mod bytes;
+pub mod incremental;
 mod select;
 
 use std::cmp::Ordering;
@@ -577,6 +578,209 @@ struct Row<'a> {
     referrers: Vec<Referrer>,
 }
 
+impl<'a> Row<'a> {
+    /// A selected object bound for evaluation, with its creation time and its age at `now`.
+    fn new(policy: &CompiledPolicy, obj: &'a Json, now: Timestamp) -> Row<'a> {
+        let created = match policy.target {
+            TargetKind::OciArtifact => parse_time(str_at(obj, "/created")),
+            _ => parse_time(str_at(obj, "/metadata/creationTimestamp")),
+        };
+        let age = created
+            .map(|c| {
+                chrono::Duration::nanoseconds(
+                    (now.as_nanosecond() - c.as_nanosecond()).clamp(0, i64::MAX as i128) as i64,
+                )
+            })
+            .unwrap_or_else(chrono::Duration::zero);
+        Row {
+            obj,
+            bound: expr::project(obj, &policy.fields),
+            created,
+            age,
+            group: String::new(),
+            key: None,
+            decided: None,
+            rank: 0,
+            group_size: 0,
+            referrers: Vec::new(),
+        }
+    }
+
+    fn result(&self, kind: TargetKind, (verdict, reason): (Verdict, String)) -> ObjectResult {
+        ObjectResult {
+            kind: kind.as_str(),
+            id: object_id(kind, self.obj),
+            verdict,
+            reason,
+            created: self.created,
+            referrers: self.referrers.clone(),
+        }
+    }
+}
+
+/// match, groupBy and orderBy for one selected row: whether match governs it, and if so its
+/// group and sort key, or the error that decided it. Nothing here depends on other objects.
+fn place(
+    policy: &CompiledPolicy,
+    row: &mut Row<'_>,
+    now: chrono::DateTime<chrono::FixedOffset>,
+) -> bool {
+    let v = base_vars(row.bound.as_ref(), now, row.age);
+    if let Some(m) = &policy.r#match {
+        match m.eval_bool(&v) {
+            Ok(false) => return false,
+            Ok(true) => {}
+            Err(e) => row.decided = Some((Verdict::Error, e.to_string())),
+        }
+    }
+    if row.decided.is_none() {
+        let group = match &policy.group_by {
+            Some(g) => g.eval_string(&v).map_err(|e| e.to_string()),
+            None => Ok(match policy.target {
+                TargetKind::OciArtifact => str_at(row.obj, "/repository").unwrap_or("").to_string(),
+                _ => str_at(row.obj, "/metadata/namespace")
+                    .unwrap_or("")
+                    .to_string(),
+            }),
+        };
+        match group {
+            Ok(g) => row.group = g,
+            Err(e) => row.decided = Some((Verdict::Error, e)),
+        }
+    }
+    if row.decided.is_none() {
+        let key = match &policy.order_by {
+            Some(o) => {
+                let v = Vars {
+                    group: Some(&row.group),
+                    ..base_vars(row.bound.as_ref(), now, row.age)
+                };
+                o.eval(&v)
+                    .map_err(|e| e.to_string())
+                    .and_then(SortKey::from_value)
+            }
+            None => Ok(match row.created {
+                Some(c) => SortKey::Time(c.as_nanosecond()),
+                None => SortKey::Newest,
+            }),
+        };
+        match key {
+            Ok(k) => row.key = Some(k),
+            Err(e) => row.decided = Some((Verdict::Error, e)),
+        }
+    }
+    true
+}
+
+/// Orders one group's members newest/highest first; ties go by name, then by the order the
+/// members came in (the sort is stable), so the caller must pass them in snapshot order. When
+/// the orderBy values are of different kinds nothing can be ranked: the error is every member's.
+fn rank_group<'k, T>(
+    group: &str,
+    members: &mut [T],
+    key: impl Fn(&T) -> Option<&'k SortKey>,
+    name: impl Fn(&T) -> &'k str,
+) -> Result<(), String> {
+    let kinds: std::collections::BTreeSet<&str> = members
+        .iter()
+        .filter_map(|m| key(m).map(SortKey::kind))
+        .collect();
+    if kinds.len() > 1 {
+        return Err(format!(
+            "spec.orderBy: values of different types ({}) in group '{group}' cannot be ranked",
+            kinds.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    members.sort_by(|a, b| {
+        let by_key = match (key(a), key(b)) {
+            (Some(x), Some(y)) => y.cmp(x).unwrap_or(Ordering::Equal),
+            _ => Ordering::Equal,
+        };
+        by_key.then_with(|| name(a).cmp(name(b)))
+    });
+    Ok(())
+}
+
+/// Who references one object: the built-in references, then the policy's own.
+fn referrers_of(
+    kind: TargetKind,
+    obj: &Json,
+    refs: &RefIndex,
+    custom: &CustomRefs,
+) -> Vec<Referrer> {
+    let mut found = match kind {
+        TargetKind::Secret => refs.secret_referrers(
+            str_at(obj, "/metadata/namespace").unwrap_or(""),
+            str_at(obj, "/metadata/name").unwrap_or(""),
+        ),
+        TargetKind::OciArtifact => {
+            let (repository, digest, tags) = oci_parts(obj);
+            refs.image_referrers(
+                str_at(obj, "/registry").unwrap_or(""),
+                &repository,
+                &digest,
+                &tags,
+            )
+        }
+        TargetKind::Job => Vec::new(),
+    };
+    found.extend(custom.referrers_of(kind, obj));
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Guards, then keep, for one governed row whose rank, group size and referrers are known.
+/// Guards, then keep, for one placed and ranked object. `bytes` are its artifactBytes and
+/// groupBytes when keep reads them (OCI): reasons then show both.
+fn decide(
+    policy: &CompiledPolicy,
+    custom: &CustomRefs,
+    now: chrono::DateTime<chrono::FixedOffset>,
+    row: &Row<'_>,
+    bytes: Option<(u64, u64)>,
+) -> (Verdict, String) {
+    let kind = policy.target;
+    if let Some(d) = &row.decided {
+        return d.clone();
+    }
+    if let Some(g) = guard(kind, row.obj) {
+        return (Verdict::Keep, g.to_string());
+    }
+    let refs_json = serde_json::to_value(&row.referrers).unwrap_or(Json::Null);
+    let refs_val = expr::json_to_val(&refs_json);
+    let v = Vars {
+        object: row.bound.as_ref(),
+        now,
+        age: row.age,
+        group: Some(&row.group),
+        rank: Some(row.rank),
+        group_size: Some(row.group_size),
+        referenced_by: Some(refs_val.as_ref()),
+    };
+    let with_bytes = bytes.map(|(artifact, group)| WithBytes {
+        vars: &v,
+        artifact,
+        group,
+    });
+    let resolver: &dyn cel::context::VariableResolver = match &with_bytes {
+        Some(w) => w,
+        None => &v,
+    };
+    let shown = |s: String| match bytes {
+        Some((artifact, group)) => format!("{s} (artifactBytes {artifact}, groupBytes {group})"),
+        None => s,
+    };
+    match policy.keep.eval_keep(resolver) {
+        Ok(Some(term)) => (Verdict::Keep, shown(format!("keep: {term}"))),
+        Ok(None) => match custom.failure_for(kind, row.obj) {
+            Some(m) => (Verdict::Error, format!("referenced-by unknown: {m}")),
+            None => (Verdict::Delete, shown("no term of keep held".to_string())),
+        },
+        Err(e) => (Verdict::Error, e.to_string()),
+    }
+}
+
 /// repository, digest and tags of an OCI artifact document.
 fn oci_parts(obj: &Json) -> (String, String, Vec<String>) {
     let s = |p: &str| str_at(obj, p).unwrap_or("").to_string();
@@ -704,31 +908,7 @@ fn evaluate_rows(
         if kind == TargetKind::OciArtifact {
             selected.push(obj);
         }
-        let created = match kind {
-            TargetKind::OciArtifact => parse_time(str_at(obj, "/created")),
-            _ => parse_time(str_at(obj, "/metadata/creationTimestamp")),
-        };
-        let age = created
-            .map(|c| {
-                chrono::Duration::nanoseconds(
-                    (snap.now.as_nanosecond() - c.as_nanosecond()).clamp(0, i64::MAX as i128)
-                        as i64,
-                )
-            })
-            .unwrap_or_else(chrono::Duration::zero);
-        let bound = expr::project(obj, &policy.fields);
-        let mut row = Row {
-            obj,
-            bound,
-            created,
-            age,
-            group: String::new(),
-            key: None,
-            decided: None,
-            rank: 0,
-            group_size: 0,
-            referrers: Vec::new(),
-        };
+        let mut row = Row::new(policy, obj, snap.now);
         if kind == TargetKind::OciArtifact && obj.get("subject").is_some_and(|s| !s.is_null()) {
             // Signatures, SBOMs and attestations are not governed by the expressions: they are
             // never ranked or matched and follow their subject (apply_oci_guards).
@@ -736,49 +916,9 @@ fn evaluate_rows(
             rows.push(row);
             continue;
         }
-        let v = base_vars(row.bound.as_ref(), now, age);
-        if let Some(m) = &policy.r#match {
-            match m.eval_bool(&v) {
-                Ok(false) => continue,
-                Ok(true) => {}
-                Err(e) => row.decided = Some((Verdict::Error, e.to_string())),
-            }
+        if place(policy, &mut row, now) {
+            rows.push(row);
         }
-        if row.decided.is_none() {
-            let group = match &policy.group_by {
-                Some(g) => g.eval_string(&v).map_err(|e| e.to_string()),
-                None => Ok(match kind {
-                    TargetKind::OciArtifact => str_at(obj, "/repository").unwrap_or("").to_string(),
-                    _ => str_at(obj, "/metadata/namespace").unwrap_or("").to_string(),
-                }),
-            };
-            match group {
-                Ok(g) => row.group = g,
-                Err(e) => row.decided = Some((Verdict::Error, e)),
-            }
-        }
-        if row.decided.is_none() {
-            let key = match &policy.order_by {
-                Some(o) => {
-                    let v = Vars {
-                        group: Some(&row.group),
-                        ..base_vars(row.bound.as_ref(), now, age)
-                    };
-                    o.eval(&v)
-                        .map_err(|e| e.to_string())
-                        .and_then(SortKey::from_value)
-                }
-                None => Ok(match created {
-                    Some(c) => SortKey::Time(c.as_nanosecond()),
-                    None => SortKey::Newest,
-                }),
-            };
-            match key {
-                Ok(k) => row.key = Some(k),
-                Err(e) => row.decided = Some((Verdict::Error, e)),
-            }
-        }
-        rows.push(row);
     }
 
     // rank within groups, newest/highest first
@@ -793,27 +933,17 @@ fn evaluate_rows(
     // Each group's members, by rank (unranked for a group whose keys do not compare).
     let mut ranked_groups: Vec<Vec<usize>> = Vec::new();
     for (group, mut members) in groups {
-        let kinds: std::collections::BTreeSet<&str> = members
-            .iter()
-            .filter_map(|&i| rows[i].key.as_ref().map(SortKey::kind))
-            .collect();
-        if kinds.len() > 1 {
-            let msg = format!(
-                "spec.orderBy: values of different types ({}) in group '{group}' cannot be ranked",
-                kinds.into_iter().collect::<Vec<_>>().join(", ")
-            );
+        let ranked = rank_group(
+            group,
+            &mut members,
+            |&i| rows[i].key.as_ref(),
+            |&i| sort_name(rows[i].obj),
+        );
+        if let Err(msg) = ranked {
             mixed.extend(members.iter().map(|&i| (i, msg.clone())));
             ranked_groups.push(members);
             continue;
         }
-        members.sort_by(|&a, &b| {
-            let (ka, kb) = (rows[a].key.as_ref(), rows[b].key.as_ref());
-            let by_key = match (ka, kb) {
-                (Some(x), Some(y)) => y.cmp(x).unwrap_or(Ordering::Equal),
-                _ => Ordering::Equal,
-            };
-            by_key.then_with(|| sort_name(rows[a].obj).cmp(sort_name(rows[b].obj)))
-        });
         let size = members.len() as i64;
         for (rank, &i) in members.iter().enumerate() {
             ranks.push((i, rank as i64, size));
@@ -829,29 +959,9 @@ fn evaluate_rows(
     }
 
     // referenced-by: built-in, then custom
-    let custom = custom_references(policy, snap, now, &|| stop(0))?;
+    let custom = custom_references(policy, &snap.custom_referrers, now, &|| stop(0))?;
     for row in &mut rows {
-        let obj = row.obj;
-        let mut refs = match kind {
-            TargetKind::Secret => snap.refs.secret_referrers(
-                str_at(obj, "/metadata/namespace").unwrap_or(""),
-                str_at(obj, "/metadata/name").unwrap_or(""),
-            ),
-            TargetKind::OciArtifact => {
-                let (repository, digest, tags) = oci_parts(obj);
-                snap.refs.image_referrers(
-                    str_at(obj, "/registry").unwrap_or(""),
-                    &repository,
-                    &digest,
-                    &tags,
-                )
-            }
-            TargetKind::Job => Vec::new(),
-        };
-        refs.extend(custom.referrers_of(kind, obj));
-        refs.sort();
-        refs.dedup();
-        row.referrers = refs;
+        row.referrers = referrers_of(kind, row.obj, snap.refs, &custom);
     }
 
     // Storage: each member's footprint, and per group a ledger of the bytes its members hold.
@@ -901,65 +1011,25 @@ fn evaluate_rows(
     for (done, &i) in order.iter().enumerate() {
         stop(done)?;
         let row = &rows[i];
-        let (verdict, reason) = match &row.decided {
-            Some(d) => d.clone(),
-            None => match guard(kind, row.obj) {
-                Some(g) => (Verdict::Keep, g.to_string()),
-                None => {
-                    let refs_json = serde_json::to_value(&row.referrers).unwrap_or(Json::Null);
-                    let refs_val = expr::json_to_val(&refs_json);
-                    let v = Vars {
-                        object: row.bound.as_ref(),
-                        now,
-                        age: row.age,
-                        group: Some(&row.group),
-                        rank: Some(row.rank),
-                        group_size: Some(row.group_size),
-                        referenced_by: Some(refs_val.as_ref()),
-                    };
-                    let artifact_bytes = bytes::total(&footprints[i]);
-                    let group_bytes = ledger_of[i].map_or(0, |l| ledgers[l].total());
-                    let with_bytes = WithBytes {
-                        vars: &v,
-                        artifact: artifact_bytes,
-                        group: group_bytes,
-                    };
-                    let shown = |s: String| {
-                        if policy.keep_reads_bytes {
-                            format!(
-                                "{s} (artifactBytes {artifact_bytes}, groupBytes {group_bytes})"
-                            )
-                        } else {
-                            s
-                        }
-                    };
-                    let resolver: &dyn cel::context::VariableResolver = match kind {
-                        TargetKind::OciArtifact => &with_bytes,
-                        TargetKind::Job | TargetKind::Secret => &v,
-                    };
-                    match policy.keep.eval_keep(resolver) {
-                        Ok(Some(term)) => (Verdict::Keep, shown(format!("keep: {term}"))),
-                        Ok(None) => match custom.failure_for(kind, row.obj) {
-                            Some(m) => (Verdict::Error, format!("referenced-by unknown: {m}")),
-                            None => {
-                                let mut why = shown("no term of keep held".to_string());
-                                if let Some(l) = ledger_of[i] {
-                                    ledgers[l].remove(&footprints[i]);
-                                    if policy.keep_reads_bytes {
-                                        why = format!(
-                                            "{why}; the group holds {} bytes after this deletion",
-                                            ledgers[l].total()
-                                        );
-                                    }
-                                }
-                                (Verdict::Delete, why)
-                            }
-                        },
-                        Err(e) => (Verdict::Error, e.to_string()),
-                    }
-                }
-            },
-        };
+        let bytes = (kind == TargetKind::OciArtifact && policy.keep_reads_bytes).then(|| {
+            (
+                bytes::total(&footprints[i]),
+                ledger_of[i].map_or(0, |l| ledgers[l].total()),
+            )
+        });
+        let (verdict, mut reason) = decide(policy, &custom, now, row, bytes);
+        if verdict == Verdict::Delete
+            && row.decided.is_none()
+            && let Some(l) = ledger_of[i]
+        {
+            ledgers[l].remove(&footprints[i]);
+            if policy.keep_reads_bytes {
+                reason = format!(
+                    "{reason}; the group holds {} bytes after this deletion",
+                    ledgers[l].total()
+                );
+            }
+        }
         decided[i] = Some((verdict, reason));
     }
     let mut results: Vec<ObjectResult> = Vec::with_capacity(rows.len());
@@ -1132,6 +1202,7 @@ fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
 }
 
 /// References found by the policy's own `referencedBy` expressions.
+#[derive(Default)]
 struct CustomRefs {
     /// (namespace, name) → referrers, for Jobs and Secrets
     names: HashMap<(String, String), Vec<Referrer>>,
@@ -1183,7 +1254,7 @@ impl CustomRefs {
 
 fn custom_references(
     policy: &CompiledPolicy,
-    snap: &Snapshot<'_>,
+    referrers: &[&Json],
     now: chrono::DateTime<chrono::FixedOffset>,
     stop: &dyn Fn() -> Result<(), OverBudget>,
 ) -> Result<CustomRefs, OverBudget> {
@@ -1193,7 +1264,7 @@ fn custom_references(
         failures: Vec::new(),
     };
     for (api_version, kind, refs) in &policy.referrer_sources {
-        for &obj in &snap.custom_referrers {
+        for &obj in referrers {
             stop()?;
             if str_at(obj, "/apiVersion") != Some(api_version) || str_at(obj, "/kind") != Some(kind)
             {

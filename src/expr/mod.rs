@@ -437,6 +437,17 @@ impl Compiled {
             got: type_name(got).to_string(),
         }
     }
+
+    /// Whether the value can change when only the clock moves: the expression reads `now` or
+    /// `age`. A macro's iteration variable of either name counts as a read; that only costs a
+    /// needless re-evaluation, where missing a read would leave a stale verdict.
+    pub fn reads_time(&self) -> bool {
+        let mut idents = Vec::new();
+        collect_idents(self.program.expression(), &mut idents);
+        idents
+            .iter()
+            .any(|(_, name)| name == VAR_NOW || name == VAR_AGE)
+    }
 }
 
 pub fn type_name(v: &Value) -> &'static str {

@@ -545,3 +545,24 @@ fn chains_too_deep_for_the_stack_are_refused_not_crashed_on() {
         Err(CompileError::TooLong { .. })
     ));
 }
+
+#[test]
+fn reads_time_sees_now_and_age_anywhere_in_the_expression() {
+    let reads = |field: Field, src: &str| Compiled::compile(field, src).unwrap().reads_time();
+    assert!(reads(Field::Keep, "rank < 1 || age < duration('1h')"));
+    assert!(reads(
+        Field::Match,
+        "object.metadata.labels.all(k, now > timestamp('2026-01-01T00:00:00Z'))"
+    ));
+    assert!(reads(
+        Field::OrderBy,
+        "now - timestamp(object.metadata.creationTimestamp)"
+    ));
+    assert!(!reads(Field::Keep, "rank < 3 || referencedBy.size() > 0"));
+    assert!(!reads(Field::GroupBy, "object.metadata.labels['app']"));
+    // A field named `age` is not the variable.
+    assert!(!reads(
+        Field::Match,
+        "object.metadata.?age.orValue('') == ''"
+    ));
+}

@@ -1,0 +1,695 @@
+//! The pipeline of `evaluate`, kept up to date change by change.
+//!
+//! A full evaluation runs match, groupBy, orderBy and keep for every object whenever anything
+//! changes. Here each object's placement (what match, groupBy and orderBy made of it) is kept
+//! between changes; a change places again only the objects it touches, ranks again only the
+//! groups they joined or left, and runs guards and keep again only where the object, its rank,
+//! its group's size or its referrers changed. The results equal those of `evaluate` over
+//! `objects()` in every field and in their order: docs/incremental.md says why, and the property
+//! test below checks it over random change sequences.
+//!
+//! Expressions that read `now` or `age` cannot be cached across a new `now`: when the clock
+//! moves, those are evaluated again for every object (see `TimePlan`).
+//!
+//! OCI policies are evaluated whole on every change: their guards (index children, referrers
+//! following their subject) tie verdicts across objects. They are registry sweeps, not watch
+//! events, so they gain little from incremental evaluation anyway.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use jiff::Timestamp;
+use serde_json::Value as Json;
+use thiserror::Error;
+
+use super::{
+    CompiledPolicy, Counts, CustomRefs, Evaluation, ObjectResult, OverBudget, Row, Snapshot,
+    SortKey, Verdict, custom_references, decide, evaluate_within, place, rank_group, referrers_of,
+    selects, sort_name, str_at, to_chrono,
+};
+use crate::api::{PolicyView, TargetKind};
+use crate::refs::{RefIndex, Referrer};
+
+/// One change to the objects of the policy's target kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ObjectChange {
+    /// Added or modified. Pruned as the objects of a full evaluation would be
+    /// (`CompiledPolicy::retained_fields`), or whole.
+    Upsert(Json),
+    /// Removed: the object's `identity`.
+    Delete(String),
+}
+
+impl ObjectChange {
+    /// The change that removes `obj`.
+    pub fn delete(obj: &Json) -> ObjectChange {
+        ObjectChange::Delete(identity(obj))
+    }
+}
+
+/// What identifies an object across its changes: its uid; for a document without one (offline
+/// input, OCI artifacts) its namespace and name, or its registry, repository and digest.
+pub fn identity(obj: &Json) -> String {
+    if let Some(uid) = str_at(obj, "/metadata/uid").filter(|u| !u.is_empty()) {
+        return uid.to_string();
+    }
+    let s = |p: &str| str_at(obj, p).unwrap_or("");
+    match str_at(obj, "/digest") {
+        Some(digest) => format!("oci:{}/{}@{digest}", s("/registry"), s("/repository")),
+        None => format!("name:{}/{}", s("/metadata/namespace"), s("/metadata/name")),
+    }
+}
+
+/// Everything an evaluation reads besides the target objects, as it is at this change.
+pub struct World<'a> {
+    /// Built-in references of every namespace.
+    pub refs: &'a RefIndex,
+    /// Objects of the kinds the policy's custom `referencedBy` names, in a stable order.
+    pub custom_referrers: &'a [&'a Json],
+    /// Namespace labels, for a ClusterRetentionPolicy's namespaceSelector.
+    pub namespace_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+    pub now: Timestamp,
+}
+
+/// What changed since the previous `apply`. Custom referrers, namespace labels and `now` are
+/// compared with what the previous call saw, so they need no flag here.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    pub objects: Vec<ObjectChange>,
+    /// The built-in reference index differs from the one the previous call saw. Comparing two
+    /// indexes would cost as much as using them, so the caller, who rebuilds it, says so.
+    pub refs_changed: bool,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum IncrementalError {
+    /// Cached placements are those of the old expressions: nothing of them can be reused.
+    #[error(
+        "the policy changed since its incremental evaluation was built (was {built}); build a new one from every object"
+    )]
+    PolicyChanged { built: String },
+    /// The objects are stored; the next `apply` evaluates everything again.
+    #[error(transparent)]
+    OverBudget(#[from] OverBudget),
+}
+
+/// How much of the pipeline one `apply` ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Objects whose match, groupBy and orderBy ran.
+    pub placed: usize,
+    /// Groups ranked.
+    pub ranked: usize,
+    /// Objects whose guards and keep ran.
+    pub decided: usize,
+    /// Everything was evaluated: the first call, the call after one that ran out of budget,
+    /// and every call for an OCI policy.
+    pub whole: bool,
+}
+
+/// Which expressions depend on the clock, from their ASTs: those are evaluated again for every
+/// object when `now` moves, and the others never are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TimePlan {
+    /// match, groupBy or orderBy reads `now` or `age`.
+    placement: bool,
+    keep: bool,
+    /// A custom referrer's `refs` reads `now`.
+    referrers: bool,
+}
+
+impl TimePlan {
+    fn of(policy: &CompiledPolicy) -> TimePlan {
+        TimePlan {
+            placement: [&policy.r#match, &policy.group_by, &policy.order_by]
+                .into_iter()
+                .flatten()
+                .any(|c| c.reads_time()),
+            keep: policy.keep.reads_time(),
+            referrers: policy
+                .referrer_sources
+                .iter()
+                .any(|(_, _, c)| c.reads_time()),
+        }
+    }
+}
+
+/// Where an object's result sits in the results: by namespace and name (repository and digest
+/// for OCI), then identity, so that the order does not depend on the order of changes.
+type Pos = (String, String, String);
+
+fn position(obj: &Json, id: String) -> Pos {
+    let first = str_at(obj, "/metadata/namespace")
+        .or_else(|| str_at(obj, "/repository"))
+        .unwrap_or("");
+    let second = str_at(obj, "/metadata/name")
+        .or_else(|| str_at(obj, "/digest"))
+        .unwrap_or("");
+    (first.to_string(), second.to_string(), id)
+}
+
+/// What match, groupBy and orderBy made of a governed object.
+#[derive(Debug)]
+struct Placement {
+    group: String,
+    key: Option<SortKey>,
+    /// An error of match, groupBy or orderBy.
+    decided: Option<(Verdict, String)>,
+}
+
+impl Placement {
+    /// The group it is ranked in: only objects with a sort key are ranked.
+    fn ranked_in(&self) -> Option<&str> {
+        self.key.as_ref().map(|_| self.group.as_str())
+    }
+
+    /// Whether ranking and keep would see no difference between the two.
+    fn same(a: Option<&Placement>, b: Option<&Placement>) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                let same_key = match (&a.key, &b.key) {
+                    (None, None) => true,
+                    // Keys that compare equal rank alike; keys of different kinds never compare.
+                    (Some(x), Some(y)) => {
+                        x.kind() == y.kind() && x.cmp(y) == Some(std::cmp::Ordering::Equal)
+                    }
+                    _ => false,
+                };
+                a.group == b.group && a.decided == b.decided && same_key
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ranked {
+    At {
+        rank: i64,
+        size: i64,
+    },
+    /// The group's orderBy values do not compare: this error is every member's verdict.
+    Mixed(String),
+}
+
+struct Entry {
+    obj: Json,
+    /// None while the policy does not govern it (not selected, or match is false).
+    placement: Option<Placement>,
+    /// None while it is not in a ranked group.
+    ranked: Option<Ranked>,
+    /// As of the last time the reference index or the custom referrers changed.
+    referrers: Vec<Referrer>,
+    /// Some exactly when it is governed.
+    result: Option<ObjectResult>,
+}
+
+/// The dirty sets of one `apply`.
+#[derive(Default)]
+struct Pending {
+    place: BTreeSet<Pos>,
+    groups: BTreeSet<String>,
+    decide: BTreeSet<Pos>,
+    decide_all: bool,
+}
+
+/// One policy's evaluation, kept up to date with `apply`. Bound to the policy (and its
+/// generation) it was created for.
+pub struct IncrementalEvaluation {
+    view: PolicyView,
+    kind: TargetKind,
+    time: TimePlan,
+    now: Option<Timestamp>,
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Which custom referrers `custom` was computed from; None when that cannot be told.
+    referrers_seen: Option<Vec<[String; 4]>>,
+    custom: CustomRefs,
+    entries: BTreeMap<Pos, Entry>,
+    positions: HashMap<String, Pos>,
+    /// The ranked members of each group.
+    groups: HashMap<String, BTreeSet<Pos>>,
+    summary: Counts,
+    /// OCI: the last evaluation, made whole.
+    whole: Option<Evaluation>,
+    /// The cached placements, ranks and results may not match the objects (nothing evaluated
+    /// yet, or the last call ran out of budget): the next call evaluates everything.
+    stale: bool,
+}
+
+impl IncrementalEvaluation {
+    /// An evaluation of no objects yet; the first `apply` evaluates everything it is given.
+    pub fn new(policy: &CompiledPolicy) -> IncrementalEvaluation {
+        IncrementalEvaluation {
+            view: policy.view.clone(),
+            kind: policy.target,
+            time: TimePlan::of(policy),
+            now: None,
+            namespace_labels: BTreeMap::new(),
+            referrers_seen: None,
+            custom: CustomRefs::default(),
+            entries: BTreeMap::new(),
+            positions: HashMap::new(),
+            groups: HashMap::new(),
+            summary: Counts::default(),
+            whole: None,
+            stale: true,
+        }
+    }
+
+    /// Applies `changes` and brings every result up to date with `world`. `over_budget` is
+    /// asked between expression evaluations, as `evaluate_within` does; when it gives up, the
+    /// changes are stored and the next call evaluates everything.
+    pub fn apply(
+        &mut self,
+        policy: &CompiledPolicy,
+        world: &World<'_>,
+        changes: Changes,
+        over_budget: &dyn Fn() -> bool,
+    ) -> Result<Work, IncrementalError> {
+        if policy.view != self.view {
+            return Err(IncrementalError::PolicyChanged {
+                built: format!("{} generation {:?}", self.view.key(), self.view.generation),
+            });
+        }
+        let mut pending = Pending::default();
+        for change in changes.objects {
+            self.store(change, &mut pending);
+        }
+        let was_stale = std::mem::replace(&mut self.stale, true);
+        let total = self.entries.len();
+        let stop = |evaluated: usize| {
+            if over_budget() {
+                Err(OverBudget { evaluated, total })
+            } else {
+                Ok(())
+            }
+        };
+
+        if self.kind == TargetKind::OciArtifact {
+            let eval = evaluate_within(policy, &self.snapshot(world), over_budget)?;
+            self.whole = Some(eval);
+            self.stale = false;
+            return Ok(Work {
+                placed: total,
+                ranked: 0,
+                decided: total,
+                whole: true,
+            });
+        }
+
+        let now_moved = self.now != Some(world.now);
+        self.now = Some(world.now);
+        let now = to_chrono(world.now);
+        if was_stale {
+            self.forget_derived(&mut pending);
+        }
+        if world.namespace_labels != &self.namespace_labels {
+            for (pos, e) in &self.entries {
+                if selects(policy, &e.obj, &self.namespace_labels)
+                    != selects(policy, &e.obj, world.namespace_labels)
+                {
+                    pending.place.insert(pos.clone());
+                }
+            }
+            self.namespace_labels = world.namespace_labels.clone();
+        }
+        if now_moved && self.time.placement {
+            pending.place.extend(self.entries.keys().cloned());
+        }
+        pending.decide_all |= was_stale || (now_moved && self.time.keep);
+
+        let mut refs_moved = changes.refs_changed || was_stale;
+        let seen = referrers_seen(policy, world.custom_referrers);
+        if was_stale
+            || seen.is_none()
+            || seen != self.referrers_seen
+            || (now_moved && self.time.referrers)
+        {
+            let custom = custom_references(policy, world.custom_referrers, now, &|| stop(0))?;
+            // Which failed referrers exist decides verdicts of objects whose referrers did
+            // not change (`CustomRefs::failure_for`).
+            pending.decide_all |= custom.failures != self.custom.failures;
+            self.custom = custom;
+            self.referrers_seen = seen;
+            refs_moved = true;
+        }
+
+        let mut work = Work {
+            whole: was_stale,
+            ..Work::default()
+        };
+        for pos in std::mem::take(&mut pending.place) {
+            stop(work.placed)?;
+            work.placed += 1;
+            self.place(policy, world, now, pos, &mut pending);
+        }
+
+        for group in std::mem::take(&mut pending.groups) {
+            work.ranked += 1;
+            self.rank(&group, &mut pending);
+        }
+
+        if refs_moved {
+            for (pos, e) in self.entries.iter_mut() {
+                if e.placement.is_none() {
+                    continue;
+                }
+                let found = referrers_of(self.kind, &e.obj, world.refs, &self.custom);
+                if found != e.referrers {
+                    e.referrers = found;
+                    pending.decide.insert(pos.clone());
+                }
+            }
+        }
+
+        let targets: Vec<Pos> = if pending.decide_all {
+            self.entries
+                .iter()
+                .filter(|(_, e)| e.placement.is_some())
+                .map(|(pos, _)| pos.clone())
+                .collect()
+        } else {
+            pending.decide.into_iter().collect()
+        };
+        for pos in targets {
+            stop(work.placed + work.decided)?;
+            work.decided += 1;
+            self.decide(policy, world, now, &pos);
+        }
+        self.stale = false;
+        Ok(work)
+    }
+
+    /// Every governed object's result, in the order `evaluate` gives them for `objects()`.
+    pub fn results(&self) -> Box<dyn Iterator<Item = &ObjectResult> + '_> {
+        match &self.whole {
+            Some(eval) => Box::new(eval.results.iter()),
+            None => Box::new(self.entries.values().filter_map(|e| e.result.as_ref())),
+        }
+    }
+
+    pub fn summary(&self) -> Counts {
+        match &self.whole {
+            Some(eval) => eval.summary,
+            None => self.summary,
+        }
+    }
+
+    /// The evaluation as `evaluate` returns it. Copies every result: the controller may prefer
+    /// `results` and `summary`.
+    pub fn evaluation(&self) -> Evaluation {
+        Evaluation {
+            summary: self.summary(),
+            results: self.results().cloned().collect(),
+        }
+    }
+
+    /// Every object stored, governed or not, in the order of the results.
+    pub fn objects(&self) -> impl Iterator<Item = &Json> {
+        self.entries.values().map(|e| &e.obj)
+    }
+
+    /// The snapshot a full evaluation would be given for the same state: `evaluate` of it
+    /// equals `evaluation()`.
+    pub fn snapshot<'a>(&'a self, world: &World<'a>) -> Snapshot<'a> {
+        Snapshot {
+            objects: self.objects().collect(),
+            refs: world.refs,
+            custom_referrers: world.custom_referrers.to_vec(),
+            namespace_labels: world.namespace_labels,
+            now: world.now,
+        }
+    }
+
+    fn store(&mut self, change: ObjectChange, pending: &mut Pending) {
+        match change {
+            ObjectChange::Upsert(obj) => {
+                let id = identity(&obj);
+                if let Some(old) = self.positions.get(&id).cloned() {
+                    if self
+                        .entries
+                        .get(&old)
+                        .is_some_and(|e| unchanged(&e.obj, &obj))
+                    {
+                        return;
+                    }
+                    self.forget(&old, pending);
+                }
+                let pos = position(&obj, id.clone());
+                self.positions.insert(id, pos.clone());
+                self.entries.insert(
+                    pos.clone(),
+                    Entry {
+                        obj,
+                        placement: None,
+                        ranked: None,
+                        referrers: Vec::new(),
+                        result: None,
+                    },
+                );
+                pending.place.insert(pos);
+            }
+            ObjectChange::Delete(id) => {
+                if let Some(pos) = self.positions.remove(&id) {
+                    self.forget(&pos, pending);
+                }
+            }
+        }
+    }
+
+    /// Removes an object and what it contributed to its group and the summary.
+    fn forget(&mut self, pos: &Pos, pending: &mut Pending) {
+        let Some(mut e) = self.entries.remove(pos) else {
+            return;
+        };
+        if let Some(group) = e.placement.as_ref().and_then(Placement::ranked_in) {
+            self.leave(group, pos, pending);
+        }
+        set_result(&mut self.summary, &mut e, None);
+        pending.place.remove(pos);
+        pending.decide.remove(pos);
+    }
+
+    fn leave(&mut self, group: &str, pos: &Pos, pending: &mut Pending) {
+        if let Some(members) = self.groups.get_mut(group) {
+            members.remove(pos);
+        }
+        pending.groups.insert(group.to_string());
+    }
+
+    /// Drops every placement, rank and result: all objects are placed and decided again.
+    fn forget_derived(&mut self, pending: &mut Pending) {
+        for (pos, e) in self.entries.iter_mut() {
+            e.placement = None;
+            e.ranked = None;
+            e.referrers.clear();
+            e.result = None;
+            pending.place.insert(pos.clone());
+        }
+        self.groups.clear();
+        self.summary = Counts::default();
+    }
+
+    /// select, match, groupBy and orderBy for one object; when its placement changed, its old
+    /// and new groups are ranked again and it is decided again.
+    fn place(
+        &mut self,
+        policy: &CompiledPolicy,
+        world: &World<'_>,
+        now: chrono::DateTime<chrono::FixedOffset>,
+        pos: Pos,
+        pending: &mut Pending,
+    ) {
+        let Some(e) = self.entries.get(&pos) else {
+            return;
+        };
+        let placement = if selects(policy, &e.obj, world.namespace_labels) {
+            let mut row = Row::new(policy, &e.obj, world.now);
+            place(policy, &mut row, now).then(|| Placement {
+                group: row.group,
+                key: row.key,
+                decided: row.decided,
+            })
+        } else {
+            None
+        };
+        if Placement::same(e.placement.as_ref(), placement.as_ref()) {
+            return;
+        }
+        let old = e
+            .placement
+            .as_ref()
+            .and_then(Placement::ranked_in)
+            .map(String::from);
+        if let Some(group) = old {
+            self.leave(&group, &pos, pending);
+        }
+        if let Some(group) = placement.as_ref().and_then(Placement::ranked_in) {
+            self.groups
+                .entry(group.to_string())
+                .or_default()
+                .insert(pos.clone());
+            pending.groups.insert(group.to_string());
+        }
+        let Some(e) = self.entries.get_mut(&pos) else {
+            return;
+        };
+        e.ranked = None;
+        e.placement = placement;
+        if e.placement.is_some() {
+            pending.decide.insert(pos);
+        } else {
+            set_result(&mut self.summary, e, None);
+            pending.decide.remove(&pos);
+        }
+    }
+
+    /// Ranks one group again; members whose rank or group size changed are decided again.
+    fn rank(&mut self, group: &str, pending: &mut Pending) {
+        let Some(members) = self.groups.get(group) else {
+            return;
+        };
+        if members.is_empty() {
+            self.groups.remove(group);
+            return;
+        }
+        let entries = &self.entries;
+        // In position order, which is the order a full evaluation meets them in: ties of key
+        // and name keep it.
+        let mut order: Vec<&Pos> = members.iter().collect();
+        let ranked = rank_group(
+            group,
+            &mut order,
+            |p| {
+                entries
+                    .get(*p)
+                    .and_then(|e| e.placement.as_ref())
+                    .and_then(|pl| pl.key.as_ref())
+            },
+            |p| entries.get(*p).map(|e| sort_name(&e.obj)).unwrap_or(""),
+        );
+        let size = order.len() as i64;
+        let standings: Vec<(Pos, Ranked)> = order
+            .into_iter()
+            .enumerate()
+            .map(|(rank, pos)| {
+                let r = match &ranked {
+                    Ok(()) => Ranked::At {
+                        rank: rank as i64,
+                        size,
+                    },
+                    Err(msg) => Ranked::Mixed(msg.clone()),
+                };
+                (pos.clone(), r)
+            })
+            .collect();
+        for (pos, r) in standings {
+            if let Some(e) = self.entries.get_mut(&pos)
+                && e.ranked.as_ref() != Some(&r)
+            {
+                e.ranked = Some(r);
+                pending.decide.insert(pos);
+            }
+        }
+    }
+
+    /// Guards and keep for one governed object, through the same steps as `evaluate`.
+    fn decide(
+        &mut self,
+        policy: &CompiledPolicy,
+        world: &World<'_>,
+        now: chrono::DateTime<chrono::FixedOffset>,
+        pos: &Pos,
+    ) {
+        let Some(e) = self.entries.get(pos) else {
+            return;
+        };
+        let Some(placement) = &e.placement else {
+            return;
+        };
+        let mut row = Row::new(policy, &e.obj, world.now);
+        row.group = placement.group.clone();
+        row.decided = placement.decided.clone();
+        match &e.ranked {
+            Some(Ranked::At { rank, size }) => {
+                row.rank = *rank;
+                row.group_size = *size;
+            }
+            Some(Ranked::Mixed(msg)) => {
+                row.decided
+                    .get_or_insert_with(|| (Verdict::Error, msg.clone()));
+            }
+            None => {}
+        }
+        row.referrers = referrers_of(self.kind, &e.obj, world.refs, &self.custom);
+        let result = row.result(self.kind, decide(policy, &self.custom, now, &row, None));
+        let referrers = std::mem::take(&mut row.referrers);
+        drop(row);
+        if let Some(e) = self.entries.get_mut(pos) {
+            e.referrers = referrers;
+            set_result(&mut self.summary, e, Some(result));
+        }
+    }
+}
+
+/// Kubernetes gives a changed object a new resourceVersion; documents without one are compared
+/// whole.
+fn unchanged(old: &Json, new: &Json) -> bool {
+    match (resource_version(old), resource_version(new)) {
+        (Some(a), Some(b)) => a == b,
+        _ => old == new,
+    }
+}
+
+fn resource_version(obj: &Json) -> Option<&str> {
+    str_at(obj, "/metadata/resourceVersion").filter(|v| !v.is_empty())
+}
+
+/// The custom referrers the policy reads, each by kind, identity and resourceVersion, in the
+/// order given (which decides the order of failures); None when one has no resourceVersion,
+/// so that a change to it could not be told.
+fn referrers_seen(policy: &CompiledPolicy, referrers: &[&Json]) -> Option<Vec<[String; 4]>> {
+    let mut seen = Vec::new();
+    for &obj in referrers {
+        let (Some(api_version), Some(kind)) = (str_at(obj, "/apiVersion"), str_at(obj, "/kind"))
+        else {
+            continue;
+        };
+        if !policy
+            .referrer_sources
+            .iter()
+            .any(|(a, k, _)| a == api_version && k == kind)
+        {
+            continue;
+        }
+        let rv = resource_version(obj)?;
+        seen.push([
+            api_version.to_string(),
+            kind.to_string(),
+            identity(obj),
+            rv.to_string(),
+        ]);
+    }
+    Some(seen)
+}
+
+fn set_result(summary: &mut Counts, e: &mut Entry, result: Option<ObjectResult>) {
+    let mut count = |r: &ObjectResult, by: i64| {
+        summary.governed += by;
+        match r.verdict {
+            Verdict::Keep => summary.kept += by,
+            Verdict::Delete => summary.candidates += by,
+            Verdict::Error => summary.errors += by,
+        }
+    };
+    if let Some(old) = &e.result {
+        count(old, -1);
+    }
+    if let Some(new) = &result {
+        count(new, 1);
+    }
+    e.result = result;
+}
+
+#[cfg(test)]
+mod tests;
