@@ -72,6 +72,9 @@ struct Case {
     value: Option<Json>,
     error: Option<String>,
     skip: Option<String>,
+    /// cel-go's outcome for the case, from tools/cel-conformance: "pass", "fail: ..." or
+    /// "skip: ..." (the tool could not set the case up).
+    celgo: String,
 }
 
 enum Outcome {
@@ -88,6 +91,9 @@ struct Counts {
     failed: usize,
     known: usize,
     skipped: BTreeMap<String, usize>,
+    /// cel-go over every case of the file, retainer's skips included.
+    celgo_run: usize,
+    celgo_passed: usize,
 }
 
 fn dir() -> PathBuf {
@@ -306,12 +312,21 @@ fn known_failures() -> BTreeMap<String, String> {
         .collect()
 }
 
+fn rate_of(passed: usize, run: usize) -> String {
+    if run == 0 {
+        "–".to_string()
+    } else {
+        format!("{:.1}%", 100.0 * passed as f64 / run as f64)
+    }
+}
+
 fn table(counts: &BTreeMap<String, Counts>, file_skips: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
     out.push_str(
-        "| file | cases | run | passed | failed (all listed) | skipped | pass rate of run |\n",
+        "| file | cases | run | passed | failed (all listed) | skipped | pass rate of run \
+         | cel-go run | cel-go passed | cel-go pass rate |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut total = Counts::default();
     for (name, c) in counts {
         let skipped: usize = c.skipped.values().sum();
@@ -322,9 +337,17 @@ fn table(counts: &BTreeMap<String, Counts>, file_skips: &BTreeMap<String, String
         };
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {skipped} | {rate} |",
-            c.cases, c.run, c.passed, c.failed
+            "| {name} | {} | {} | {} | {} | {skipped} | {rate} | {} | {} | {} |",
+            c.cases,
+            c.run,
+            c.passed,
+            c.failed,
+            c.celgo_run,
+            c.celgo_passed,
+            rate_of(c.celgo_passed, c.celgo_run)
         );
+        total.celgo_run += c.celgo_run;
+        total.celgo_passed += c.celgo_passed;
         total.cases += c.cases;
         total.run += c.run;
         total.passed += c.passed;
@@ -336,12 +359,15 @@ fn table(counts: &BTreeMap<String, Counts>, file_skips: &BTreeMap<String, String
     let skipped: usize = total.skipped.values().sum();
     let _ = writeln!(
         out,
-        "| **total** | {} | {} | {} | {} | {skipped} | {:.1}% |",
+        "| **total** | {} | {} | {} | {} | {skipped} | {:.1}% | {} | {} | {} |",
         total.cases,
         total.run,
         total.passed,
         total.failed,
-        100.0 * total.passed as f64 / total.run.max(1) as f64
+        100.0 * total.passed as f64 / total.run.max(1) as f64,
+        total.celgo_run,
+        total.celgo_passed,
+        rate_of(total.celgo_passed, total.celgo_run)
     );
     out.push_str("\nSkipped, by reason:\n\n| reason | cases |\n|---|---:|\n");
     for (reason, n) in &total.skipped {
@@ -408,6 +434,12 @@ fn conformance() {
             file_skips.insert(file.name.clone(), reason.clone());
         }
         for case in &file.cases {
+            if !case.celgo.starts_with("skip") {
+                c.celgo_run += 1;
+                if case.celgo == "pass" {
+                    c.celgo_passed += 1;
+                }
+            }
             let id = format!("{}/{}/{}", file.name, case.section, case.name);
             let outcome = match &file_skip {
                 Some(reason) => Outcome::Skip(reason.clone()),

@@ -14,6 +14,9 @@
 // 1 from 1u from 1.0. What the harness cannot represent (protobuf messages, enums, unknowns,
 // type-checker-only expectations) is written with a "skip" reason, so the per-file counts
 // still add up to the suite's.
+//
+// Every case also carries "celgo": the outcome of running it with cel-go (celgo.go), the
+// implementation Kubernetes embeds, pinned in go.mod at the release Kubernetes 1.36 uses.
 package main
 
 import (
@@ -68,6 +71,8 @@ type testCase struct {
 	Value         any            `json:"value,omitempty"`
 	Error         *string        `json:"error,omitempty"`
 	Skip          string         `json:"skip,omitempty"`
+	// CelGo is cel-go's outcome for the case: "pass", "fail: ..." or "skip: ..." (not set up).
+	CelGo string `json:"celgo"`
 }
 
 type outFile struct {
@@ -138,6 +143,7 @@ func convertFile(path, outDir, version string) error {
 	for _, section := range file.GetSection() {
 		for _, t := range section.GetTest() {
 			c := convertTest(section.GetName(), t)
+			c.CelGo = celGoOutcome(t)
 			if c.Skip != "" {
 				res.Skipped++
 			}
