@@ -237,6 +237,9 @@ def fmt(x, d=1):
 L = []
 L.append("## Job sweep: Kyverno DeletingPolicy beside retainer")
 L.append("")
+if "dirty" in rev or rev in ("prebuilt", "unknown"):
+    L.append("**Measured on a build that is not a clean commit: not a result to quote.**")
+    L.append("")
 L.append(f"`{cmdline}` at `{rev}`; written by the script. {n} finished Jobs per run in a fresh")
 L.append("namespace, each contender alone on the test bed (the other not running). Time from the")
 L.append("trigger (Kyverno: the cron minute its policy first fires; retainer: the sweep annotation)")
