@@ -151,6 +151,14 @@ async fn two_replicas_one_sweeps_and_the_other_takes_over() {
             .filter(|l| l.contains("\"message\":\"deleted\""))
             .count()
     };
+    // The API server marks a Job deleted before the delete's response
+    // reaches the controller, which logs only then: wait for the lines.
+    wait_for(
+        "the leader's audit lines",
+        Duration::from_secs(10),
+        || async { (deletions_by(&a) >= 3).then_some(()) },
+    )
+    .await;
     assert_eq!(deletions_by(&a), 3, "the leader logs one line per deletion");
     assert_eq!(deletions_by(&b), 0, "the follower deletes nothing");
     let line = log_of(&a)
@@ -165,18 +173,20 @@ async fn two_replicas_one_sweeps_and_the_other_takes_over() {
             "audit line lacks {field}: {line}"
         );
     }
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The sweep is counted when it ends, after its last deletion.
+    let metrics = wait_for("the sweep in /metrics", Duration::from_secs(10), || async {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("retainer_sweeps_total{policy=\"all\"")
+            .then_some(text)
+    })
+    .await;
     assert!(
         metrics.contains("retainer_deletions_total{policy=\"all\""),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("retainer_sweeps_total{policy=\"all\""),
         "{metrics}"
     );
     let events: Api<Event> = Api::namespaced(bed.client.clone(), &bed.ns);
