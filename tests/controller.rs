@@ -285,6 +285,34 @@ async fn policies_stay_in_their_namespace() {
     b.cleanup().await;
 }
 
+/// The cache keeps only the fields policies read; a policy reading more makes it list again,
+/// and is evaluated only on objects that hold them.
+#[tokio::test]
+async fn a_policy_reading_new_fields_sees_them() {
+    let bed = setup("fields").await;
+    many_jobs(&bed, 2).await;
+    apply_policy(
+        &bed,
+        "plain",
+        json!({"target": {"kind": "Job"}, "keep": "false", "schedule": "0 0 29 2 *"}),
+    )
+    .await;
+    let s = summary(&bed, "plain", 2).await;
+    assert_eq!(s["summary"]["candidates"], 2, "{s}");
+    // Pruned objects would read as having no containers, and be candidates.
+    apply_policy(
+        &bed,
+        "by-image",
+        json!({"target": {"kind": "Job"}, "schedule": "0 0 29 2 *",
+            "keep": "object.spec.?template.?spec.?containers.orValue([]).exists(c, c.image == 'busybox')"}),
+    )
+    .await;
+    let s = summary(&bed, "by-image", 2).await;
+    assert_eq!(s["summary"]["candidates"], 0, "{s}");
+    assert_eq!(s["summary"]["errors"].as_i64().unwrap_or(0), 0, "{s}");
+    bed.cleanup().await;
+}
+
 #[tokio::test]
 async fn helm_history_and_unused_secrets() {
     let bed = setup("secrets").await;

@@ -218,7 +218,7 @@ impl Shared {
         if refs.0 != versions {
             let mut index = RefIndex::default();
             for k in &kinds {
-                self.caches.get(k).for_each(|o| index.add(&o));
+                self.caches.get(k).for_each_refs(|r| index.add_refs(r));
             }
             *refs = (versions, Arc::new(index));
         }

@@ -33,6 +33,7 @@ use crate::engine::{
     CompiledPolicy, Evaluation, OverBudget, PolicyError, Snapshot, evaluate_within, labels_of,
     selects,
 };
+use crate::expr::FieldTree;
 use crate::oci::RegistryClient;
 use crate::refs::RefIndex;
 use crate::status::{self, Readiness, StatusInput, SweepStatus, desired_status};
@@ -339,6 +340,22 @@ impl Worker {
             };
         let custom: Vec<Kind> = discovered.into_values().flatten().collect();
         let caches: Vec<Arc<Cache>> = needed.iter().map(|k| self.shared.caches.get(k)).collect();
+        let fields: Vec<FieldTree> = caches
+            .iter()
+            .map(|c| {
+                let f = fields_read(&compiled, &c.kind, &custom);
+                c.require(&f);
+                f
+            })
+            .collect();
+        if caches
+            .iter()
+            .zip(&fields)
+            .any(|(c, f)| c.ready.load(Ordering::Acquire) && !c.holds(f))
+        {
+            // Listing again with the fields this policy reads; the list's end wakes us.
+            return Next::Wait(None);
+        }
         if let Some(c) = caches.iter().find(|c| !c.ready.load(Ordering::Acquire)) {
             // Still listing: say nothing until the list is in, unless it cannot be read at all.
             let err = c.last_error.lock().ok().and_then(|e| e.clone());
@@ -1057,6 +1074,20 @@ fn sweep_request(obj: &Json) -> Option<String> {
         .and_then(|a| a.get(SWEEP_NOW_ANNOTATION))
         .and_then(Json::as_str)
         .map(String::from)
+}
+
+/// What a policy reads of the objects of `kind`: all its expressions and the engine read of
+/// its targets, everything of the kinds its custom `referencedBy` expressions walk and of
+/// namespaces; of built-in referrers only their references, which every cache of theirs keeps.
+fn fields_read(policy: &CompiledPolicy, kind: &Kind, custom: &[Kind]) -> FieldTree {
+    if custom.contains(kind) || *kind == Kind::namespaces() {
+        return FieldTree::everything();
+    }
+    let mut fields = FieldTree::default();
+    if policy.target != TargetKind::OciArtifact && *kind == target_kind(policy.target) {
+        fields.merge(&policy.retained_fields());
+    }
+    fields
 }
 
 fn target_kind(t: TargetKind) -> Kind {

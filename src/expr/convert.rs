@@ -57,6 +57,38 @@ impl FieldTree {
         }
     }
 
+    /// Whether everything `other` reads is read here too: an object pruned to this tree
+    /// evaluates under `other` as the whole object would.
+    pub fn covers(&self, other: &FieldTree) -> bool {
+        if self.whole {
+            return true;
+        }
+        if other.whole {
+            return false;
+        }
+        other
+            .children
+            .iter()
+            .all(|(k, sub)| self.children.get(k).is_some_and(|mine| mine.covers(sub)))
+    }
+
+    /// Drops from `obj` what this tree does not name, in place: the cut `json::parse_pruned`
+    /// makes while parsing (arrays and named leaves are kept whole).
+    pub fn prune(&self, obj: &mut Json) {
+        if self.whole {
+            return;
+        }
+        if let Json::Object(map) = obj {
+            map.retain(|k, v| match self.children.get(k) {
+                Some(sub) => {
+                    sub.prune(v);
+                    true
+                }
+                None => false,
+            });
+        }
+    }
+
     pub fn merge(&mut self, other: &FieldTree) {
         if other.whole {
             self.insert(&[]);
@@ -111,5 +143,68 @@ pub fn project<'j>(j: &'j Json, tree: &FieldTree) -> Box<dyn Val + 'j> {
                 .collect::<HashMap<_, _>>(),
         )),
         _ => json_to_val(j),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn covers_and_prune() {
+        let labels = FieldTree::of(&[&["metadata", "labels"]]);
+        let meta = FieldTree::of(&[&["metadata"]]);
+        let both = FieldTree::of(&[&["metadata"], &["status", "succeeded"]]);
+        let table = [
+            (
+                "whole covers all",
+                FieldTree::everything(),
+                both.clone(),
+                true,
+            ),
+            (
+                "nothing covers whole",
+                both.clone(),
+                FieldTree::everything(),
+                false,
+            ),
+            (
+                "leaf covers its subtree",
+                meta.clone(),
+                labels.clone(),
+                true,
+            ),
+            (
+                "subtree does not cover its leaf",
+                labels.clone(),
+                meta.clone(),
+                false,
+            ),
+            ("missing branch", meta.clone(), both.clone(), false),
+            (
+                "empty is covered",
+                labels.clone(),
+                FieldTree::default(),
+                true,
+            ),
+        ];
+        for (name, a, b, want) in table {
+            assert_eq!(a.covers(&b), want, "{name}");
+        }
+
+        let mut obj = json!({"metadata": {"name": "a", "labels": {"x": "1"}},
+            "spec": {"template": {}}, "status": {"succeeded": 1, "conditions": [1, 2]}});
+        both.prune(&mut obj);
+        assert_eq!(
+            obj,
+            json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "status": {"succeeded": 1}})
+        );
+        // The same cut as parsing pruned: what one keeps the other keeps.
+        let text = r#"{"a": {"b": [1, {"c": 2}], "d": 3}, "e": "s"}"#;
+        let tree = FieldTree::of(&[&["a", "b"], &["e", "f"]]);
+        let mut parsed: Json = serde_json::from_str(text).unwrap();
+        tree.prune(&mut parsed);
+        assert_eq!(parsed, crate::json::parse_pruned(text, &tree).unwrap());
     }
 }

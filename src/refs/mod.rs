@@ -228,6 +228,32 @@ pub const BUILTIN_REFERRER_KINDS: &[&str] = &[
     "Ingress",
 ];
 
+/// What one object references by the built-in paths: all the index needs of it. The
+/// controller keeps this instead of the pod templates it was read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRefs {
+    pub who: Referrer,
+    pub secrets: Vec<String>,
+    pub images: Vec<ImageRef>,
+}
+
+impl ObjectRefs {
+    /// None when the object is not of a built-in referrer kind or references nothing.
+    pub fn of(obj: &Json) -> Option<ObjectRefs> {
+        let kind = obj.get("kind").and_then(Json::as_str).unwrap_or("");
+        if !BUILTIN_REFERRER_KINDS.contains(&kind) {
+            return None;
+        }
+        let secrets: Vec<String> = secrets_of(obj).into_iter().collect();
+        let images = images_of(obj);
+        (!secrets.is_empty() || !images.is_empty()).then(|| ObjectRefs {
+            who: Referrer::of(obj),
+            secrets,
+            images,
+        })
+    }
+}
+
 /// Built-in references, indexed once per snapshot and shared by every policy.
 #[derive(Default, Debug)]
 pub struct RefIndex {
@@ -247,22 +273,24 @@ impl RefIndex {
     }
 
     pub fn add(&mut self, obj: &Json) {
-        let kind = obj.get("kind").and_then(Json::as_str).unwrap_or("");
-        if !BUILTIN_REFERRER_KINDS.contains(&kind) {
-            return;
+        if let Some(r) = ObjectRefs::of(obj) {
+            self.add_refs(&r);
         }
-        let who = Referrer::of(obj);
-        for name in secrets_of(obj) {
+    }
+
+    /// Adds what one object references, as extracted when it arrived.
+    pub fn add_refs(&mut self, r: &ObjectRefs) {
+        for name in &r.secrets {
             self.secrets
-                .entry((who.namespace.clone(), name))
+                .entry((r.who.namespace.clone(), name.clone()))
                 .or_default()
-                .insert(who.clone());
+                .insert(r.who.clone());
         }
-        for image in images_of(obj) {
+        for image in &r.images {
             self.images
                 .entry((image.registry.clone(), image.repository.clone()))
                 .or_default()
-                .push((image, who.clone()));
+                .push((image.clone(), r.who.clone()));
         }
     }
 
