@@ -113,6 +113,16 @@ struct MemoryArgs {
     /// controller by hand (heaptrack) against the same objects.
     #[arg(long, default_value_t = 0)]
     hold: u64,
+    /// Multiples of --secrets and --jobs to measure at, growing, comma-separated: the objects
+    /// of each step are added to those of the last.
+    #[arg(long, default_value = "1")]
+    scales: String,
+    /// A second build of the controller (the container image's static musl binary), measured
+    /// in the same runs, interleaved with the first.
+    #[arg(long)]
+    alt_retainer: Option<PathBuf>,
+    #[arg(long, default_value = "musl (container image)")]
+    alt_name: String,
 }
 
 #[derive(Args)]
@@ -393,12 +403,15 @@ async fn create_jobs(
 async fn create_secrets(
     client: &Client,
     ns: &str,
+    prefix: &str,
     n: usize,
     bytes: usize,
     labels: impl Fn(usize) -> Value,
 ) -> R<()> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let items: Vec<(String, Value)> = (0..n).map(|i| (format!("s-{i:05}"), labels(i))).collect();
+    let items: Vec<(String, Value)> = (0..n)
+        .map(|i| (format!("{prefix}-{i:05}"), labels(i)))
+        .collect();
     let post = PostParams::default();
     for_each(items, SETUP_CONCURRENCY, |(name, labels)| {
         let api = api.clone();
@@ -1289,10 +1302,15 @@ async fn sweep_in(
 // 3. Memory
 
 struct MemRun {
+    scale: usize,
+    build: String,
     rss: f64,
     hwm: f64,
     caught_up: f64,
 }
+
+/// The peak the project targets in the memory scenario at scale 1.
+const MEMORY_TARGET_MIB: f64 = 64.0;
 
 async fn memory(args: MemoryArgs) -> R<()> {
     let client = client().await?;
@@ -1342,59 +1360,76 @@ async fn memory(args: MemoryArgs) -> R<()> {
     let m = |xs: &[f64]| median(xs);
     let idle_rss = m(&idle.iter().map(|x| x.0).collect::<Vec<_>>());
     let idle_hwm = m(&idle.iter().map(|x| x.1).collect::<Vec<_>>());
-    let rss = m(&loaded.iter().map(|x| x.rss).collect::<Vec<_>>());
-    let hwm = m(&loaded.iter().map(|x| x.hwm).collect::<Vec<_>>());
-    let caught_up = m(&loaded.iter().map(|x| x.caught_up).collect::<Vec<_>>());
     let objects = args.secrets + args.jobs;
     let mib = |x: f64| format!("{x:.1}");
     let mut md = String::new();
     md.push_str("## Controller memory\n\n");
     md.push_str(&format!(
         "Resident memory of `retainer run` (`VmRSS`, and the peak `VmHWM`, from \
-         `/proc/<pid>/status`), medians of {}, each a fresh process:\n\n",
+         `/proc/<pid>/status`), medians of {}, each a fresh process; where two builds are \
+         measured, they alternate within each run:\n\n",
         runs(args.runs)
     ));
     md.push_str(
-        "| state | VmRSS (MiB) | peak VmHWM (MiB) | runs: VmHWM (MiB) |\n|---|---|---|---|\n",
+        "| state | build | VmRSS (MiB) | peak VmHWM (MiB) | runs: VmHWM (MiB) | per object (KiB) | caught up (s) |\n|---|---|---|---|---|---|---|\n",
     );
     md.push_str(&format!(
-        "| idle: no policies, only what the bed holds | {} | {} | {} |\n",
+        "| idle: no policies, only what the bed holds | {} | {} | {} | {} | | |\n",
+        args.common.retainer.file_name().and_then(|f| f.to_str()).unwrap_or("retainer"),
         mib(idle_rss),
         mib(idle_hwm),
         idle.iter().map(|x| mib(x.1)).collect::<Vec<_>>().join(", ")
     ));
-    md.push_str(&format!(
-        "| {} Secrets ({} B of data each) and {} finished Jobs in 10 namespaces, 10 policies, \
-         {} s after every policy's first evaluation | {} | {} | {} |\n",
-        thousands(args.secrets),
-        thousands(args.secret_bytes),
-        thousands(args.jobs),
-        args.settle,
-        mib(rss),
-        mib(hwm),
-        loaded
+    let mut verdicts = Vec::new();
+    let mut keys: Vec<(usize, String)> = Vec::new();
+    for r in &loaded {
+        if !keys.contains(&(r.scale, r.build.clone())) {
+            keys.push((r.scale, r.build.clone()));
+        }
+    }
+    for (scale, build) in &keys {
+        let these: Vec<&MemRun> = loaded
             .iter()
-            .map(|x| mib(x.hwm))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+            .filter(|r| r.scale == *scale && r.build == *build)
+            .collect();
+        let rss = m(&these.iter().map(|x| x.rss).collect::<Vec<_>>());
+        let hwm = m(&these.iter().map(|x| x.hwm).collect::<Vec<_>>());
+        let caught_up = m(&these.iter().map(|x| x.caught_up).collect::<Vec<_>>());
+        md.push_str(&format!(
+            "| {} Secrets ({} B of data each) and {} finished Jobs ({scale}x) in 10 namespaces, \
+             10 policies, {} s after every policy's first evaluation | {build} | {} | {} | {} | {:.2} | {} |\n",
+            thousands(args.secrets * scale),
+            thousands(args.secret_bytes),
+            thousands(args.jobs * scale),
+            args.settle,
+            mib(rss),
+            mib(hwm),
+            these.iter().map(|x| mib(x.hwm)).collect::<Vec<_>>().join(", "),
+            (rss - idle_rss) * 1024.0 / (objects * scale) as f64,
+            secs(caught_up),
+        ));
+        if *scale == 1 {
+            verdicts.push(format!(
+                "{build}: {} ({} MiB)",
+                if hwm <= MEMORY_TARGET_MIB { "met" } else { "not met" },
+                mib(hwm)
+            ));
+        }
+    }
     md.push_str(&format!(
-        "\nTarget (issue #7): peak ≤ 64 MiB with those objects: {} ({} MiB).\n\n",
-        if hwm <= 64.0 { "met" } else { "not met" },
-        mib(hwm)
+        "\nTarget: peak ≤ {MEMORY_TARGET_MIB} MiB with {} Secrets and {} Jobs (1x): {}.\n\n",
+        thousands(args.secrets),
+        thousands(args.jobs),
+        verdicts.join("; ")
     ));
-    md.push_str(&format!(
-        "- Per cached object: (VmRSS loaded − idle) / {} objects = {:.1} KiB; the peak adds \
-         {:.1} MiB over the steady state.\n",
-        thousands(objects),
-        (rss - idle_rss) * 1024.0 / objects as f64,
-        hwm - rss
-    ));
-    md.push_str(&format!(
-        "- From start to every policy's governed count in `/metrics`: {} s (initial lists at \
-         `--page-size 500`, Secrets, Jobs and the nine referrer kinds Secret policies watch).\n",
-        secs(caught_up)
-    ));
+    md.push_str(
+        "- Per object: (VmRSS loaded − idle) / objects. Caught up: from the process's start \
+         to every policy's governed count in `/metrics`.\n",
+    );
+    md.push_str(
+        "- Initial lists at `--page-size 500`: Secrets, Jobs and the nine referrer kinds Secret \
+         policies watch.\n",
+    );
     md.push_str(&format!(
         "- Policies: 5 ClusterRetentionPolicies of kind Job (`keep: rank < 5`, grouped by a \
          label, 10 groups per policy) and 5 of kind Secret (`keep: rank < 10 || \
@@ -1437,7 +1472,19 @@ async fn memory_loaded(
     id: &str,
     namespaces: &[String],
 ) -> R<(Vec<MemRun>, f64)> {
-    let started = Instant::now();
+    let scales: Vec<usize> = args
+        .scales
+        .split(',')
+        .map(|x| x.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--scales {}: {e}", args.scales))?;
+    let mut builds: Vec<(String, PathBuf)> = vec![(
+        "glibc (release)".to_string(),
+        args.common.retainer.clone(),
+    )];
+    if let Some(alt) = &args.alt_retainer {
+        builds.push((args.alt_name.clone(), alt.clone()));
+    }
     let nss: Api<Namespace> = Api::all(client.clone());
     for ns in namespaces {
         let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
@@ -1445,28 +1492,13 @@ async fn memory_loaded(
     }
     let per_ns_secrets = args.secrets / namespaces.len();
     let per_ns_jobs = args.jobs / namespaces.len();
-    for (i, ns) in namespaces.iter().enumerate() {
-        // Namespaces 0 and 1 make shard 0, and so on: five shards, one per policy of a kind.
-        let shard = (i / 2).to_string();
-        say(format!(
-            "creating {per_ns_secrets} Secrets and {per_ns_jobs} Jobs in {ns}"
-        ));
-        let l = |j: usize| json!({"retainer-bench": id, "shard": shard, "group": format!("g{}", j % 10)});
-        create_secrets(client, ns, per_ns_secrets, args.secret_bytes, l).await?;
-        create_jobs(client, ns, "job", per_ns_jobs, l).await?;
-    }
-    let create_secs = started.elapsed().as_secs_f64();
     let crps = policy_api(client, None);
-    let mut expected = Vec::new();
+    let mut names = Vec::new();
     for shard in 0..5 {
         let selector = json!({"matchLabels": {"retainer-bench": id, "shard": shard.to_string()}});
-        for (kind, keep, governed) in [
-            ("Job", "rank < 5", per_ns_jobs * 2),
-            (
-                "Secret",
-                "rank < 10 || referencedBy.size() > 0",
-                per_ns_secrets * 2,
-            ),
+        for (kind, keep) in [
+            ("Job", "rank < 5"),
+            ("Secret", "rank < 10 || referencedBy.size() > 0"),
         ] {
             let name = format!("bench-mem-{id}-{}-{shard}", kind.to_lowercase());
             let obj = json!({"apiVersion": "retainer.dev/v1alpha1", "kind": "ClusterRetentionPolicy",
@@ -1479,46 +1511,98 @@ async fn memory_loaded(
                 &Patch::Apply(&obj),
             )
             .await?;
-            expected.push((name, governed as f64));
+            names.push((name, kind));
         }
     }
+    let mut create_secs = 0.0;
     let mut runs = Vec::new();
-    for run in 1..=args.runs {
-        let t0 = Instant::now();
-        let mut ctl = Controller::start(
-            &args.common.retainer,
-            &[],
-            args.common
-                .log_dir
-                .join(format!("retainer-memory-loaded-{run}.log")),
-        )
-        .await?;
-        let addr = ctl.addr().await?;
-        // Each fresh process evaluates every policy once; its gauges say when.
-        poll(
-            "every policy evaluated",
-            Duration::from_secs(600),
-            || async {
-                let text = metrics_text(&addr).await.ok()?;
-                expected
-                    .iter()
-                    .all(|(name, n)| metric(&text, "retainer_governed", name) == Some(*n))
-                    .then_some(())
-            },
-        )
-        .await?;
-        let caught_up = t0.elapsed().as_secs_f64();
-        tokio::time::sleep(Duration::from_secs(args.settle)).await;
-        let (rss, hwm) = ctl.memory()?;
-        say(format!(
-            "loaded run {run}: VmRSS {rss} KiB, VmHWM {hwm} KiB, caught up after {caught_up:.1} s"
-        ));
-        runs.push(MemRun {
-            rss: rss as f64 / 1024.0,
-            hwm: hwm as f64 / 1024.0,
-            caught_up,
-        });
-        ctl.stop().await;
+    let mut have = 0;
+    for &scale in &scales {
+        if scale <= have {
+            continue;
+        }
+        let started = Instant::now();
+        for (i, ns) in namespaces.iter().enumerate() {
+            // Namespaces 0 and 1 make shard 0, and so on: five shards, one per policy of a kind.
+            let shard = (i / 2).to_string();
+            for step in have..scale {
+                say(format!(
+                    "creating {per_ns_secrets} Secrets and {per_ns_jobs} Jobs in {ns} (step {})",
+                    step + 1
+                ));
+                let l = |j: usize| json!({"retainer-bench": id, "shard": shard, "group": format!("g{}", j % 10)});
+                create_secrets(
+                    client,
+                    ns,
+                    &format!("s{step}"),
+                    per_ns_secrets,
+                    args.secret_bytes,
+                    l,
+                )
+                .await?;
+                create_jobs(client, ns, &format!("job{step}"), per_ns_jobs, l).await?;
+            }
+        }
+        if have == 0 {
+            create_secs = started.elapsed().as_secs_f64();
+        }
+        have = scale;
+        let expected: Vec<(String, f64)> = names
+            .iter()
+            .map(|(name, kind)| {
+                let per_ns = if *kind == "Job" {
+                    per_ns_jobs
+                } else {
+                    per_ns_secrets
+                };
+                (name.clone(), (per_ns * 2 * scale) as f64)
+            })
+            .collect();
+        for run in 1..=args.runs {
+            for (build, bin) in &builds {
+                let t0 = Instant::now();
+                let tag: String = build
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric())
+                    .collect();
+                let mut ctl = Controller::start(
+                    bin,
+                    &[],
+                    args.common
+                        .log_dir
+                        .join(format!("retainer-memory-{scale}x-{tag}-{run}.log")),
+                )
+                .await?;
+                let addr = ctl.addr().await?;
+                // Each fresh process evaluates every policy once; its gauges say when.
+                poll(
+                    "every policy evaluated",
+                    Duration::from_secs(900),
+                    || async {
+                        let text = metrics_text(&addr).await.ok()?;
+                        expected
+                            .iter()
+                            .all(|(name, n)| metric(&text, "retainer_governed", name) == Some(*n))
+                            .then_some(())
+                    },
+                )
+                .await?;
+                let caught_up = t0.elapsed().as_secs_f64();
+                tokio::time::sleep(Duration::from_secs(args.settle)).await;
+                let (rss, hwm) = ctl.memory()?;
+                say(format!(
+                    "{scale}x {build} run {run}: VmRSS {rss} KiB, VmHWM {hwm} KiB, caught up after {caught_up:.1} s"
+                ));
+                runs.push(MemRun {
+                    scale,
+                    build: build.clone(),
+                    rss: rss as f64 / 1024.0,
+                    hwm: hwm as f64 / 1024.0,
+                    caught_up,
+                });
+                ctl.stop().await;
+            }
+        }
     }
     if args.hold > 0 {
         say(format!("holding the objects for {} s", args.hold));

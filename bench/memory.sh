@@ -1,17 +1,35 @@
 #!/usr/bin/env bash
-# Controller memory (issue #7, item 3): VmRSS and peak VmHWM of `retainer run` idle, and with
-# MEMORY_SECRETS Secrets of MEMORY_SECRET_BYTES bytes of data and MEMORY_JOBS finished Jobs under
-# 10 policies, MEMORY_RUNS fresh processes each. Writes bench/results/memory.md.
+# Controller memory: VmRSS and peak VmHWM of `retainer run` idle, and with MEMORY_SECRETS
+# Secrets of MEMORY_SECRET_BYTES bytes of data and MEMORY_JOBS finished Jobs under 10 policies,
+# then at each further multiple in MEMORY_SCALES (objects added to the last step's), with
+# MEMORY_RUNS fresh processes each. Measures the glibc release binary and, in the same runs,
+# the container image's static musl binary (musl's allocator is not glibc's), unless
+# MEMORY_MUSL=0. Writes bench/results/memory.md.
 #
-#   MEMORY_SECRETS=20000 MEMORY_JOBS=20000 MEMORY_RUNS=3 bench/memory.sh
+#   MEMORY_SECRETS=20000 MEMORY_JOBS=20000 MEMORY_SCALES=1,2,5 MEMORY_RUNS=3 bench/memory.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SECRETS=${MEMORY_SECRETS:-20000}
 JOBS=${MEMORY_JOBS:-20000}
 BYTES=${MEMORY_SECRET_BYTES:-8192}
 RUNS=${MEMORY_RUNS:-3}
-cmdline="MEMORY_SECRETS=$SECRETS MEMORY_JOBS=$JOBS MEMORY_RUNS=$RUNS bench/memory.sh"
+SCALES=${MEMORY_SCALES:-1,2,5}
+MUSL=${MEMORY_MUSL:-1}
+cmdline="MEMORY_SECRETS=$SECRETS MEMORY_JOBS=$JOBS MEMORY_SCALES=$SCALES MEMORY_RUNS=$RUNS bench/memory.sh"
 [ -n "${MEMORY_SECRET_BYTES:-}" ] && cmdline="MEMORY_SECRET_BYTES=$BYTES $cmdline"
+[ "$MUSL" = 0 ] && cmdline="MEMORY_MUSL=0 $cmdline"
+
+alt=()
+if [ "$MUSL" != 0 ]; then
+  # The image's build (scripts/image.sh): static, against musl.
+  rustup target add x86_64-unknown-linux-musl >/dev/null
+  CC_x86_64_unknown_linux_musl=musl-gcc cargo build --quiet --release --locked \
+    --target x86_64-unknown-linux-musl --bin retainer
+  musl_dir=$(mktemp -d /tmp/retainer-bench-musl.XXXXXX)
+  BENCH_CLEANUP+=("rm -rf '$musl_dir'")
+  cp "${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/retainer" "$musl_dir/retainer-musl"
+  alt=(--alt-retainer "$musl_dir/retainer-musl")
+fi
 
 bench_run memory memory "$cmdline" --secrets "$SECRETS" --jobs "$JOBS" \
-  --secret-bytes "$BYTES" --runs "$RUNS"
+  --secret-bytes "$BYTES" --runs "$RUNS" --scales "$SCALES" ${alt[@]+"${alt[@]}"}
