@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Controller memory: VmRSS and peak VmHWM of `retainer run` idle, and with MEMORY_SECRETS
 # Secrets of MEMORY_SECRET_BYTES bytes of data and MEMORY_JOBS finished Jobs under 10 policies,
-# then at each further multiple in MEMORY_SCALES (objects added to the last step's), with
-# MEMORY_RUNS fresh processes each. Measures the glibc release binary and, in the same runs,
+# times each multiple in MEMORY_SCALES (objects added to the last step's), with MEMORY_RUNS
+# fresh processes each. The defaults give 1,000, 10,000, 40,000 (the target's 20,000 Secrets
+# and 20,000 Jobs, MEMORY_TARGET_SCALE) and 100,000 objects. Measures the glibc release binary and, in the same runs,
 # the container image's static musl binary (musl's allocator is not glibc's), unless
 # MEMORY_MUSL=0. Writes bench/results/memory.md.
 #
-#   MEMORY_SECRETS=20000 MEMORY_JOBS=20000 MEMORY_SCALES=1,2,5 MEMORY_RUNS=3 bench/memory.sh
+#   MEMORY_SECRETS=500 MEMORY_JOBS=500 MEMORY_SCALES=1,10,40,100 MEMORY_RUNS=3 bench/memory.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SECRETS=${MEMORY_SECRETS:-20000}
-JOBS=${MEMORY_JOBS:-20000}
+SECRETS=${MEMORY_SECRETS:-500}
+JOBS=${MEMORY_JOBS:-500}
 BYTES=${MEMORY_SECRET_BYTES:-8192}
 RUNS=${MEMORY_RUNS:-3}
-SCALES=${MEMORY_SCALES:-1,2,5}
+SCALES=${MEMORY_SCALES:-1,10,40,100}
+TARGET_SCALE=${MEMORY_TARGET_SCALE:-40}
 MUSL=${MEMORY_MUSL:-1}
-cmdline="MEMORY_SECRETS=$SECRETS MEMORY_JOBS=$JOBS MEMORY_SCALES=$SCALES MEMORY_RUNS=$RUNS bench/memory.sh"
+cmdline="MEMORY_SECRETS=$SECRETS MEMORY_JOBS=$JOBS MEMORY_SCALES=$SCALES MEMORY_TARGET_SCALE=$TARGET_SCALE MEMORY_RUNS=$RUNS bench/memory.sh"
 [ -n "${MEMORY_SECRET_BYTES:-}" ] && cmdline="MEMORY_SECRET_BYTES=$BYTES $cmdline"
 [ "$MUSL" = 0 ] && cmdline="MEMORY_MUSL=0 $cmdline"
 
@@ -32,4 +34,4 @@ if [ "$MUSL" != 0 ]; then
 fi
 
 bench_run memory memory "$cmdline" --secrets "$SECRETS" --jobs "$JOBS" \
-  --secret-bytes "$BYTES" --runs "$RUNS" --scales "$SCALES" ${alt[@]+"${alt[@]}"}
+  --secret-bytes "$BYTES" --runs "$RUNS" --scales "$SCALES" --target-scale "$TARGET_SCALE" ${alt[@]+"${alt[@]}"}
