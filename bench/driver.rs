@@ -1,8 +1,11 @@
 //! The controller benchmarks against a live cluster (the test bed), one Markdown section each:
 //! `sweep` (deleting finished Jobs: retainer, a plain client and the TTL-after-finished
 //! controller), `memory` (the controller's resident memory, idle and at scale) and `reaction`
-//! (from applying a policy to its status). `bench/sweep.sh`, `bench/memory.sh` and
-//! `bench/reaction.sh` build and call it; see them for the settings.
+//! (from applying a policy to its status), and `reaction-load` (the same on a quiet controller
+//! and on a loaded one, in reaction_load.rs). `bench/sweep.sh`, `bench/memory.sh`,
+//! `bench/reaction.sh` and `bench/reaction-load.sh` build and call it; see them for the settings.
+
+mod reaction_load;
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -46,6 +49,7 @@ enum Command {
     Sweep(SweepArgs),
     Memory(MemoryArgs),
     Reaction(ReactionArgs),
+    ReactionLoad(reaction_load::ReactionLoadArgs),
 }
 
 #[derive(Args)]
@@ -155,6 +159,7 @@ async fn main() {
             Command::Sweep(a) => sweep(a).await,
             Command::Memory(a) => memory(a).await,
             Command::Reaction(a) => reaction(a).await,
+            Command::ReactionLoad(a) => reaction_load::reaction_load(a).await,
         }
     };
     // Dropping the work on a signal drops the controllers it started, which kills them: a

@@ -22,9 +22,8 @@ use retainer::api::{PolicyView, RetentionPolicySpec};
 use retainer::controller::sweep::{
     Executor, Outcome, RateLimiter, SweepPlan, TargetId, plan_sweep,
 };
-use retainer::controller::{RegistryOptions, fetch_inventory};
 use retainer::engine::CompiledPolicy;
-use retainer::oci::{ManifestCache, RequestKind, RequestTally};
+use retainer::oci::{ManifestCache, RegistryOptions, RequestKind, RequestTally, fetch_inventory};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 

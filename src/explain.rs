@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::api::TargetKind;
 use crate::check::Inputs;
 use crate::engine::{
-    CompiledPolicy, ObjectId, ObjectResult, Standing, evaluate_explained, selects,
+    Basis, CompiledPolicy, ObjectId, ObjectResult, Standing, evaluate_explained, selects,
 };
 use crate::refs::Referrer;
 
@@ -275,11 +275,10 @@ pub fn explain(
     out.standing = standings.get(i).cloned().unwrap_or_default();
     out.age_seconds = out.standing.age.map(|a| a.as_secs());
     out.referenced_by = result.referrers.clone();
-    if let Some(term) = result.reason.strip_prefix("keep: ") {
-        out.held_term = Some(term.to_string());
-    }
-    if result.reason.starts_with("guard: ") || result.reason.starts_with("goes with") {
-        out.guard = Some(result.reason.clone());
+    match &result.basis {
+        Basis::Term(term) => out.held_term = Some(term.clone()),
+        Basis::Guard | Basis::FollowsSubject => out.guard = Some(result.reason.clone()),
+        Basis::NoTermHeld | Basis::Error => {}
     }
     out.result = Some(result);
     Ok(out)

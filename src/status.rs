@@ -15,14 +15,59 @@ pub const SWEPT: &str = "Swept";
 /// policy would leave a sync waiting for its timeout instead of failing at once.
 pub const STALLED: &str = "Stalled";
 
-/// Reasons of the Ready condition.
+/// Reasons of the Ready condition. Typed: whether a policy stalls is decided from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyReason {
+    Valid,
+    InvalidExpression,
+    InvalidSchedule,
+    InvalidTarget,
+    TargetUnavailable,
+    CredentialsError,
+}
+
+impl ReadyReason {
+    /// As the condition's `reason` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadyReason::Valid => "Valid",
+            ReadyReason::InvalidExpression => "InvalidExpression",
+            ReadyReason::InvalidSchedule => "InvalidSchedule",
+            ReadyReason::InvalidTarget => "InvalidTarget",
+            ReadyReason::TargetUnavailable => "TargetUnavailable",
+            ReadyReason::CredentialsError => "CredentialsError",
+        }
+    }
+
+    /// Whether the controller cannot make progress until the policy is edited: an invalid
+    /// expression, schedule or target fails the same way on every attempt. An unreachable
+    /// target, a refused list or missing credentials can mend without an edit (RBAC granted, a
+    /// registry back, a Secret created), so those stay InProgress to kstatus.
+    pub fn stalls(self) -> bool {
+        matches!(
+            self,
+            ReadyReason::InvalidExpression
+                | ReadyReason::InvalidSchedule
+                | ReadyReason::InvalidTarget
+        )
+    }
+}
+
+impl std::fmt::Display for ReadyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The reasons of the Ready condition by their names as written.
 pub mod ready {
-    pub const VALID: &str = "Valid";
-    pub const INVALID_EXPRESSION: &str = "InvalidExpression";
-    pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
-    pub const INVALID_TARGET: &str = "InvalidTarget";
-    pub const TARGET_UNAVAILABLE: &str = "TargetUnavailable";
-    pub const CREDENTIALS_ERROR: &str = "CredentialsError";
+    use super::ReadyReason;
+    pub const VALID: ReadyReason = ReadyReason::Valid;
+    pub const INVALID_EXPRESSION: ReadyReason = ReadyReason::InvalidExpression;
+    pub const INVALID_SCHEDULE: ReadyReason = ReadyReason::InvalidSchedule;
+    pub const INVALID_TARGET: ReadyReason = ReadyReason::InvalidTarget;
+    pub const TARGET_UNAVAILABLE: ReadyReason = ReadyReason::TargetUnavailable;
+    pub const CREDENTIALS_ERROR: ReadyReason = ReadyReason::CredentialsError;
 }
 
 /// Reasons of the Swept condition.
@@ -40,7 +85,7 @@ pub mod swept {
 pub const MAX_LISTED_CANDIDATES: usize = 20;
 
 /// The Ready condition's reason for a policy that cannot be used.
-pub fn policy_error_reason(e: &PolicyError) -> &'static str {
+pub fn policy_error_reason(e: &PolicyError) -> ReadyReason {
     match e {
         PolicyError::InvalidExpression(_) => ready::INVALID_EXPRESSION,
         PolicyError::InvalidSchedule(_) => ready::INVALID_SCHEDULE,
@@ -48,22 +93,11 @@ pub fn policy_error_reason(e: &PolicyError) -> &'static str {
     }
 }
 
-/// Whether a Ready=False reason needs the policy edited (Stalled) rather than time: an invalid
-/// expression, schedule or target fails the same way on every attempt. An unreachable target,
-/// a refused list or missing credentials can mend without an edit (RBAC granted, a registry
-/// back, a Secret created), so those stay InProgress to kstatus.
-pub fn stalls(reason: &str) -> bool {
-    matches!(
-        reason,
-        ready::INVALID_EXPRESSION | ready::INVALID_SCHEDULE | ready::INVALID_TARGET
-    )
-}
-
 /// Whether the policy can be used, and why not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Readiness {
     pub ready: bool,
-    pub reason: &'static str,
+    pub reason: ReadyReason,
     pub message: String,
 }
 
@@ -206,19 +240,19 @@ pub fn desired_status(input: StatusInput<'_>) -> RetentionPolicyStatus {
         condition(
             READY,
             r.ready,
-            r.reason,
+            r.reason.as_str(),
             &r.message,
             input.generation,
             input.now,
         ),
     );
-    if !r.ready && stalls(r.reason) {
+    if !r.ready && r.reason.stalls() {
         set_condition(
             &mut conditions,
             condition(
                 STALLED,
                 true,
-                r.reason,
+                r.reason.as_str(),
                 &r.message,
                 input.generation,
                 input.now,
@@ -298,6 +332,7 @@ mod tests {
                 },
                 verdict: Verdict::Delete,
                 reason: "no term of keep held".into(),
+                basis: crate::engine::Basis::NoTermHeld,
                 created: Some(
                     ts("2026-01-01T00:00:00Z")
                         + jiff::SignedDuration::from_hours(24 * (n_delete - i) as i64),

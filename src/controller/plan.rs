@@ -23,7 +23,7 @@ pub enum PlanError {
     /// cannot be read.
     #[error("{reason}: {message}")]
     NotReady {
-        reason: &'static str,
+        reason: crate::status::ReadyReason,
         message: String,
     },
 }
@@ -116,9 +116,9 @@ pub async fn gather(
     })?;
     let mut objects = Vec::new();
     if needs.registry {
-        let opts = super::RegistryOptions::default();
+        let opts = crate::oci::RegistryOptions::default();
         let cache = crate::oci::ManifestCache::default();
-        let (_, docs) = super::fetch_inventory(client, &opts, &cache, &policy)
+        let (_, docs) = crate::oci::fetch_inventory(client, &opts, &cache, &policy)
             .await
             .map_err(|r| PlanError::NotReady {
                 reason: r.reason,

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::caches::Kind;
 use super::leader::Leadership;
 use crate::api::{Deletion, PropagationPolicy as Propagation, TargetKind};
-use crate::engine::{Evaluation, ObjectId, ObjectResult};
+use crate::engine::{Basis, Evaluation, ObjectId, ObjectResult};
 use crate::oci::inventory::{RepoView, tag_changes, views_of};
 use crate::oci::{Deleted, ManifestCache, RegistryClient, RegistryError};
 
@@ -95,7 +95,7 @@ fn target_of(r: &ObjectResult) -> Option<Target> {
         },
         _ => return None,
     };
-    let is_referrer = r.reason.starts_with(crate::engine::FOLLOWS_SUBJECT);
+    let is_referrer = r.basis == Basis::FollowsSubject;
     Some(Target {
         id,
         why: r.reason.clone(),
@@ -755,6 +755,7 @@ mod tests {
                 },
                 verdict: Verdict::Delete,
                 reason: "no term of keep held".into(),
+                basis: Basis::NoTermHeld,
                 // j0 is the newest.
                 created: Some(
                     ts("2026-01-10T00:00:00Z") - jiff::SignedDuration::from_hours(i as i64),

@@ -24,7 +24,7 @@ use super::inputs;
 use super::marks;
 use super::metrics::SweepResult;
 use super::sweep::{Outcome, SweepPlan, candidate_mark_keys, plan_sweep};
-use super::{FIELD_MANAGER, SWEEP_NOW_ANNOTATION, Shared, fetch_inventory_counted, now_secs};
+use super::{FIELD_MANAGER, SWEEP_NOW_ANNOTATION, Shared, now_secs};
 use crate::api::{
     ClusterRetentionPolicy, PolicyView, RetentionPolicy, RetentionPolicyStatus, SweepRecord,
     TargetKind,
@@ -34,7 +34,7 @@ use crate::engine::{
     selects,
 };
 use crate::expr::FieldTree;
-use crate::oci::RegistryClient;
+use crate::oci::{RegistryClient, RequestTally, fetch_inventory_counted};
 use crate::refs::RefIndex;
 use crate::status::{self, Readiness, StatusInput, SweepStatus, desired_status};
 
@@ -222,7 +222,7 @@ impl Worker {
                 s.seen.clear();
             }
             Err(r) => {
-                tracing::warn!(policy = %self.key, reason = r.reason, error = %r.message, "reading the registry failed");
+                tracing::warn!(policy = %self.key, reason = %r.reason, error = %r.message, "reading the registry failed");
                 s.registry_error = Some((started, r));
             }
         }
@@ -235,12 +235,14 @@ impl Worker {
         self.state.reading = Some(tokio::spawn(async move {
             // Precise: compared with when a sweep started to wait for a fresh read.
             let started = Timestamp::now();
+            let metrics = &shared.metrics;
+            let count = |host: &str, t: &RequestTally| metrics.registry_requests(host, t);
             let read = fetch_inventory_counted(
                 &shared.client,
                 &shared.registry,
                 &shared.manifests,
                 &compiled,
-                Some(&shared.metrics),
+                Some(&count),
             );
             let result = match tokio::time::timeout(deadline, read).await {
                 Ok(r) => r,

@@ -22,7 +22,7 @@ use serde_json::Value as Json;
 use thiserror::Error;
 
 use super::{
-    CompiledPolicy, Counts, CustomRefs, Evaluation, ObjectResult, OverBudget, Row, Snapshot,
+    Basis, CompiledPolicy, Counts, CustomRefs, Evaluation, ObjectResult, OverBudget, Row, Snapshot,
     SortKey, Verdict, custom_references, decide, evaluate_within, place, rank_group, referrers_of,
     selects, sort_name, str_at, to_chrono,
 };
@@ -153,7 +153,7 @@ struct Placement {
     group: String,
     key: Option<SortKey>,
     /// An error of match, groupBy or orderBy.
-    decided: Option<(Verdict, String)>,
+    decided: Option<(Basis, String)>,
 }
 
 impl Placement {
@@ -617,7 +617,7 @@ impl IncrementalEvaluation {
             }
             Some(Ranked::Mixed(msg)) => {
                 row.decided
-                    .get_or_insert_with(|| (Verdict::Error, msg.clone()));
+                    .get_or_insert_with(|| (Basis::Error, msg.clone()));
             }
             None => {}
         }

@@ -268,6 +268,33 @@ pub enum Verdict {
     Error,
 }
 
+/// What decided a verdict. `reason` says it for people; code that acts on a verdict (a sweep
+/// ordering referrers after their subjects, `explain-verdict` naming the term or the guard)
+/// reads this instead of parsing the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Basis {
+    /// A guard kept the object whatever the expressions say.
+    Guard,
+    /// This top-level term of `keep` held.
+    Term(String),
+    /// No term of `keep` held.
+    NoTermHeld,
+    /// An OCI artifact with a subject (a signature, an SBOM), deleted because its subject is.
+    FollowsSubject,
+    /// An expression, the ranking or a reference could not be evaluated.
+    Error,
+}
+
+impl Basis {
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Basis::Guard | Basis::Term(_) => Verdict::Keep,
+            Basis::NoTermHeld | Basis::FollowsSubject => Verdict::Delete,
+            Basis::Error => Verdict::Error,
+        }
+    }
+}
+
 /// Which object a result is about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -295,6 +322,9 @@ pub struct ObjectResult {
     pub id: ObjectId,
     pub verdict: Verdict,
     pub reason: String,
+    /// Not in `check`/`plan` output: `reason` says the same there.
+    #[serde(skip)]
+    pub basis: Basis,
     #[serde(skip)]
     pub created: Option<Timestamp>,
     #[serde(skip)]
@@ -572,7 +602,7 @@ struct Row<'a> {
     group: String,
     key: Option<SortKey>,
     /// A guard or an error decided before keep.
-    decided: Option<(Verdict, String)>,
+    decided: Option<(Basis, String)>,
     rank: i64,
     group_size: i64,
     referrers: Vec<Referrer>,
@@ -606,12 +636,13 @@ impl<'a> Row<'a> {
         }
     }
 
-    fn result(&self, kind: TargetKind, (verdict, reason): (Verdict, String)) -> ObjectResult {
+    fn result(&self, kind: TargetKind, (basis, reason): (Basis, String)) -> ObjectResult {
         ObjectResult {
             kind: kind.as_str(),
             id: object_id(kind, self.obj),
-            verdict,
+            verdict: basis.verdict(),
             reason,
+            basis,
             created: self.created,
             referrers: self.referrers.clone(),
         }
@@ -630,7 +661,7 @@ fn place(
         match m.eval_bool(&v) {
             Ok(false) => return false,
             Ok(true) => {}
-            Err(e) => row.decided = Some((Verdict::Error, e.to_string())),
+            Err(e) => row.decided = Some((Basis::Error, e.to_string())),
         }
     }
     if row.decided.is_none() {
@@ -645,7 +676,7 @@ fn place(
         };
         match group {
             Ok(g) => row.group = g,
-            Err(e) => row.decided = Some((Verdict::Error, e)),
+            Err(e) => row.decided = Some((Basis::Error, e)),
         }
     }
     if row.decided.is_none() {
@@ -666,7 +697,7 @@ fn place(
         };
         match key {
             Ok(k) => row.key = Some(k),
-            Err(e) => row.decided = Some((Verdict::Error, e)),
+            Err(e) => row.decided = Some((Basis::Error, e)),
         }
     }
     true
@@ -739,13 +770,13 @@ fn decide(
     now: chrono::DateTime<chrono::FixedOffset>,
     row: &Row<'_>,
     bytes: Option<(u64, u64)>,
-) -> (Verdict, String) {
+) -> (Basis, String) {
     let kind = policy.target;
     if let Some(d) = &row.decided {
         return d.clone();
     }
     if let Some(g) = guard(kind, row.obj) {
-        return (Verdict::Keep, g.to_string());
+        return (Basis::Guard, g.to_string());
     }
     let refs_json = serde_json::to_value(&row.referrers).unwrap_or(Json::Null);
     let refs_val = expr::json_to_val(&refs_json);
@@ -772,12 +803,15 @@ fn decide(
         None => s,
     };
     match policy.keep.eval_keep(resolver) {
-        Ok(Some(term)) => (Verdict::Keep, shown(format!("keep: {term}"))),
+        Ok(Some(term)) => {
+            let reason = shown(format!("keep: {term}"));
+            (Basis::Term(term), reason)
+        }
         Ok(None) => match custom.failure_for(kind, row.obj) {
-            Some(m) => (Verdict::Error, format!("referenced-by unknown: {m}")),
-            None => (Verdict::Delete, shown("no term of keep held".to_string())),
+            Some(m) => (Basis::Error, format!("referenced-by unknown: {m}")),
+            None => (Basis::NoTermHeld, shown("no term of keep held".to_string())),
         },
-        Err(e) => (Verdict::Error, e.to_string()),
+        Err(e) => (Basis::Error, e.to_string()),
     }
 }
 
@@ -912,7 +946,7 @@ fn evaluate_rows(
         if kind == TargetKind::OciArtifact && obj.get("subject").is_some_and(|s| !s.is_null()) {
             // Signatures, SBOMs and attestations are not governed by the expressions: they are
             // never ranked or matched and follow their subject (apply_oci_guards).
-            row.decided = Some((Verdict::Keep, "guard: follows its subject".into()));
+            row.decided = Some((Basis::Guard, "guard: follows its subject".into()));
             rows.push(row);
             continue;
         }
@@ -955,7 +989,7 @@ fn evaluate_rows(
         rows[i].group_size = size;
     }
     for (i, msg) in mixed {
-        rows[i].decided = Some((Verdict::Error, msg));
+        rows[i].decided = Some((Basis::Error, msg));
     }
 
     // referenced-by: built-in, then custom
@@ -1007,7 +1041,7 @@ fn evaluate_rows(
         in_order[i] = true;
     }
     order.extend((0..rows.len()).filter(|&i| !in_order[i]));
-    let mut decided: Vec<Option<(Verdict, String)>> = vec![None; rows.len()];
+    let mut decided: Vec<Option<(Basis, String)>> = vec![None; rows.len()];
     for (done, &i) in order.iter().enumerate() {
         stop(done)?;
         let row = &rows[i];
@@ -1017,8 +1051,8 @@ fn evaluate_rows(
                 ledger_of[i].map_or(0, |l| ledgers[l].total()),
             )
         });
-        let (verdict, mut reason) = decide(policy, &custom, now, row, bytes);
-        if verdict == Verdict::Delete
+        let (basis, mut reason) = decide(policy, &custom, now, row, bytes);
+        if basis.verdict() == Verdict::Delete
             && row.decided.is_none()
             && let Some(l) = ledger_of[i]
         {
@@ -1030,17 +1064,18 @@ fn evaluate_rows(
                 );
             }
         }
-        decided[i] = Some((verdict, reason));
+        decided[i] = Some((basis, reason));
     }
     let mut results: Vec<ObjectResult> = Vec::with_capacity(rows.len());
     for (row, d) in rows.iter().zip(decided) {
         // Every row is in `order`, so each was decided just above.
-        let (verdict, reason) = d.unwrap_or((Verdict::Error, "not evaluated".to_string()));
+        let (basis, reason) = d.unwrap_or((Basis::Error, "not evaluated".to_string()));
         results.push(ObjectResult {
             kind: kind.as_str(),
             id: object_id(kind, row.obj),
-            verdict,
+            verdict: basis.verdict(),
             reason,
+            basis,
             created: row.created,
             referrers: row.referrers.clone(),
         });
@@ -1113,9 +1148,6 @@ impl cel::context::VariableResolver for WithBytes<'_, '_> {
     }
 }
 
-/// How the reason of a referrer deleted with its subject begins.
-pub const FOLLOWS_SUBJECT: &str = "goes with its subject";
-
 /// OCI's structural guards: a manifest a kept index lists is kept; an artifact with a subject
 /// (signature, SBOM) is never a candidate itself and follows its subject.
 fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
@@ -1153,6 +1185,7 @@ fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
                     && results[c].verdict == Verdict::Delete
                 {
                     results[c].verdict = Verdict::Keep;
+                    results[c].basis = Basis::Guard;
                     results[c].reason = format!("guard: listed by kept index {}", digest_of(i));
                     changed = true;
                 }
@@ -1180,22 +1213,23 @@ fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
                 },
             }
         };
-        let (verdict, reason) = match outcome {
+        let (basis, reason) = match outcome {
             Some(s) if results[s].verdict == Verdict::Delete => (
-                Verdict::Delete,
-                format!("{FOLLOWS_SUBJECT} {}, which is deleted", digest_of(s)),
+                Basis::FollowsSubject,
+                format!("goes with its subject {}, which is deleted", digest_of(s)),
             ),
             Some(s) => (
-                Verdict::Keep,
+                Basis::Guard,
                 format!("guard: refers to kept subject {}", digest_of(s)),
             ),
             None => (
-                Verdict::Keep,
+                Basis::Guard,
                 format!("guard: refers to subject {subject}, which this policy does not govern"),
             ),
         };
-        if results[i].verdict != Verdict::Error || verdict == Verdict::Keep {
-            results[i].verdict = verdict;
+        if results[i].verdict != Verdict::Error || basis.verdict() == Verdict::Keep {
+            results[i].verdict = basis.verdict();
+            results[i].basis = basis;
             results[i].reason = reason;
         }
     }

@@ -54,7 +54,7 @@ pub enum CaBundleError {
 
 impl CaBundleError {
     /// The Ready condition's reason for this failure (see the module comment).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::status::ReadyReason {
         match self {
             CaBundleError::Unreadable { .. } => ready::TARGET_UNAVAILABLE,
             _ => ready::INVALID_TARGET,

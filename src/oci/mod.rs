@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod ca;
 pub mod client;
+pub mod governed;
 pub mod inventory;
 
 pub use auth::{Credentials, CredentialsError, credentials_for};
@@ -11,4 +12,5 @@ pub use ca::{CaBundleError, ExtraRoots, extra_roots};
 pub use client::{
     Deleted, RegistryClient, RegistryError, RequestCounts, RequestKind, RequestTally, RetryPolicy,
 };
+pub use governed::{RegistryOptions, fetch_inventory, fetch_inventory_counted};
 pub use inventory::{ManifestCache, inventory};
