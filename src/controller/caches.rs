@@ -9,8 +9,12 @@
 //! 280 MiB there. Parsing again costs a few microseconds an object per evaluation, which
 //! evaluations pay anyway in CEL; memory held for as long as the objects exist was the worse
 //! trade.
+//!
+//! Each cache also numbers its changes and keeps the most recent ones in a bounded log (see
+//! `Store`), so that a policy's worker can ask what changed since the evaluation it last ran
+//! (`Cache::changes_since`) and evaluate only that (docs/incremental.md).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -106,28 +110,153 @@ pub fn prune(kind: &str, obj: &mut Json) {
 /// kubectl's client-side apply annotation: a copy of the whole object, Secret data included.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// How many changes a cache remembers, by uid. A worker that last evaluated further back than
+/// this evaluates in full. Each entry is a sequence number and a shared uid (24 bytes; the uid's
+/// text is shared with the object's entry while the object exists, about 60 bytes more once it
+/// is deleted), so a full log costs at most about 330 KiB per kind, and only kinds that see that
+/// many changes fill it. 4,096 changes between two evaluations of one policy is a burst a full
+/// evaluation handles as well.
+pub const CHANGE_LOG: usize = 4096;
+
+/// A cache's objects and the record of their changes, under one lock so that a reader gets a
+/// sequence number and the objects as of that number together.
+#[derive(Default)]
+struct Store {
+    /// Compact JSON text of each object, by uid.
+    objects: HashMap<Arc<str>, Arc<str>>,
+    /// Counts the changes of `objects`: one per object applied or deleted, one per re-list.
+    seq: u64,
+    /// The uid each change touched, oldest first, by sequence number; at most `CHANGE_LOG`.
+    log: VecDeque<(u64, Arc<str>)>,
+    /// The log holds every change numbered above this.
+    log_from: u64,
+}
+
+impl Store {
+    fn record(&mut self, uid: Arc<str>) {
+        self.seq += 1;
+        if self.log.len() >= CHANGE_LOG
+            && let Some((dropped, _)) = self.log.pop_front()
+        {
+            self.log_from = dropped;
+        }
+        self.log.push_back((self.seq, uid));
+    }
+
+    fn apply(&mut self, uid: &str, text: Arc<str>) {
+        // The map's key is shared with the log entry: one allocation per uid.
+        let key: Arc<str> = match self.objects.get_key_value(uid) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(uid),
+        };
+        self.objects.insert(key.clone(), text);
+        self.record(key);
+    }
+
+    fn delete(&mut self, uid: &str) {
+        let key = match self.objects.remove_entry(uid) {
+            Some((k, _)) => k,
+            None => Arc::from(uid),
+        };
+        self.record(key);
+    }
+
+    /// A re-list replaces every object at once: what changed is not recorded, so every reader
+    /// from before it starts over.
+    fn relisted(&mut self, objects: HashMap<Arc<str>, Arc<str>>) {
+        self.objects = objects;
+        self.seq += 1;
+        self.log.clear();
+        self.log_from = self.seq;
+    }
+}
+
+/// What changed in a cache since a sequence number: each uid once, with its object's text as it
+/// is now, or None if it is gone.
+#[derive(Debug, Default)]
+pub struct ChangesSince {
+    /// The sequence number these changes bring a reader up to.
+    pub seq: u64,
+    pub changed: Vec<(Arc<str>, Option<Arc<str>>)>,
+}
+
 /// One kind's cache: objects by uid, a change counter, and whether the initial list is in.
 pub struct Cache {
     pub kind: Kind,
-    /// Compact JSON text of each object, by uid.
-    objects: Mutex<HashMap<String, Arc<str>>>,
+    store: Mutex<Store>,
+    /// Bumped on every change, and on a new watch error: equal means nothing to look at.
     pub version: AtomicU64,
     pub ready: AtomicBool,
     pub last_error: Mutex<Option<String>>,
 }
 
 impl Cache {
-    /// The objects' texts as they are now; parsing happens after the lock is let go.
-    fn texts(&self) -> Vec<Arc<str>> {
-        self.objects
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+    pub fn new(kind: Kind) -> Cache {
+        Cache {
+            kind,
+            store: Mutex::new(Store::default()),
+            version: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// A poisoned lock means a panic while it was held; every change of the store is made
+    /// whole under it, so the store is still consistent.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The objects' texts as they are now, and the sequence number they are as of; parsing
+    /// happens after the lock is let go.
+    fn texts(&self) -> (u64, Vec<Arc<str>>) {
+        let store = self.lock();
+        (store.seq, store.objects.values().cloned().collect())
+    }
+
+    /// Records an object added or modified (compact JSON text, as `to_text` writes it).
+    pub fn applied(&self, uid: &str, text: Arc<str>) {
+        self.lock().apply(uid, text);
+    }
+
+    pub fn deleted(&self, uid: &str) {
+        self.lock().delete(uid);
+    }
+
+    /// Replaces every object, as a completed (re-)list does.
+    pub fn relisted(&self, objects: HashMap<Arc<str>, Arc<str>>) {
+        self.lock().relisted(objects);
+    }
+
+    /// The sequence number of the last change.
+    pub fn seq(&self) -> u64 {
+        self.lock().seq
+    }
+
+    /// What changed after `seq`, or None when the log no longer reaches back that far (or a
+    /// re-list came in since): the reader must then start over from every object.
+    pub fn changes_since(&self, seq: u64) -> Option<ChangesSince> {
+        let store = self.lock();
+        if seq < store.log_from || seq > store.seq {
+            return None;
+        }
+        let mut seen = HashSet::new();
+        let changed = store
+            .log
+            .iter()
+            .filter(|(s, _)| *s > seq)
+            .filter(|(_, uid)| seen.insert(uid.clone()))
+            .map(|(_, uid)| (uid.clone(), store.objects.get(uid).cloned()))
+            .collect();
+        Some(ChangesSince {
+            seq: store.seq,
+            changed,
+        })
     }
 
     /// Every object, parsed one at a time, so that only what `f` keeps stays in memory.
     pub fn for_each(&self, mut f: impl FnMut(Json)) {
-        for text in self.texts() {
+        for text in self.texts().1 {
             // The text was written by `to_text` from a parsed object, so it parses; an object
             // that somehow did not would be left out, as if it had not been listed yet.
             if let Ok(obj) = serde_json::from_str(&text) {
@@ -138,20 +267,26 @@ impl Cache {
 
     /// The objects `keep` accepts, parsed with only the `fields` named (see
     /// `json::parse_pruned`).
-    pub fn parsed_where(
+    pub fn parsed_where(&self, fields: &FieldTree, keep: impl FnMut(&Json) -> bool) -> Vec<Json> {
+        self.parsed_where_at(fields, keep).1
+    }
+
+    /// `parsed_where`, with the sequence number the objects are as of.
+    pub fn parsed_where_at(
         &self,
         fields: &FieldTree,
         mut keep: impl FnMut(&Json) -> bool,
-    ) -> Vec<Json> {
+    ) -> (u64, Vec<Json>) {
+        let (seq, texts) = self.texts();
         let mut out = Vec::new();
-        for text in self.texts() {
+        for text in texts {
             if let Ok(obj) = crate::json::parse_pruned(&text, fields)
                 && keep(&obj)
             {
                 out.push(obj);
             }
         }
-        out
+        (seq, out)
     }
 
     /// Every object, parsed whole.
@@ -160,7 +295,7 @@ impl Cache {
     }
 
     pub fn len(&self) -> usize {
-        self.objects.lock().map(|m| m.len()).unwrap_or(0)
+        self.lock().objects.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -221,13 +356,7 @@ impl Caches {
         if let Some(c) = caches.get(kind) {
             return c.clone();
         }
-        let cache = Arc::new(Cache {
-            kind: kind.clone(),
-            objects: Mutex::new(HashMap::new()),
-            version: AtomicU64::new(0),
-            ready: AtomicBool::new(false),
-            last_error: Mutex::new(None),
-        });
+        let cache = Arc::new(Cache::new(kind.clone()));
         caches.insert(kind.clone(), cache.clone());
         let selector = (kind.group == crate::api::GROUP)
             .then(|| self.policy_selector.clone())
@@ -275,7 +404,7 @@ async fn run_watch(
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     // Objects of a relist in progress; swapped in whole when the list completes, so readers
     // never see a half-listed cache.
-    let mut relist: Option<HashMap<String, Arc<str>>> = None;
+    let mut relist: Option<HashMap<Arc<str>, Arc<str>>> = None;
     while let Some(ev) = stream.next().await {
         let mut bump = true;
         match ev {
@@ -304,13 +433,13 @@ async fn run_watch(
             }
             Ok(Event::InitApply(obj)) => {
                 if let (Some(buf), Some((uid, json))) = (relist.as_mut(), cache.to_text(obj)) {
-                    buf.insert(uid, json);
+                    buf.insert(Arc::from(uid), json);
                 }
                 bump = false;
             }
             Ok(Event::InitDone) => {
-                if let (Some(buf), Ok(mut objects)) = (relist.take(), cache.objects.lock()) {
-                    *objects = buf;
+                if let Some(buf) = relist.take() {
+                    cache.relisted(buf);
                 }
                 if let Ok(mut last) = cache.last_error.lock() {
                     *last = None;
@@ -318,17 +447,13 @@ async fn run_watch(
                 cache.ready.store(true, Ordering::Release);
             }
             Ok(Event::Apply(obj)) => {
-                if let (Some((uid, json)), Ok(mut objects)) =
-                    (cache.to_text(obj), cache.objects.lock())
-                {
-                    objects.insert(uid, json);
+                if let Some((uid, json)) = cache.to_text(obj) {
+                    cache.applied(&uid, json);
                 }
             }
             Ok(Event::Delete(obj)) => {
-                if let (Some(uid), Ok(mut objects)) =
-                    (obj.metadata.uid.as_ref(), cache.objects.lock())
-                {
-                    objects.remove(uid);
+                if let Some(uid) = obj.metadata.uid.as_ref() {
+                    cache.deleted(uid);
                 }
             }
         }
@@ -345,13 +470,7 @@ mod tests {
     use serde_json::json;
 
     fn cache(kind: Kind) -> Cache {
-        Cache {
-            kind,
-            objects: Mutex::new(HashMap::new()),
-            version: AtomicU64::new(0),
-            ready: AtomicBool::new(false),
-            last_error: Mutex::new(None),
-        }
+        Cache::new(kind)
     }
 
     #[test]
@@ -377,7 +496,7 @@ mod tests {
                 "metadata": {"name": "s", "namespace": "ns", "uid": "u1", "labels": {"a": "b"},
                     "annotations": {"keep": "me"}}})
         );
-        c.objects.lock().unwrap().insert(uid, text);
+        c.applied(&uid, text);
         let only_labels = FieldTree::of(&[&["metadata", "labels"]]);
         assert_eq!(
             c.parsed_where(&only_labels, |_| true),
@@ -385,5 +504,76 @@ mod tests {
         );
         assert!(c.parsed_where(&only_labels, |_| false).is_empty());
         assert_eq!(c.snapshot(), vec![parsed]);
+    }
+
+    /// Each uid with its text, or None when deleted.
+    type Changed = Vec<(String, Option<String>)>;
+
+    fn changed(c: &Cache, since: u64) -> Option<(u64, Changed)> {
+        c.changes_since(since).map(|ch| {
+            let mut v: Vec<_> = ch
+                .changed
+                .into_iter()
+                .map(|(u, t)| (u.to_string(), t.map(|t| t.to_string())))
+                .collect();
+            v.sort();
+            (ch.seq, v)
+        })
+    }
+
+    #[test]
+    fn changes_since_a_sequence_number() {
+        let c = cache(Kind::jobs());
+        let t = |s: &str| Arc::<str>::from(s);
+        let some = |u: &str, s: &str| (u.to_string(), Some(s.to_string()));
+        assert_eq!(changed(&c, 0), Some((0, vec![])));
+        c.relisted(HashMap::from([(t("a"), t("a1")), (t("b"), t("b1"))]));
+        assert_eq!(c.seq(), 1);
+        // From before the list: nothing says which objects it brought.
+        assert_eq!(changed(&c, 0), None);
+        assert_eq!(changed(&c, 1), Some((1, vec![])));
+        c.applied("a", t("a2"));
+        c.applied("c", t("c1"));
+        c.deleted("b");
+        c.applied("a", t("a3"));
+        let table = [
+            (
+                "each uid once, as it is now",
+                1,
+                Some((
+                    5,
+                    vec![some("a", "a3"), ("b".into(), None), some("c", "c1")],
+                )),
+            ),
+            (
+                "only what came after",
+                3,
+                Some((5, vec![some("a", "a3"), ("b".into(), None)])),
+            ),
+            ("up to date", 5, Some((5, vec![]))),
+            ("from the future: start over", 6, None),
+        ];
+        for (name, since, want) in table {
+            assert_eq!(changed(&c, since), want, "{name}");
+        }
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn the_change_log_is_bounded_and_says_when_it_no_longer_reaches_back() {
+        let c = cache(Kind::jobs());
+        c.relisted(HashMap::new());
+        for i in 0..CHANGE_LOG + 10 {
+            c.applied(&format!("u{}", i % 3), Arc::from("{}"));
+        }
+        let store = c.lock();
+        assert_eq!(store.log.len(), CHANGE_LOG);
+        let (seq, from) = (store.seq, store.log_from);
+        drop(store);
+        assert_eq!(seq, 1 + CHANGE_LOG as u64 + 10);
+        assert_eq!(from, 11);
+        assert!(c.changes_since(from - 1).is_none());
+        assert_eq!(c.changes_since(from).map(|ch| ch.changed.len()), Some(3));
+        assert_eq!(c.changes_since(seq - 1).map(|ch| ch.changed.len()), Some(1));
     }
 }
