@@ -228,6 +228,11 @@ impl Cache {
         self.lock().relisted(objects);
     }
 
+    /// One object's text, by uid.
+    pub fn text(&self, uid: &str) -> Option<Arc<str>> {
+        self.lock().objects.get(uid).cloned()
+    }
+
     /// The sequence number of the last change.
     pub fn seq(&self) -> u64 {
         self.lock().seq

@@ -57,6 +57,12 @@ impl Tracked {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The verdicts as `evaluate` returns them; copies every result, as `evaluate` does when
+    /// it hands them to the worker.
+    pub fn evaluation(&self) -> Evaluation {
+        self.state.evaluation()
+    }
 }
 
 /// Everything one evaluation reads, as the worker gathered it.
