@@ -162,7 +162,15 @@ fn full(
 /// One change to the cache: a Job modified (a new resourceVersion, its success flipped, so
 /// that match and its group's ranks move), a Job added (a copy of one, newer than the rest of
 /// its group) or a Job deleted.
-fn change(cache: &Cache, uids: &mut Vec<String>, seq: &mut Seq, i: usize, now: Timestamp) {
+/// `i` picks the kind of change; `serial` numbers changes across scenarios, so that new Jobs
+/// and resourceVersions never repeat.
+fn change(
+    cache: &Cache,
+    uids: &mut Vec<String>,
+    seq: &mut Seq,
+    (i, serial): (usize, usize),
+    now: Timestamp,
+) {
     let kinds = ["modify", "add", "delete"];
     let at = seq.below(uids.len());
     let uid = uids[at].clone();
@@ -170,7 +178,7 @@ fn change(cache: &Cache, uids: &mut Vec<String>, seq: &mut Seq, i: usize, now: T
         return;
     };
     let mut obj: Value = serde_json::from_str(&text).expect("cached text parses");
-    let rv = format!("9{i:08}");
+    let rv = format!("9{serial:08}");
     match kinds[i % 3] {
         "modify" => {
             obj["metadata"]["resourceVersion"] = Value::from(rv);
@@ -179,8 +187,11 @@ fn change(cache: &Cache, uids: &mut Vec<String>, seq: &mut Seq, i: usize, now: T
             cache.applied(&uid, Arc::from(obj.to_string()));
         }
         "add" => {
-            let new_uid = format!("bench-new-{i:08}");
-            let name = format!("{}-new-{i}", obj["metadata"]["name"].as_str().unwrap_or(""));
+            let new_uid = format!("bench-new-{serial:08}");
+            let name = format!(
+                "{}-new-{serial}",
+                obj["metadata"]["name"].as_str().unwrap_or("")
+            );
             obj["metadata"]["uid"] = Value::from(new_uid.clone());
             obj["metadata"]["name"] = Value::from(name);
             obj["metadata"]["resourceVersion"] = Value::from(rv);
@@ -226,6 +237,7 @@ fn main() {
         ("finished-jobs", false, 1),
         ("finished-jobs", true, 10),
     ];
+    let mut serial = 0;
     for (name, clock, share) in scenarios {
         let policy = load_policy(&format!("{root}/examples/{name}/policy.yaml"));
         let label = if clock {
@@ -269,7 +281,8 @@ fn main() {
             if clock {
                 now = Timestamp::from_second(now.as_second() + 1).expect("time");
             }
-            change(&cache, &mut uids, &mut seq, i, now);
+            serial += 1;
+            change(&cache, &mut uids, &mut seq, (i, serial), now);
             let start = Instant::now();
             let out = incremental::evaluate(tracked.take(), &inputs(now), &|| false);
             let ms = start.elapsed().as_secs_f64() * 1e3;

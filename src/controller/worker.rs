@@ -95,12 +95,15 @@ struct PolicyState {
     carried: Carried,
 }
 
+/// Custom referrers as parsed, and the versions of the caches they were parsed from.
+type ParsedReferrers = (Vec<(Kind, u64)>, Arc<Vec<Json>>);
+
 /// What one evaluation leaves for the next: the policy's incremental state (Jobs and Secrets),
 /// and the custom referrers as parsed, with the cache versions they were parsed at.
 #[derive(Default)]
 struct Carried {
     tracked: Option<Tracked>,
-    custom: Option<(Vec<u64>, Arc<Vec<Json>>)>,
+    custom: Option<ParsedReferrers>,
 }
 
 impl PolicyState {
@@ -1156,9 +1159,10 @@ fn evaluate_now(
     };
     // Parsed again only when one of their caches changed.
     let custom_caches: Vec<Arc<Cache>> = custom.iter().map(|k| shared.caches.get(k)).collect();
-    let versions: Vec<u64> = custom_caches
+    // By kind too: an edit may name other kinds whose versions happen to be the same numbers.
+    let versions: Vec<(Kind, u64)> = custom_caches
         .iter()
-        .map(|c| c.version.load(Ordering::Acquire))
+        .map(|c| (c.kind.clone(), c.version.load(Ordering::Acquire)))
         .collect();
     let custom_objs = match carried.custom {
         Some((v, objs)) if v == versions => objs,
