@@ -15,7 +15,7 @@ cd "$ROOT"
 
 # kyverno-sweep builds Kyverno's cleanup controller on first use (scripts/testbed.sh
 # build-kyverno); nothing else builds it, so CI never does. It writes results/kyverno.md.
-ALL="eval check sweep memory reaction reaction-load oci kyverno-sweep"
+ALL="eval incremental check sweep memory reaction reaction-load oci kyverno-sweep"
 ONLY=${BENCH_ONLY:-$ALL}
 # BENCH_ONLY=- runs nothing and only stitches the sections.
 [ "$ONLY" = - ] && ONLY=
@@ -41,7 +41,7 @@ out=BENCHMARKS.md
   cat bench/targets.md
   # sweep-ttl: the TTL controller at its defaults at full size, run once on its own (see
   # bench/targets.md); stitched after the sweep section when present.
-  for b in eval check sweep sweep-ttl memory reaction reaction-load oci kyverno; do
+  for b in eval incremental check sweep sweep-ttl memory reaction reaction-load oci kyverno; do
     f=bench/results/$b.md
     [ -f "$f" ] || continue
     echo

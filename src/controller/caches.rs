@@ -1,4 +1,5 @@
 //! One watch and cache per kind, cluster-wide, shared by every policy and started only when a
+//! One watch and cache per kind, cluster-wide, shared by every policy and started only when a
 //! policy first needs the kind. Objects are pruned of what no policy reads (Secret data,
 //! managedFields, last-applied annotations, and of Jobs and Secrets every field outside
 //! `metadata` that no policy's expressions read) and kept as compact JSON text, parsed again
@@ -17,8 +18,12 @@
 //! 280 MiB there. Parsing again costs a few microseconds an object per evaluation, which
 //! evaluations pay anyway in CEL; memory held for as long as the objects exist was the worse
 //! trade.
+//!
+//! Each cache also numbers its changes and keeps the most recent ones in a bounded log (see
+//! `Store`), so that a policy's worker can ask what changed since the evaluation it last ran
+//! (`Cache::changes_since`) and evaluate only that (docs/incremental.md).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -115,21 +120,91 @@ pub fn prune(kind: &str, obj: &mut Json) {
 /// kubectl's client-side apply annotation: a copy of the whole object, Secret data included.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// How many changes a cache remembers, by uid. A worker that last evaluated further back than
+/// this evaluates in full. Each entry is a sequence number and a shared uid (24 bytes; the uid's
+/// text is shared with the object's entry while the object exists, about 60 bytes more once it
+/// is deleted), so a full log costs at most about 330 KiB per kind, and only kinds that see that
+/// many changes fill it. 4,096 changes between two evaluations of one policy is a burst a full
+/// evaluation handles as well.
+pub const CHANGE_LOG: usize = 4096;
+
+/// A cache's objects and the record of their changes, under one lock so that a reader gets a
+/// sequence number and the objects as of that number together.
+#[derive(Default)]
+struct Store {
+    /// Compact JSON text of each object, by uid.
+    objects: HashMap<Arc<str>, Arc<str>>,
+    /// Counts the changes of `objects`: one per object applied or deleted, one per re-list.
+    seq: u64,
+    /// The uid each change touched, oldest first, by sequence number; at most `CHANGE_LOG`.
+    log: VecDeque<(u64, Arc<str>)>,
+    /// The log holds every change numbered above this.
+    log_from: u64,
+}
+
+impl Store {
+    fn record(&mut self, uid: Arc<str>) {
+        self.seq += 1;
+        if self.log.len() >= CHANGE_LOG
+            && let Some((dropped, _)) = self.log.pop_front()
+        {
+            self.log_from = dropped;
+        }
+        self.log.push_back((self.seq, uid));
+    }
+
+    fn apply(&mut self, uid: &str, text: Arc<str>) {
+        // The map's key is shared with the log entry: one allocation per uid.
+        let key: Arc<str> = match self.objects.get_key_value(uid) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(uid),
+        };
+        self.objects.insert(key.clone(), text);
+        self.record(key);
+    }
+
+    fn delete(&mut self, uid: &str) {
+        let key = match self.objects.remove_entry(uid) {
+            Some((k, _)) => k,
+            None => Arc::from(uid),
+        };
+        self.record(key);
+    }
+
+    /// A re-list replaces every object at once: what changed is not recorded, so every reader
+    /// from before it starts over.
+    fn relisted(&mut self, objects: HashMap<Arc<str>, Arc<str>>) {
+        self.objects = objects;
+        self.seq += 1;
+        self.log.clear();
+        self.log_from = self.seq;
+    }
+}
+
+/// What changed in a cache since a sequence number: each uid once, with its object's text as it
+/// is now, or None if it is gone.
+#[derive(Debug, Default)]
+pub struct ChangesSince {
+    /// The sequence number these changes bring a reader up to.
+    pub seq: u64,
+    pub changed: Vec<(Arc<str>, Option<Arc<str>>)>,
+}
+
 /// One kind's cache: objects by uid, a change counter, and whether the initial list is in.
 pub struct Cache {
     pub kind: Kind,
-    /// Compact JSON text of each object, by uid, holding the fields of `keep`.
-    objects: Mutex<HashMap<String, Arc<str>>>,
+    store: Mutex<Store>,
     /// For the built-in referrer kinds: what each object references, extracted when it
     /// arrived, so that the reference index needs no pod templates in memory.
-    refs: Option<Mutex<HashMap<String, Arc<ObjectRefs>>>>,
+    refs: Option<Mutex<HashMap<Arc<str>, Arc<ObjectRefs>>>>,
     /// The fields objects arriving from now on are kept with: the union of what the policies
     /// reading this kind asked for (`require`). It only grows while the process runs.
     keep: Mutex<FieldTree>,
-    /// The fields every object in `objects` holds: `keep` as it was when the current list
+    /// The fields every object in the store holds: `keep` as it was when the current list
     /// began. A policy asking for more waits for the re-list `require` starts.
     listed: Mutex<FieldTree>,
     relist: Notify,
+    /// Bumped on every change, and on a new watch error: equal means nothing to look at.
     pub version: AtomicU64,
     pub ready: AtomicBool,
     pub last_error: Mutex<Option<String>>,
@@ -141,8 +216,15 @@ fn minimal_fields() -> FieldTree {
     FieldTree::of(&[&["apiVersion"], &["kind"], &["metadata"]])
 }
 
+/// One object as the cache keeps it.
+struct Entry {
+    uid: Arc<str>,
+    text: Arc<str>,
+    refs: Option<Arc<ObjectRefs>>,
+}
+
 impl Cache {
-    fn new(kind: Kind) -> Cache {
+    pub fn new(kind: Kind) -> Cache {
         // Targets and built-in referrers start with the minimum and grow with what policies
         // ask for; any other kind (policies, namespaces, custom referrers, read whole by CEL)
         // is kept whole.
@@ -154,7 +236,7 @@ impl Cache {
         };
         Cache {
             kind,
-            objects: Mutex::new(HashMap::new()),
+            store: Mutex::new(Store::default()),
             refs: referrer.then(|| Mutex::new(HashMap::new())),
             listed: Mutex::new(keep.clone()),
             keep: Mutex::new(keep),
@@ -197,17 +279,88 @@ impl Cache {
         }
     }
 
-    /// The objects' texts as they are now; parsing happens after the lock is let go.
-    fn texts(&self) -> Vec<Arc<str>> {
-        self.objects
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+    fn refs_applied(&self, uid: &Arc<str>, r: Option<Arc<ObjectRefs>>) {
+        if let Some(Ok(mut refs)) = self.refs.as_ref().map(|r| r.lock()) {
+            match r {
+                Some(r) => refs.insert(uid.clone(), r),
+                None => refs.remove(uid),
+            };
+        }
+    }
+
+    fn refs_deleted(&self, uid: &str) {
+        if let Some(Ok(mut refs)) = self.refs.as_ref().map(|r| r.lock()) {
+            refs.remove(uid);
+        }
+    }
+
+    fn refs_relisted(&self, all: HashMap<Arc<str>, Arc<ObjectRefs>>) {
+        if let Some(Ok(mut refs)) = self.refs.as_ref().map(|r| r.lock()) {
+            *refs = all;
+        }
+    }
+
+    /// A poisoned lock means a panic while it was held; every change of the store is made
+    /// whole under it, so the store is still consistent.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The objects' texts as they are now, and the sequence number they are as of; parsing
+    /// happens after the lock is let go.
+    fn texts(&self) -> (u64, Vec<Arc<str>>) {
+        let store = self.lock();
+        (store.seq, store.objects.values().cloned().collect())
+    }
+
+    /// Records an object added or modified (compact JSON text, as `to_text` writes it).
+    pub fn applied(&self, uid: &str, text: Arc<str>) {
+        self.lock().apply(uid, text);
+    }
+
+    pub fn deleted(&self, uid: &str) {
+        self.lock().delete(uid);
+    }
+
+    /// Replaces every object, as a completed (re-)list does.
+    pub fn relisted(&self, objects: HashMap<Arc<str>, Arc<str>>) {
+        self.lock().relisted(objects);
+    }
+
+    /// One object's text, by uid.
+    pub fn text(&self, uid: &str) -> Option<Arc<str>> {
+        self.lock().objects.get(uid).cloned()
+    }
+
+    /// The sequence number of the last change.
+    pub fn seq(&self) -> u64 {
+        self.lock().seq
+    }
+
+    /// What changed after `seq`, or None when the log no longer reaches back that far (or a
+    /// re-list came in since): the reader must then start over from every object.
+    pub fn changes_since(&self, seq: u64) -> Option<ChangesSince> {
+        let store = self.lock();
+        if seq < store.log_from || seq > store.seq {
+            return None;
+        }
+        let mut seen = HashSet::new();
+        let changed = store
+            .log
+            .iter()
+            .filter(|(s, _)| *s > seq)
+            .filter(|(_, uid)| seen.insert(uid.clone()))
+            .map(|(_, uid)| (uid.clone(), store.objects.get(uid).cloned()))
+            .collect();
+        Some(ChangesSince {
+            seq: store.seq,
+            changed,
+        })
     }
 
     /// Every object, parsed one at a time, so that only what `f` keeps stays in memory.
     pub fn for_each(&self, mut f: impl FnMut(Json)) {
-        for text in self.texts() {
+        for text in self.texts().1 {
             // The text was written by `to_text` from a parsed object, so it parses; an object
             // that somehow did not would be left out, as if it had not been listed yet.
             if let Ok(obj) = serde_json::from_str(&text) {
@@ -218,20 +371,26 @@ impl Cache {
 
     /// The objects `keep` accepts, parsed with only the `fields` named (see
     /// `json::parse_pruned`).
-    pub fn parsed_where(
+    pub fn parsed_where(&self, fields: &FieldTree, keep: impl FnMut(&Json) -> bool) -> Vec<Json> {
+        self.parsed_where_at(fields, keep).1
+    }
+
+    /// `parsed_where`, with the sequence number the objects are as of.
+    pub fn parsed_where_at(
         &self,
         fields: &FieldTree,
         mut keep: impl FnMut(&Json) -> bool,
-    ) -> Vec<Json> {
+    ) -> (u64, Vec<Json>) {
+        let (seq, texts) = self.texts();
         let mut out = Vec::new();
-        for text in self.texts() {
+        for text in texts {
             if let Ok(obj) = crate::json::parse_pruned(&text, fields)
                 && keep(&obj)
             {
                 out.push(obj);
             }
         }
-        out
+        (seq, out)
     }
 
     /// Every object, parsed whole.
@@ -240,7 +399,7 @@ impl Cache {
     }
 
     pub fn len(&self) -> usize {
-        self.objects.lock().map(|m| m.len()).unwrap_or(0)
+        self.lock().objects.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -289,57 +448,11 @@ impl Cache {
         }
         let text = serde_json::to_string(&obj).ok()?;
         Some(Entry {
-            uid,
+            uid: Arc::from(uid),
             text: Arc::from(text),
             refs,
         })
     }
-
-    fn insert(&self, e: Entry) {
-        if let Ok(mut objects) = self.objects.lock() {
-            objects.insert(e.uid.clone(), e.text);
-        }
-        if let Some(Ok(mut refs)) = self.refs.as_ref().map(|r| r.lock()) {
-            match e.refs {
-                Some(r) => refs.insert(e.uid, r),
-                None => refs.remove(&e.uid),
-            };
-        }
-    }
-
-    fn remove(&self, uid: &str) {
-        if let Ok(mut objects) = self.objects.lock() {
-            objects.remove(uid);
-        }
-        if let Some(Ok(mut refs)) = self.refs.as_ref().map(|r| r.lock()) {
-            refs.remove(uid);
-        }
-    }
-
-    /// Swaps in a completed list whole.
-    fn replace(&self, entries: Vec<Entry>) {
-        let mut objects = HashMap::with_capacity(entries.len());
-        let mut refs = HashMap::new();
-        for e in entries {
-            if let Some(r) = e.refs {
-                refs.insert(e.uid.clone(), r);
-            }
-            objects.insert(e.uid, e.text);
-        }
-        if let Ok(mut o) = self.objects.lock() {
-            *o = objects;
-        }
-        if let Some(Ok(mut r)) = self.refs.as_ref().map(|r| r.lock()) {
-            *r = refs;
-        }
-    }
-}
-
-/// One object as the cache keeps it.
-struct Entry {
-    uid: String,
-    text: Arc<str>,
-    refs: Option<Arc<ObjectRefs>>,
 }
 
 /// All caches, started on demand.
@@ -474,7 +587,11 @@ async fn run_watch(
             Ok(Event::Init) => {
                 started = true;
                 relist = Some(Vec::new());
-                listing = cache.keep.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                listing = cache
+                    .keep
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 bump = false;
             }
             Ok(Event::InitApply(obj)) => {
@@ -485,7 +602,16 @@ async fn run_watch(
             }
             Ok(Event::InitDone) => {
                 if let Some(buf) = relist.take() {
-                    cache.replace(buf);
+                    let mut objects = HashMap::with_capacity(buf.len());
+                    let mut refs = HashMap::new();
+                    for e in buf {
+                        if let Some(r) = e.refs {
+                            refs.insert(e.uid.clone(), r);
+                        }
+                        objects.insert(e.uid, e.text);
+                    }
+                    cache.refs_relisted(refs);
+                    cache.relisted(objects);
                     *cache.listed.lock().unwrap_or_else(|p| p.into_inner()) = listing.clone();
                 }
                 if let Ok(mut last) = cache.last_error.lock() {
@@ -495,12 +621,14 @@ async fn run_watch(
             }
             Ok(Event::Apply(obj)) => {
                 if let Some(e) = cache.to_text(obj) {
-                    cache.insert(e);
+                    cache.refs_applied(&e.uid, e.refs);
+                    cache.applied(&e.uid, e.text);
                 }
             }
             Ok(Event::Delete(obj)) => {
                 if let Some(uid) = obj.metadata.uid.as_ref() {
-                    cache.remove(uid);
+                    cache.refs_deleted(uid);
+                    cache.deleted(uid);
                 }
             }
         }
@@ -515,6 +643,10 @@ async fn run_watch(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn cache(kind: Kind) -> Cache {
+        Cache::new(kind)
+    }
 
     #[test]
     fn cached_text_is_the_object_pruned_with_its_type() {
@@ -532,7 +664,7 @@ mod tests {
         // Asked for even the whole object, Secret data is never kept.
         c.require(&FieldTree::of(&[&["data"]]));
         let e = c.to_text(listed.clone()).unwrap();
-        assert_eq!(e.uid, "u1");
+        assert_eq!(&*e.uid, "u1");
         assert!(e.refs.is_none(), "a Secret references nothing");
         let text = e.text.clone();
         assert!(
@@ -546,7 +678,8 @@ mod tests {
                 "metadata": {"name": "s", "namespace": "ns", "uid": "u1", "labels": {"a": "b"},
                     "annotations": {"keep": "me"}}})
         );
-        c.insert(e);
+        c.refs_applied(&e.uid, e.refs.clone());
+        c.applied(&e.uid, e.text.clone());
         let only_labels = FieldTree::of(&[&["metadata", "labels"]]);
         assert_eq!(
             c.parsed_where(&only_labels, |_| true),
@@ -575,7 +708,8 @@ mod tests {
         let refs = e.refs.clone().unwrap();
         assert_eq!(refs.secrets, vec!["creds".to_string()]);
         assert_eq!(refs.images[0].repository, "app");
-        c.insert(e);
+        c.refs_applied(&e.uid, e.refs.clone());
+        c.applied(&e.uid, e.text.clone());
         let mut index = crate::refs::RefIndex::default();
         c.for_each_refs(|r| index.add_refs(r));
         assert_eq!(index.secret_referrers("ns", "creds").len(), 1);
@@ -588,9 +722,81 @@ mod tests {
         let parsed: Json = serde_json::from_str(&c.to_text(job).unwrap().text).unwrap();
         assert_eq!(parsed["status"], json!({"succeeded": 1}));
         assert!(parsed.get("spec").is_none());
-        c.remove("u2");
+        c.refs_deleted("u2");
+        c.deleted("u2");
         let mut index = crate::refs::RefIndex::default();
         c.for_each_refs(|r| index.add_refs(r));
         assert!(index.secret_referrers("ns", "creds").is_empty());
+    }
+
+    /// Each uid with its text, or None when deleted.
+    type Changed = Vec<(String, Option<String>)>;
+
+    fn changed(c: &Cache, since: u64) -> Option<(u64, Changed)> {
+        c.changes_since(since).map(|ch| {
+            let mut v: Vec<_> = ch
+                .changed
+                .into_iter()
+                .map(|(u, t)| (u.to_string(), t.map(|t| t.to_string())))
+                .collect();
+            v.sort();
+            (ch.seq, v)
+        })
+    }
+
+    #[test]
+    fn changes_since_a_sequence_number() {
+        let c = cache(Kind::jobs());
+        let t = |s: &str| Arc::<str>::from(s);
+        let some = |u: &str, s: &str| (u.to_string(), Some(s.to_string()));
+        assert_eq!(changed(&c, 0), Some((0, vec![])));
+        c.relisted(HashMap::from([(t("a"), t("a1")), (t("b"), t("b1"))]));
+        assert_eq!(c.seq(), 1);
+        // From before the list: nothing says which objects it brought.
+        assert_eq!(changed(&c, 0), None);
+        assert_eq!(changed(&c, 1), Some((1, vec![])));
+        c.applied("a", t("a2"));
+        c.applied("c", t("c1"));
+        c.deleted("b");
+        c.applied("a", t("a3"));
+        let table = [
+            (
+                "each uid once, as it is now",
+                1,
+                Some((
+                    5,
+                    vec![some("a", "a3"), ("b".into(), None), some("c", "c1")],
+                )),
+            ),
+            (
+                "only what came after",
+                3,
+                Some((5, vec![some("a", "a3"), ("b".into(), None)])),
+            ),
+            ("up to date", 5, Some((5, vec![]))),
+            ("from the future: start over", 6, None),
+        ];
+        for (name, since, want) in table {
+            assert_eq!(changed(&c, since), want, "{name}");
+        }
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn the_change_log_is_bounded_and_says_when_it_no_longer_reaches_back() {
+        let c = cache(Kind::jobs());
+        c.relisted(HashMap::new());
+        for i in 0..CHANGE_LOG + 10 {
+            c.applied(&format!("u{}", i % 3), Arc::from("{}"));
+        }
+        let store = c.lock();
+        assert_eq!(store.log.len(), CHANGE_LOG);
+        let (seq, from) = (store.seq, store.log_from);
+        drop(store);
+        assert_eq!(seq, 1 + CHANGE_LOG as u64 + 10);
+        assert_eq!(from, 11);
+        assert!(c.changes_since(from - 1).is_none());
+        assert_eq!(c.changes_since(from).map(|ch| ch.changed.len()), Some(3));
+        assert_eq!(c.changes_since(seq - 1).map(|ch| ch.changed.len()), Some(1));
     }
 }

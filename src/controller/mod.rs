@@ -11,6 +11,7 @@
 
 pub mod caches;
 pub mod decide;
+pub mod incremental;
 pub mod inputs;
 pub mod leader;
 pub mod marks;

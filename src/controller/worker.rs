@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::caches::{Cache, Kind};
 use super::decide::{self, Decision, Facts, Interruption, RegistryFacts, SweepStep, Trigger};
+use super::incremental::{self, Inputs, Mode, Tracked};
 use super::inputs;
 use super::marks;
 use super::metrics::SweepResult;
@@ -31,7 +32,6 @@ use crate::api::{
 };
 use crate::engine::{
     CompiledPolicy, Evaluation, OverBudget, PolicyError, Snapshot, evaluate_within, labels_of,
-    selects,
 };
 use crate::expr::FieldTree;
 use crate::oci::{RegistryClient, RequestTally, fetch_inventory_counted};
@@ -92,6 +92,19 @@ struct PolicyState {
     registry_error: Option<(Timestamp, Readiness)>,
     reading: Option<JoinHandle<InventoryRead>>,
     sweep_waiting_since: Option<Timestamp>,
+    /// What the last evaluation left for the next one.
+    carried: Carried,
+}
+
+/// Custom referrers as parsed, and the versions of the caches they were parsed from.
+type ParsedReferrers = (Vec<(Kind, u64)>, Arc<Vec<Json>>);
+
+/// What one evaluation leaves for the next: the policy's incremental state (Jobs and Secrets),
+/// and the custom referrers as parsed, with the cache versions they were parsed at.
+#[derive(Default)]
+struct Carried {
+    tracked: Option<Tracked>,
+    custom: Option<ParsedReferrers>,
 }
 
 impl PolicyState {
@@ -301,6 +314,8 @@ impl Worker {
                 self.state.registry_error = None;
             }
             self.state.compiled = Some((generation, CompiledPolicy::compile(view).map(Arc::new)));
+            // New expressions: nothing the old ones worked out can be reused.
+            self.state.carried.tracked = None;
             self.state.seen.clear();
             self.state.next_sweep = None;
         }
@@ -468,18 +483,21 @@ impl Worker {
         {
             let started = std::time::Instant::now();
             let inventory = self.state.inventory.as_ref().map(|(_, d)| d.clone());
-            let Some(result) = self
+            let carried = std::mem::take(&mut self.state.carried);
+            let Some((result, carried)) = self
                 .evaluate(
                     compiled.clone(),
                     caches.clone(),
                     custom.clone(),
                     inventory,
                     now,
+                    carried,
                 )
                 .await
             else {
                 return Next::Stop;
             };
+            self.state.carried = carried;
             match result {
                 Ok(e) => {
                     self.state.evaluation = Some(e);
@@ -628,7 +646,8 @@ impl Worker {
         custom: Vec<Kind>,
         inventory: Option<Arc<Vec<Json>>>,
         now: Timestamp,
-    ) -> Option<Result<Evaluation, OverBudget>> {
+        carried: Carried,
+    ) -> Option<(Result<Evaluation, OverBudget>, Carried)> {
         let permit = tokio::select! {
             p = self.shared.evaluations.clone().acquire_owned() => p.ok()?,
             _ = self.cancel.cancelled() => return None,
@@ -645,6 +664,7 @@ impl Worker {
                 inventory.as_deref().map(Vec::as_slice),
                 now,
                 &cancel,
+                carried,
             )
         });
         tokio::select! {
@@ -1135,7 +1155,10 @@ fn object_reference(obj: &Json) -> ObjectReference {
 }
 
 /// Evaluates a policy against the caches (or its registry inventory). Runs on the blocking
-/// pool; gives up at the evaluation budget or when the worker is stopped.
+/// pool; gives up at the evaluation budget or when the worker is stopped. A Job or Secret
+/// policy is evaluated from the changes since its last evaluation when it can be
+/// (`incremental::evaluate`); an OCI policy is evaluated whole.
+#[allow(clippy::too_many_arguments)]
 fn evaluate_now(
     shared: &Shared,
     policy: &CompiledPolicy,
@@ -1144,7 +1167,8 @@ fn evaluate_now(
     inventory: Option<&[Json]>,
     now: Timestamp,
     cancel: &CancellationToken,
-) -> Result<Evaluation, OverBudget> {
+    carried: Carried,
+) -> (Result<Evaluation, OverBudget>, Carried) {
     let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = caches
         .iter()
         .find(|c| c.kind == Kind::namespaces())
@@ -1161,45 +1185,72 @@ fn evaluate_now(
             labels
         })
         .unwrap_or_default();
-    // Only the objects the policy selects are held parsed: the cache keeps text (see
-    // caches.rs), and an evaluation's memory is then that of its own objects.
-    let target = target_kind(policy.target);
-    let owned: Vec<Json> = match inventory {
-        Some(_) => Vec::new(),
-        None => caches
-            .iter()
-            .find(|c| c.kind == target)
-            .map(|c| {
-                c.parsed_where(&policy.retained_fields(), |o| {
-                    selects(policy, o, &namespace_labels)
-                })
-            })
-            .unwrap_or_default(),
-    };
     let refs = if policy.target != TargetKind::Job {
         shared.ref_index()
     } else {
         Arc::new(RefIndex::default())
     };
-    let custom_objs: Vec<Json> = custom
+    // Parsed again only when one of their caches changed.
+    let custom_caches: Vec<Arc<Cache>> = custom.iter().map(|k| shared.caches.get(k)).collect();
+    // By kind too: an edit may name other kinds whose versions happen to be the same numbers.
+    let versions: Vec<(Kind, u64)> = custom_caches
         .iter()
-        .flat_map(|k| shared.caches.get(k).snapshot())
+        .map(|c| (c.kind.clone(), c.version.load(Ordering::Acquire)))
         .collect();
-    let objects: Vec<&Json> = match inventory {
-        Some(docs) => docs.iter().collect(),
-        None => owned.iter().collect(),
+    let custom_objs = match carried.custom {
+        Some((v, objs)) if v == versions => objs,
+        _ => Arc::new(custom_caches.iter().flat_map(|c| c.snapshot()).collect()),
     };
-    let snap = Snapshot {
-        objects,
-        refs: &refs,
-        custom_referrers: custom_objs.iter().collect(),
-        namespace_labels: &namespace_labels,
-        now,
-    };
+    let custom_refs: Vec<&Json> = custom_objs.iter().collect();
     let deadline = std::time::Instant::now() + shared.eval_budget;
-    evaluate_within(policy, &snap, &|| {
-        cancel.is_cancelled() || std::time::Instant::now() > deadline
-    })
+    let over_budget = || cancel.is_cancelled() || std::time::Instant::now() > deadline;
+
+    let (result, tracked) = match inventory {
+        Some(docs) => {
+            let snap = Snapshot {
+                objects: docs.iter().collect(),
+                refs: &refs,
+                custom_referrers: custom_refs.clone(),
+                namespace_labels: &namespace_labels,
+                now,
+            };
+            (evaluate_within(policy, &snap, &over_budget), None)
+        }
+        None => {
+            let target = target_kind(policy.target);
+            let Some(cache) = caches.iter().find(|c| c.kind == target) else {
+                // Every policy's caches include its target's (inputs::needs): nothing to read.
+                return (Ok(Evaluation::default()), Carried::default());
+            };
+            let out = incremental::evaluate(
+                carried.tracked,
+                &Inputs {
+                    policy,
+                    target: cache,
+                    refs,
+                    custom_referrers: &custom_refs,
+                    namespace_labels: &namespace_labels,
+                    now,
+                },
+                &over_budget,
+            );
+            match out.mode {
+                Mode::Full(why) => {
+                    tracing::debug!(policy = %policy.view.key(), why, "evaluated every object")
+                }
+                Mode::Changes(n) => {
+                    tracing::debug!(policy = %policy.view.key(), changed = n, "evaluated the changes")
+                }
+            }
+            (out.result, out.tracked)
+        }
+    };
+    drop(custom_refs);
+    let carried = Carried {
+        tracked,
+        custom: Some((versions, custom_objs)),
+    };
+    (result, carried)
 }
 
 #[cfg(test)]

@@ -219,6 +219,9 @@ pub struct IncrementalEvaluation {
     view: PolicyView,
     kind: TargetKind,
     time: TimePlan,
+    /// keep reads `rank` or `groupSize`: only then does a new rank or group size (in a group
+    /// whose keys compare) change a verdict.
+    keep_reads_rank: bool,
     now: Option<Timestamp>,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Which custom referrers `custom` was computed from; None when that cannot be told.
@@ -243,6 +246,8 @@ impl IncrementalEvaluation {
             view: policy.view.clone(),
             kind: policy.target,
             time: TimePlan::of(policy),
+            keep_reads_rank: policy.keep.reads(crate::expr::VAR_RANK)
+                || policy.keep.reads(crate::expr::VAR_GROUP_SIZE),
             now: None,
             namespace_labels: BTreeMap::new(),
             referrers_seen: None,
@@ -544,7 +549,8 @@ impl IncrementalEvaluation {
         }
     }
 
-    /// Ranks one group again; members whose rank or group size changed are decided again.
+    /// Ranks one group again; members whose rank or group size changed are decided again, if
+    /// keep reads either (or the group's keys stopped or started comparing).
     fn rank(&mut self, group: &str, pending: &mut Pending) {
         let Some(members) = self.groups.get(group) else {
             return;
@@ -587,8 +593,17 @@ impl IncrementalEvaluation {
             if let Some(e) = self.entries.get_mut(&pos)
                 && e.ranked.as_ref() != Some(&r)
             {
+                // Guards and results do not read the standing; keep sees it only through the
+                // two variables. A group of mixed keys is every member's error, though.
+                let seen = self.keep_reads_rank
+                    || !matches!(
+                        (&e.ranked, &r),
+                        (Some(Ranked::At { .. }), Ranked::At { .. })
+                    );
                 e.ranked = Some(r);
-                pending.decide.insert(pos);
+                if seen {
+                    pending.decide.insert(pos);
+                }
             }
         }
     }
