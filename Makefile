@@ -1,4 +1,4 @@
-.PHONY: test unit demo testbed-up testbed-down crds bench
+.PHONY: test unit demo testbed-up testbed-down crds bench bench-quick
 
 # Unit tests, lints and the real-server tests (starts and stops the local test bed).
 test:
@@ -30,10 +30,16 @@ crds:
 soak:
 	scripts/soak.sh
 
-# Every benchmark side by side, then BENCHMARKS.md (an hour or more: the TTL controller at its
-# defaults is slow). Not part of `make test`.
+# Every benchmark side by side, then bench/targets.md and BENCHMARKS.md, generated from the
+# results (hours: the TTL controller at its defaults is slow, and the sweeps run again on a bed
+# with etcd fsync and API priority and fairness). Not part of `make test`. bench/README.md.
 bench:
 	bench/run.sh
+
+# Every benchmark at reduced sizes (under 15 minutes on 2 cores), into bench/results/quick/ and
+# its own BENCHMARKS.md there: the full results are not touched.
+bench-quick:
+	BENCH_QUICK=1 bench/run.sh
 
 .PHONY: cel-conformance
 # Regenerates tests/cel-conformance/*.json from the CEL specification's conformance files

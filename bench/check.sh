@@ -10,9 +10,14 @@
 # file's size, wall time at or below cel-go's, and the same verdicts object by object.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-SIZES=${SIZES:-10000 100000 1000000}
-RUNS=${RUNS:-3}
+# BENCH_QUICK=1: 10,000 Jobs, one run.
+SIZES=${SIZES:-$(bench_size "10000 100000 1000000" 10000)}
+RUNS=${RUNS:-$(bench_size 3 1)}
+bench_begin check none "SIZES=\"$SIZES\" RUNS=$RUNS bench/check.sh"
+export BENCH_OUT BENCH_TSV
 DATA=bench/data
 NOW=2026-11-22T12:00:00Z
 mkdir -p "$DATA/bin" bench/results
@@ -23,7 +28,7 @@ cargo build --release --quiet --bin retainer
 cp "${CARGO_TARGET_DIR:-target}/release/retainer" "$DATA/bin/retainer"
 (cd bench/celgo && GOFLAGS=-mod=mod go build -o "../../$DATA/bin/celgo" .)
 
-python3 - "$RUNS" "$DATA" "$NOW" "$(git describe --always --dirty)" $SIZES <<'PY'
+python3 - "$RUNS" "$DATA" "$NOW" "$(bench_rev)" $SIZES <<'PY'
 import json, os, statistics, subprocess, sys, time
 
 runs, data, now, rev, sizes = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
@@ -88,7 +93,19 @@ for n, size, med, ratio, same, ok in rows:
                f"{'yes' if same else 'NO'} | {'met' if r['rss'] <= 4 * size else 'missed'} | "
                f"{'met' if ratio <= 1 else 'missed'} |"
                + ("" if ok else " (a run failed)"))
-with open("bench/results/check.md", "w") as f:
+with open(os.environ["BENCH_OUT"], "w") as f:
     f.write("\n".join(out) + "\n")
 print("\n".join(out))
+# Figures for bench/targets.sh (keys in bench/README.md).
+with open(os.environ["BENCH_TSV"], "a") as f:
+    for n, size, med, ratio, same, ok in rows:
+        if not ok:
+            continue
+        f.write(f"wall_ratio_{n}\t{ratio:.4f}\tx\n")
+        f.write(f"peak_file_ratio_{n}\t{med['retainer']['rss'] / size:.4f}\tx\n")
+        f.write(f"same_verdicts_{n}\t{1 if same else 0}\tbool\n")
+        f.write(f"wall_s_retainer_{n}\t{med['retainer']['wall']:.4f}\ts\n")
+        f.write(f"wall_s_celgo_{n}\t{med['cel-go']['wall']:.4f}\ts\n")
+        f.write(f"peak_mib_retainer_{n}\t{med['retainer']['rss'] / 2**20:.1f}\tMiB\n")
 PY
+bench_end "$RUNS"

@@ -60,6 +60,10 @@ struct Common {
     /// Where the Markdown section goes.
     #[arg(long)]
     out: PathBuf,
+    /// Where the figures go, one `key<TAB>value<TAB>unit` line each (bench/targets.sh and the
+    /// summary tables read them; bench/README.md lists the keys).
+    #[arg(long)]
+    tsv: Option<PathBuf>,
     /// The command line to print in the section.
     #[arg(long)]
     command_line: String,
@@ -753,6 +757,32 @@ fn write_section(common: &Common, text: &str) -> R<()> {
     Ok(())
 }
 
+/// The figures of one benchmark, written beside its section for bench/targets.sh. A figure that
+/// was not measured (NaN) is left out, so that a target reading it says "not measured".
+#[derive(Default)]
+struct Figures(Vec<(String, f64, &'static str)>);
+
+impl Figures {
+    fn add(&mut self, key: impl Into<String>, value: f64, unit: &'static str) {
+        if value.is_finite() {
+            self.0.push((key.into(), value, unit));
+        }
+    }
+
+    fn write(&self, common: &Common) -> R<()> {
+        let Some(path) = &common.tsv else {
+            return Ok(());
+        };
+        let text: String = self
+            .0
+            .iter()
+            .map(|(k, v, u)| format!("{k}\t{v}\t{u}\n"))
+            .collect();
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+}
+
 fn today() -> String {
     jiff::Zoned::now().date().to_string()
 }
@@ -795,6 +825,18 @@ impl Contender {
             Contender::RetainerDefault => "b₀",
             Contender::Ttl => "c",
             Contender::TtlEqual => "c₅₀",
+        }
+    }
+
+    /// The contender's name in the figures file (bench/README.md).
+    fn key(self) -> &'static str {
+        match self {
+            Contender::Plain => "plain",
+            Contender::PlainGet => "plain_get",
+            Contender::Retainer => "retainer",
+            Contender::RetainerDefault => "retainer_default",
+            Contender::Ttl => "ttl",
+            Contender::TtlEqual => "ttl_equal",
         }
     }
 
@@ -1035,6 +1077,32 @@ async fn sweep(args: SweepArgs) -> R<()> {
         verdict(finite(a, b).then_some(b <= 1.2 * a)),
         verdict(finite(b, c).then_some(c >= 5.0 * b)),
     ));
+    let mut figs = Figures::default();
+    figs.add("n", args.n as f64, "Jobs");
+    for &c in &rows {
+        let key = c.key();
+        figs.add(format!("total_s_{key}"), total(c), "s");
+        figs.add(format!("first_s_{key}"), med(c, |r| r.first), "s");
+        figs.add(
+            format!("jobs_per_s_{key}"),
+            args.n as f64 / total(c),
+            "Jobs/s",
+        );
+        figs.add(format!("cpu_s_{key}"), med(c, |r| r.cpu), "s");
+        figs.add(format!("apiserver_cpu_s_{key}"), med(c, |r| r.api_cpu), "s");
+        figs.add(
+            format!("runs_{key}"),
+            results.get(&c).map_or(0, Vec::len) as f64,
+            "runs",
+        );
+    }
+    figs.add("ratio_b_a", b / a, "x");
+    figs.add("ratio_b_a2", b / a2, "x");
+    figs.add("ratio_b0_a2", b0 / a2, "x");
+    figs.add("ratio_c_b", c / b, "x");
+    figs.add("ratio_c_b0", c / b0, "x");
+    figs.add("ratio_c50_b0", c50 / b0, "x");
+    figs.write(&args.common)?;
     let patch = med(Contender::Ttl, |r| r.patch);
     let patch50 = med(Contender::TtlEqual, |r| r.patch);
     let create: Vec<f64> = results.values().flatten().map(|r| r.create).collect();
@@ -1086,8 +1154,8 @@ async fn sweep(args: SweepArgs) -> R<()> {
         md.push_str(&format!("- Notes from runs: {}.\n", notes.join("; ")));
     }
     md.push_str(&format!(
-        "\nSetup: N = {}, {}; {}; kube-controller-manager {}; the test bed (etcd without \
-         fsync, API priority and fairness off); {}.\n\nCommand: `{}`\n",
+        "\nSetup: N = {}, {}; {}; kube-controller-manager {} (the test bed's etcd and API \
+         server mode is in the provenance above); {}.\n\nCommand: `{}`\n",
         thousands(args.n),
         runs(args.runs),
         versions(&client, &args.common).await,
@@ -1370,6 +1438,13 @@ async fn memory(args: MemoryArgs) -> R<()> {
     let idle_rss = m(&idle.iter().map(|x| x.0).collect::<Vec<_>>());
     let idle_hwm = m(&idle.iter().map(|x| x.1).collect::<Vec<_>>());
     let objects = args.secrets + args.jobs;
+    let mut figs = Figures::default();
+    // The target's figures are those of the first build at the target's scale; every step
+    // and build also has its own keys (bench/README.md).
+    figs.add("secrets", (args.secrets * args.target_scale) as f64, "Secrets");
+    figs.add("jobs", (args.jobs * args.target_scale) as f64, "Jobs");
+    figs.add("idle_rss_mib", idle_rss, "MiB");
+    figs.add("idle_peak_mib", idle_hwm, "MiB");
     let mib = |x: f64| format!("{x:.1}");
     let mut md = String::new();
     md.push_str("## Controller memory\n\n");
@@ -1417,6 +1492,16 @@ async fn memory(args: MemoryArgs) -> R<()> {
             (rss - idle_rss) * 1024.0 / (objects * scale) as f64,
             secs(caught_up),
         ));
+        let objs = objects * scale;
+        let b = if build.starts_with("musl") { "musl" } else { "glibc" };
+        figs.add(format!("rss_mib_{objs}_{b}"), rss, "MiB");
+        figs.add(format!("peak_mib_{objs}_{b}"), hwm, "MiB");
+        figs.add(format!("caught_up_s_{objs}_{b}"), caught_up, "s");
+        if *scale == args.target_scale && verdicts.is_empty() {
+            figs.add("loaded_rss_mib", rss, "MiB");
+            figs.add("peak_mib", hwm, "MiB");
+            figs.add("caught_up_s", caught_up, "s");
+        }
         if *scale == args.target_scale {
             verdicts.push(format!(
                 "{build}: {} ({} MiB)",
@@ -1425,6 +1510,7 @@ async fn memory(args: MemoryArgs) -> R<()> {
             ));
         }
     }
+    figs.write(&args.common)?;
     md.push_str(&format!(
         "\nTarget: peak ≤ {MEMORY_TARGET_MIB} MiB with {} Secrets and {} Jobs ({}x): {}.\n\n",
         thousands(args.secrets * args.target_scale),
@@ -1657,6 +1743,9 @@ async fn reaction(args: ReactionArgs) -> R<()> {
     ));
     md.push_str("| controller | p50 (ms) | p99 (ms) | runs: p50 / p99 (ms) | evaluation, mean (ms) |\n|---|---|---|---|---|\n");
     let mut default_p99 = f64::NAN;
+    let mut figs = Figures::default();
+    figs.add("jobs", args.jobs as f64, "Jobs");
+    figs.add("applies", args.applies as f64, "applies");
     for (debounce, runs) in &results {
         let p50s: Vec<f64> = runs.iter().map(|r| percentile(&r.0, 50.0)).collect();
         let p99s: Vec<f64> = runs.iter().map(|r| percentile(&r.0, 99.0)).collect();
@@ -1664,6 +1753,9 @@ async fn reaction(args: ReactionArgs) -> R<()> {
         if debounce == "500ms" {
             default_p99 = median(&p99s);
         }
+        figs.add(format!("p50_ms_{debounce}"), median(&p50s), "ms");
+        figs.add(format!("p99_ms_{debounce}"), median(&p99s), "ms");
+        figs.add(format!("eval_mean_ms_{debounce}"), eval, "ms");
         md.push_str(&format!(
             "| `retainer run --debounce {debounce}`{} | {:.0} | {:.0} | {} | {} |\n",
             if debounce == "500ms" {
@@ -1685,6 +1777,7 @@ async fn reaction(args: ReactionArgs) -> R<()> {
             }
         ));
     }
+    figs.write(&args.common)?;
     md.push_str(&format!(
         "\nTarget (issue #7): p99 ≤ 1 s at the defaults: {}.\n\n",
         if !default_p99.is_finite() {

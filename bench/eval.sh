@@ -10,12 +10,16 @@
 # versions, commands). A benchmark, not a test: nothing here gates CI.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-N=${1:-${N:-100000}}
+# BENCH_QUICK=1: 2,000 objects, one run.
+N=${1:-${N:-$(bench_size 100000 2000)}}
 SMALL_N=${SMALL_N:-$N}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-$(bench_size 3 1)}
 DATA=bench/data
-OUT=bench/results/eval.md
+bench_begin eval none "RUNS=$RUNS SMALL_N=$SMALL_N bench/eval.sh $N"
+OUT=$BENCH_OUT
 NOW=2026-11-22T12:00:00Z
 mkdir -p "$DATA" bench/results
 
@@ -111,7 +115,7 @@ cel_rust_version=$(awk '/^name = "cel"$/ {getline; gsub(/[^0-9.]/, ""); print; e
 
 python3 - "$N" "$SMALL_N" "$RUNS" "$DATA" "$OUT" "$NOW" "$load_before" "$load_after" \
   "$celgo_version" "$cel_rust_version" "$(rustc --version)" "$(go version)" \
-  "$(git rev-parse --short HEAD)" <<'PY'
+  "$(bench_rev)" <<'PY'
 import datetime, json, os, sys
 
 (n, small_n, runs, data, out, now, load_before, load_after, celgo_v, celrs_v, rustc_v, go_v,
@@ -175,8 +179,8 @@ w(f"The example policies' own CEL expressions over the same generated objects, e
   f"of the process: the machine is shared, and CPU time moves far less than wall time under "
   f"load. Speed ratios are cel-go's seconds over retainer's: above 1, retainer is faster.")
 w("")
-w(f"Run on {datetime.date.today().isoformat()}: retainer `{rev}` (plus the working tree's "
-  f"changes), {rustc_v}, {go_v}; {os.cpu_count()} vCPUs ({cpu}); load average {load_before} "
+w(f"Run on {datetime.date.today().isoformat()}: retainer `{rev}` ("
+  f"see the provenance above), {rustc_v}, {go_v}; {os.cpu_count()} vCPUs ({cpu}); load average {load_before} "
   f"before and {load_after} after: other work shared the machine, so wall times are inflated "
   f"and noisy.")
 w("")
@@ -354,3 +358,35 @@ with open(out, "w") as f:
     f.write("\n".join(L) + "\n")
 print(f"wrote {out}", file=sys.stderr)
 PY
+
+# Figures for bench/targets.sh (keys in bench/README.md): CEL alone and end to end, cel-go's CPU
+# seconds over retainer's, per policy and over all four.
+python3 - "$DATA" "$N" "$BENCH_TSV" <<'PY'
+import json, sys
+data, n, tsv = sys.argv[1:]
+scenarios = ["fleet-gitjobs", "finished-jobs", "helm-history", "unused-secrets"]
+def rows(path):
+    out = {}
+    for line in open(path):
+        p = line.rstrip("\n").split("\t")
+        if p[0] == "RESULT":
+            out[(p[1], p[2])] = float(p[4])
+    return out
+rs, go = rows(f"{data}/inproc-retainer-{n}.tsv"), rows(f"{data}/inproc-celgo-{n}.tsv")
+e2e = json.load(open(f"{data}/e2e-{n}.json"))
+with open(tsv, "a") as f:
+    f.write(f"n\t{n}\tobjects\n")
+    for s in scenarios:
+        if rs.get((s, "cel")) and (s, "cel") in go:
+            f.write(f"policy_cel_ratio_{s}\t{go[(s, 'cel')] / rs[(s, 'cel')]:.4f}\tx\n")
+        r = next((x for x in e2e if x["scenario"] == s and x["tag"] == "retainer" and x["ok"]), None)
+        g = next((x for x in e2e if x["scenario"] == s and x["tag"] == "celgo" and x["ok"]), None)
+        if r and g and r["cpu"] > 0:
+            f.write(f"e2e_ratio_{s}\t{g['cpu'] / r['cpu']:.4f}\tx\n")
+    if all((s, "cel") in rs and (s, "cel") in go for s in scenarios):
+        total_rs = sum(rs[(s, "cel")] for s in scenarios)
+        total_go = sum(go[(s, "cel")] for s in scenarios)
+        if total_rs > 0:
+            f.write(f"cel_total_ratio\t{total_go / total_rs:.4f}\tx\n")
+PY
+bench_end "$RUNS"

@@ -12,45 +12,42 @@
 # DeletingPolicy's deletionPropagationPolicy (default: unset, Kyverno's default, which leaves
 # the API server's default for batch/v1 Jobs, Orphan); KYVERNO_SWEEP_TIMEOUT caps one run's
 # seconds (default 300 + N/10). BENCH_BIN_DIR names a prebuilt `retainer` (otherwise
-# `cargo build --release --bin retainer`). Uses the bed in RETAINER_TESTBED_DIR when it is up,
-# otherwise starts one in target/kyverno-testbed and stops it afterwards.
-set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+# `cargo build --release --bin retainer`). Runs on the benchmarks' bed (bench/lib.sh:
+# target/bench-testbed, or target/bench-testbed-fsync with BENCH_FSYNC=1, which writes
+# kyverno-fsync.md). BENCH_QUICK=1: 300 Jobs, one round, and skipped (saying so) when Kyverno's
+# binary is not in the cache, rather than building it.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-N=${KYVERNO_SWEEP_N:-10000}
-RUNS=${KYVERNO_SWEEP_RUNS:-3}
+N=${KYVERNO_SWEEP_N:-$(bench_size 10000 300)}
+RUNS=${KYVERNO_SWEEP_RUNS:-$(bench_size 3 1)}
 CONTENDERS=${KYVERNO_SWEEP_CONTENDERS:-kyverno,retainer}
 PROPAGATION=${KYVERNO_PROPAGATION:-}
 TIMEOUT=${KYVERNO_SWEEP_TIMEOUT:-$((300 + N / 10))}
-OUT=bench/results/kyverno.md
 cmdline="KYVERNO_SWEEP_N=$N KYVERNO_SWEEP_RUNS=$RUNS bench/kyverno-sweep.sh"
+[ "${BENCH_FSYNC:-}" = 1 ] && cmdline="BENCH_FSYNC=1 $cmdline"
 [ -n "${KYVERNO_SWEEP_CONTENDERS:-}" ] && cmdline="KYVERNO_SWEEP_CONTENDERS=$CONTENDERS $cmdline"
 [ -n "$PROPAGATION" ] && cmdline="KYVERNO_PROPAGATION=$PROPAGATION $cmdline"
 
-cleanup=()
-on_exit() { local c; for c in "${cleanup[@]}"; do eval "$c" || true; done; }
-trap on_exit EXIT
 say() { printf '[kyverno-sweep] %s\n' "$*" >&2; }
 
-export RETAINER_TESTBED_DIR=${RETAINER_TESTBED_DIR:-$ROOT/target/kyverno-testbed}
-if ! scripts/testbed.sh status >/dev/null 2>&1; then
-  scripts/testbed.sh up
-  cleanup+=("scripts/testbed.sh down")
-fi
-eval "$(scripts/testbed.sh env)"
 # shellcheck source=bench/kyverno.sh
 . bench/kyverno.sh
+if [ "${BENCH_QUICK:-}" = 1 ] && [ ! -x "$KYVERNO_HOME/bin/cleanup-controller" ]; then
+  say "SKIPPED in quick mode: Kyverno $KYVERNO_VERSION is not in the cache ($KYVERNO_HOME); scripts/testbed.sh build-kyverno builds it"
+  exit 0
+fi
+bench_begin kyverno bed "$cmdline"
+bench_bed
 kyverno_build
 
 if [ -n "${BENCH_BIN_DIR:-}" ]; then
   RETAINER_BIN=$BENCH_BIN_DIR/retainer
   REV=${BENCH_REV:-prebuilt}
 else
-  REV=$(git describe --always --dirty 2>/dev/null || echo unknown)
+  REV=$(bench_rev)
   cargo build --release --quiet --bin retainer
   tmpbin=$(mktemp -d /tmp/kyverno-sweep-bin.XXXXXX)
-  cleanup+=("rm -rf '$tmpbin'")
+  BENCH_CLEANUP+=("rm -rf '$tmpbin'")
   # A copy: a rebuild during the run must not swap the binary being measured.
   cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/retainer" "$tmpbin/"
   RETAINER_BIN=$tmpbin/retainer
@@ -60,7 +57,9 @@ kubectl wait --for condition=Established --timeout 60s crd/retentionpolicies.ret
 kyverno_apply_crds
 
 WORK=$(mktemp -d /tmp/kyverno-sweep.XXXXXX)
-cleanup+=("rm -rf '$WORK'")
+BENCH_CLEANUP+=("rm -rf '$WORK'")
+# A run stopped halfway must not leave Kyverno's controller running against the bed.
+BENCH_CLEANUP+=("kyverno_stop >/dev/null 2>&1")
 LOGS=${BENCH_LOG_DIR:-$WORK/logs}
 mkdir -p "$LOGS"
 RESULTS=$WORK/runs.jsonl
@@ -147,12 +146,17 @@ EOF
   echo "$pid"
 }
 
+# peak_kib PID: the process's peak resident memory (VmHWM), read before it is stopped.
+peak_kib() {
+  awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || true
+}
+
 one_run() { # contender round
   local c=$1 round=$2 ns="ksweep-$1-$2-$(date +%s)"
   kubectl create namespace "$ns" >/dev/null
   local t=$SECONDS
   kyverno_create_finished_jobs "$ns" job "$N"
-  local create=$((SECONDS - t)) t0 pid="" res
+  local create=$((SECONDS - t)) t0 pid="" res applied="" hwm=""
   say "$c round $round: $N finished Jobs in $ns (${create}s)"
   case $c in
     kyverno)
@@ -172,6 +176,7 @@ s = [l for l in s if not l.startswith("  deletionPropagationPolicy:")]
 i = s.index("spec:") + 1
 open(p, "w").write("\n".join(s[:i] + extra + s[i:]) + "\n")
 PY
+      applied=$(date +%s.%N)
       kubectl apply -f "$WORK/policy.yaml" >/dev/null
       local created
       created=$(kubectl get deletingpolicy ksweep -o jsonpath='{.metadata.creationTimestamp}')
@@ -183,6 +188,7 @@ PY
       py scrape "$WORK/before.json"
       res=$(py wait-gone "$ns" "$N" "$t0" "$TIMEOUT")
       py scrape "$WORK/after.json"
+      hwm=$(peak_kib "$(cat "$(kyverno_state)/pid")")
       kubectl delete deletingpolicy ksweep >/dev/null
       cp "$(kyverno_state)/cleanup-controller.log" "$LOGS/kyverno-$ns.log"
       kyverno_stop >/dev/null
@@ -194,15 +200,21 @@ PY
       kubectl -n "$ns" annotate retentionpolicy sweep "retainer.dev/sweep-requested=$(date +%s%N)" >/dev/null
       res=$(py wait-gone "$ns" "$N" "$t0" "$TIMEOUT")
       py scrape "$WORK/after.json"
+      hwm=$(peak_kib "$pid")
       kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -9 "$pid" 2>/dev/null || true
       ;;
   esac
-  python3 - "$c" "$round" "$create" "$res" "$WORK/before.json" "$WORK/after.json" >>"$RESULTS" <<'PY'
+  python3 - "$c" "$round" "$create" "$res" "$WORK/before.json" "$WORK/after.json" "$t0" \
+    "$applied" "$hwm" >>"$RESULTS" <<'PY'
 import json, sys
-c, rnd, create, res, b, a = sys.argv[1:]
+c, rnd, create, res, b, a, t0, applied, hwm = sys.argv[1:]
 res = json.loads(res); before = json.load(open(b)); after = json.load(open(a))
+# Kyverno's first deletion counted from the policy's apply, its cron wait included.
+res["apply_first"] = (float(t0) + res["first"] - float(applied)
+                      if applied and res.get("first") is not None else None)
+res["peak_mib"] = int(hwm) / 1024 if hwm else None
 delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
 # The script's own requests in the window: its polls (LIST jobs) and retainer's trigger (PATCH).
 delta["LIST jobs"] = delta.get("LIST jobs", 0) - res["polls"]
@@ -219,11 +231,11 @@ PY
 report() {
   local load_end
   load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-  mkdir -p bench/results
-  python3 - "$RESULTS" "$OUT" "$N" "$RUNS" "$cmdline" "$REV" "$KYVERNO_VERSION" "$LOAD_START" "$load_end" \
-    "${PROPAGATION:-unset}" "$("$RETAINER_BIN" --version 2>/dev/null | head -1)" "$CONTENDERS" <<'PY'
+  python3 - "$RESULTS" "$BENCH_OUT" "$N" "$RUNS" "$cmdline" "$REV" "$KYVERNO_VERSION" "$LOAD_START" "$load_end" \
+    "${PROPAGATION:-unset}" "$("$RETAINER_BIN" --version 2>/dev/null | head -1)" "$CONTENDERS" \
+    "$BENCH_TSV" <<'PY'
 import json, os, platform, statistics, sys
-res_f, out, n, runs, cmdline, rev, kver, load0, load1, prop, rver, cont = sys.argv[1:]
+res_f, out, n, runs, cmdline, rev, kver, load0, load1, prop, rver, cont, tsv = sys.argv[1:]
 rows = [json.loads(l) for l in open(res_f) if l.strip()]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")) / 1048576
@@ -237,9 +249,6 @@ def fmt(x, d=1):
 L = []
 L.append("## Job sweep: Kyverno DeletingPolicy beside retainer")
 L.append("")
-if "dirty" in rev or rev in ("prebuilt", "unknown"):
-    L.append("**Measured on a build that is not a clean commit: not a result to quote.**")
-    L.append("")
 L.append(f"`{cmdline}` at `{rev}`; written by the script. {n} finished Jobs per run in a fresh")
 L.append("namespace, each contender alone on the test bed (the other not running). Time from the")
 L.append("trigger (Kyverno: the cron minute its policy first fires; retainer: the sweep annotation)")
@@ -247,22 +256,39 @@ L.append("to the last Job gone from the API server; requests are the API server'
 L.append("`apiserver_request_total` delta over the run (all clients, including kube-controller-manager's")
 L.append("garbage collector; the script's own polls and trigger subtracted).")
 L.append("")
-L.append(f"Machine: {os.cpu_count()} vCPU ({cpu}), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}; "
-         f"load average {load0} at start, {load1} at end. retainer: {rver or '?'}.")
+L.append(f"retainer: {rver or '?'}.")
+L.append("")
 done = len(rows); planned = int(runs) * len(cont.split(","))
 if done < planned:
     L.append(f"Partial: {done} of {planned} runs finished (the benchmark was stopped).")
     L.append("")
-L.append("| contender | runs | first deletion (s) | all gone (s) | Jobs/s | requests (median total) |")
-L.append("|---|---|---|---|---|---|")
+L.append("| contender | runs | first deletion (s) | all gone (s) | Jobs/s | requests (median total) | peak RSS (MiB) | policy applied to first deletion (s) |")
+L.append("|---|---|---|---|---|---|---|---|")
+figures = [("n", int(n), "Jobs")]
 for c in ["kyverno", "retainer"]:
     rs = [r for r in rows if r["contender"] == c]
     if not rs: continue
     tot = med([r["total"] for r in rs]); first = med([r["first"] for r in rs])
     reqs = med([sum(r["requests"].values()) for r in rs])
+    peak = med([r.get("peak_mib") for r in rs]); applied = med([r.get("apply_first") for r in rs])
     rate = None if not tot else int(n) / tot
     failed = sum(1 for r in rs if r["total"] is None)
-    L.append(f"| {names[c]} | {len(rs)}{f' ({failed} timed out)' if failed else ''} | {fmt(first)} | {fmt(tot)} | {fmt(rate)} | {fmt(reqs, 0)} |")
+    L.append(f"| {names[c]} | {len(rs)}{f' ({failed} timed out)' if failed else ''} | {fmt(first)} | {fmt(tot)} | {fmt(rate)} | {fmt(reqs, 0)} | {fmt(peak)} | {fmt(applied)} |")
+    # A contender that timed out in any run has no total to compare.
+    figures += [(f"runs_{c}", len(rs), "runs"), (f"first_s_{c}", first, "s"),
+                (f"total_s_{c}", None if failed else tot, "s"), (f"requests_{c}", reqs, "requests"),
+                (f"peak_mib_{c}", peak, "MiB"), (f"apply_first_s_{c}", applied, "s")]
+tk, tr = dict((k, v) for k, v, _ in figures).get("total_s_kyverno"), dict((k, v) for k, v, _ in figures).get("total_s_retainer")
+if tk and tr:
+    figures.append(("ratio_kyverno_retainer", tk / tr, "x"))
+with open(tsv, "w") as f:
+    for k, v, u in figures:
+        if v is not None:
+            f.write(f"{k}\t{v}\t{u}\n")
+L.append("")
+L.append("Peak RSS: the controller process's `VmHWM` when the last Job is gone. Policy applied to "
+         "first deletion: Kyverno's includes the wait for its cron minute (`* * * * *`); retainer's "
+         "sweep is requested by annotation once it governs every Job, so it has none.")
 L.append("")
 L.append("Requests by verb and resource (median over runs):")
 L.append("")
@@ -282,10 +308,11 @@ for r in rows:
     L.append(f"| {r['round']} | {r['contender']} | {r['create']} | {fmt(r['first'])} | {fmt(r['total']) if r['total'] is not None else 'timed out, ' + str(r.get('left')) + ' left'} | {r['polls']} | {sum(r['requests'].values())} |")
 open(out, "w").write("\n".join(L) + "\n")
 PY
+  bench_end "$RUNS"
 }
 
 IFS=, read -r -a contenders <<<"$CONTENDERS"
 for round in $(seq 1 "$RUNS"); do
   for c in "${contenders[@]}"; do one_run "$c" "$round"; report; done
 done
-say "wrote $OUT"
+

@@ -3,20 +3,22 @@
 # Secrets of MEMORY_SECRET_BYTES bytes of data and MEMORY_JOBS finished Jobs under 10 policies,
 # times each multiple in MEMORY_SCALES (objects added to the last step's), with MEMORY_RUNS
 # fresh processes each. The defaults give 1,000, 10,000, 40,000 (the target's 20,000 Secrets
-# and 20,000 Jobs, MEMORY_TARGET_SCALE) and 100,000 objects. Measures the glibc release binary and, in the same runs,
-# the container image's static musl binary (musl's allocator is not glibc's), unless
-# MEMORY_MUSL=0. Writes bench/results/memory.md.
+# and 20,000 Jobs, MEMORY_TARGET_SCALE) and 100,000 objects. Measures the glibc release binary
+# and, in the same runs, the container image's static musl binary (musl's allocator is not
+# glibc's), unless MEMORY_MUSL=0. Writes bench/results/memory.md.
 #
 #   MEMORY_SECRETS=500 MEMORY_JOBS=500 MEMORY_SCALES=1,10,40,100 MEMORY_RUNS=3 bench/memory.sh
+#
+# BENCH_QUICK=1: 1,000 and 4,000 objects, one run, glibc only (no target verdict).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SECRETS=${MEMORY_SECRETS:-500}
 JOBS=${MEMORY_JOBS:-500}
 BYTES=${MEMORY_SECRET_BYTES:-8192}
-RUNS=${MEMORY_RUNS:-3}
-SCALES=${MEMORY_SCALES:-1,10,40,100}
+RUNS=${MEMORY_RUNS:-$(bench_size 3 1)}
+SCALES=${MEMORY_SCALES:-$(bench_size 1,10,40,100 1,4)}
 TARGET_SCALE=${MEMORY_TARGET_SCALE:-40}
-MUSL=${MEMORY_MUSL:-1}
+MUSL=${MEMORY_MUSL:-$(bench_size 1 0)}
 cmdline="MEMORY_SECRETS=$SECRETS MEMORY_JOBS=$JOBS MEMORY_SCALES=$SCALES MEMORY_TARGET_SCALE=$TARGET_SCALE MEMORY_RUNS=$RUNS bench/memory.sh"
 [ -n "${MEMORY_SECRET_BYTES:-}" ] && cmdline="MEMORY_SECRET_BYTES=$BYTES $cmdline"
 [ "$MUSL" = 0 ] && cmdline="MEMORY_MUSL=0 $cmdline"
@@ -33,5 +35,6 @@ if [ "$MUSL" != 0 ]; then
   alt=(--alt-retainer "$musl_dir/retainer-musl")
 fi
 
-bench_run memory memory "$cmdline" --secrets "$SECRETS" --jobs "$JOBS" \
-  --secret-bytes "$BYTES" --runs "$RUNS" --scales "$SCALES" --target-scale "$TARGET_SCALE" ${alt[@]+"${alt[@]}"}
+bench_run memory memory "$cmdline" "$RUNS" --secrets "$SECRETS" --jobs "$JOBS" \
+  --secret-bytes "$BYTES" --runs "$RUNS" --scales "$SCALES" --target-scale "$TARGET_SCALE" \
+  ${alt[@]+"${alt[@]}"}

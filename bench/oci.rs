@@ -54,6 +54,9 @@ struct Args {
     /// Markdown file to write.
     #[arg(long)]
     out: Option<String>,
+    /// Where the figures go, one `key<TAB>value<TAB>unit` line each (bench/README.md).
+    #[arg(long)]
+    tsv: Option<String>,
     /// The command line to print in the results.
     #[arg(long, default_value = "")]
     command_line: String,
@@ -486,6 +489,57 @@ fn report(args: &Args, keep: usize, runs: &[Run]) -> String {
     s
 }
 
+/// The figures bench/targets.sh and the summary tables read, one `key<TAB>value<TAB>unit` line
+/// each; what is not finite (no runs) is left out, so a target reading it says "not measured".
+fn figures(args: &Args, runs: &[Run]) -> String {
+    let first = secs(runs, |r| r.first.total);
+    let repeat = secs(runs, |r| r.repeat.total);
+    let plain = secs(runs, |r| r.plain);
+    let repeat_manifests = median(
+        runs.iter()
+            .map(|r| {
+                (r.repeat.requests.get(RequestKind::ManifestHead)
+                    + r.repeat.requests.get(RequestKind::ManifestGet)) as f64
+            })
+            .collect(),
+    );
+    let rows: [(&str, f64, &str); 12] = [
+        ("tags", (args.tags / args.repos * args.repos) as f64, "tags"),
+        ("repos", args.repos as f64, "repositories"),
+        ("runs", runs.len() as f64, "runs"),
+        (
+            "deleted",
+            runs.first()
+                .map_or(f64::NAN, |r| r.first.deleted.len() as f64),
+            "manifests",
+        ),
+        ("first_s", first, "s"),
+        ("repeat_s", repeat, "s"),
+        ("plain_s", plain, "s"),
+        ("ratio_first_plain", first / plain, "x"),
+        (
+            "ratio_check_plain",
+            secs(runs, |r| r.first.check_and_delete) / plain,
+            "x",
+        ),
+        (
+            "first_requests",
+            total_requests(runs, |r| &r.first.requests),
+            "requests",
+        ),
+        (
+            "repeat_requests",
+            total_requests(runs, |r| &r.repeat.requests),
+            "requests",
+        ),
+        ("repeat_manifest_requests", repeat_manifests, "requests"),
+    ];
+    rows.iter()
+        .filter(|(_, v, _)| v.is_finite())
+        .map(|(k, v, u)| format!("{k}\t{v}\t{u}\n"))
+        .collect()
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
@@ -517,6 +571,9 @@ async fn main() -> Result<(), String> {
     match &args.out {
         Some(path) => std::fs::write(path, &md).map_err(|e| format!("writing {path}: {e}"))?,
         None => print!("{md}"),
+    }
+    if let Some(path) = &args.tsv {
+        std::fs::write(path, figures(&args, &runs)).map_err(|e| format!("writing {path}: {e}"))?;
     }
     Ok(())
 }

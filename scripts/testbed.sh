@@ -12,6 +12,10 @@
 #   scripts/testbed.sh build-kyverno
 #                              build or reuse Kyverno's cleanup controller (benchmarks only)
 #   scripts/testbed.sh up      build if needed, start everything, wait until it answers
+#   RETAINER_TESTBED_FSYNC=1 scripts/testbed.sh up
+#                              the same, but etcd syncs every commit to disk (no
+#                              --unsafe-no-fsync) and the API server runs API priority and
+#                              fairness, as a real cluster does; the benchmarks' fsync mode
 #   scripts/testbed.sh down    stop everything this state directory started
 #   scripts/testbed.sh env     print the shell exports tests and tools use
 #   scripts/testbed.sh status  say what runs
@@ -28,6 +32,12 @@
 #
 # Binaries are cached by version under $RETAINER_CACHE (default ~/.cache/retainer-testbed);
 # state (certificates, data, logs, pids) lives in $RETAINER_TESTBED_DIR (default ./.testbed).
+#
+# Mode: by default etcd runs with --unsafe-no-fsync and the API server without API priority and
+# fairness, so that tests do not wait on the disk or on request queues ("fast"). With
+# RETAINER_TESTBED_FSYNC=1, `up` starts the bed as a real cluster runs ("fsync"); the mode is
+# recorded in the state directory (TESTBED_MODE in ports) and exported by `env` as
+# RETAINER_TESTBED_MODE, so a benchmark states which bed it measured.
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
@@ -406,9 +416,18 @@ cmd_kcm() { # [extra flags...]
 }
 
 cmd_up() {
+  local mode=fast
+  [ "${RETAINER_TESTBED_FSYNC:-}" = 1 ] && mode=fsync
   if [ -f "$STATE/ports" ] && cmd_status >/dev/null 2>&1; then
     if grep -q '^DISTRIBUTION_TLS_PORT=' "$STATE/ports"; then
-      log "already up ($STATE)"; return 0
+      local running_mode
+      running_mode=$(sed -n 's/^TESTBED_MODE=//p' "$STATE/ports")
+      running_mode=${running_mode:-fast}
+      # Restarting would pull the bed from under whoever uses it; a bed in the other mode needs
+      # its own state directory.
+      [ "$running_mode" = "$mode" ] \
+        || die "already up in $running_mode mode ($STATE); asked for $mode: use another RETAINER_TESTBED_DIR or run down first"
+      log "already up ($STATE, $mode mode)"; return 0
     fi
     log "the running test bed predates the token and TLS registries: restarting it"
   fi
@@ -432,12 +451,16 @@ DISTRIBUTION_AUTH_PORT=$auth_port
 TOKEN_ISSUER_PORT=$issuer_port
 DISTRIBUTION_TOKEN_PORT=$token_port
 DISTRIBUTION_TLS_PORT=$tls_port
+TESTBED_MODE=$mode
 EOF
+  # fast: no fsync, no request queues (tests); fsync: both as a real cluster runs them.
+  local etcd_mode=(--unsafe-no-fsync) apf=false
+  if [ "$mode" = fsync ]; then etcd_mode=(); apf=true; fi
 
   start etcd "$ETCD_BIN/etcd" --name testbed --data-dir "$STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
-    --initial-cluster "testbed=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync \
+    --initial-cluster "testbed=http://127.0.0.1:$etcd_peer" ${etcd_mode[@]+"${etcd_mode[@]}"} \
     --quota-backend-bytes 8589934592 --log-level warn
   wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
 
@@ -450,7 +473,7 @@ EOF
     --service-account-issuer https://localhost --service-account-key-file "$pki/sa.pub" \
     --service-account-signing-key-file "$pki/sa.key" --api-audiences https://localhost \
     --service-cluster-ip-range 10.0.0.0/24 --authorization-mode RBAC --allow-privileged=true \
-    --disable-admission-plugins ServiceAccount --enable-priority-and-fairness=false
+    --disable-admission-plugins ServiceAccount --enable-priority-and-fairness="$apf"
   write_kubeconfig "$api_port"
   wait_for kube-apiserver 120 "$K8S_BIN/kubectl" --kubeconfig "$STATE/kubeconfig" get --raw /readyz
 
@@ -487,7 +510,7 @@ EOF
   start distribution-tls "$TOOLS_BIN/distribution-v3" serve "$STATE/distribution-tls.yml"
   wait_for distribution-tls 30 curl -sf --cacert "$STATE/pki/registry-ca.crt" "https://127.0.0.1:$tls_port/v2/"
   trap - ERR
-  log "up: $STATE"
+  log "up: $STATE ($mode mode)"
 }
 
 cmd_down() {
@@ -521,6 +544,7 @@ export RETAINER_DISTRIBUTION=127.0.0.1:$DISTRIBUTION_PORT
 export RETAINER_DISTRIBUTION_AUTH=127.0.0.1:$DISTRIBUTION_AUTH_PORT
 export RETAINER_REGISTRY_USER=$REGISTRY_USER
 export RETAINER_REGISTRY_PASSWORD=$REGISTRY_PASSWORD
+export RETAINER_TESTBED_MODE=${TESTBED_MODE:-fast}
 export PATH=$K8S_BIN:$TOOLS_BIN:\$PATH
 EOF
   # A bed an older script started has no token or TLS registry: tests that need them then say

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Tables computed from the benchmarks' figures files (bench/results/NAME.tsv).
+
+    report.py targets RESULTS_DIR LINK_BASE   the targets table (bench/targets.def): measured,
+                                              met or missed, and the results file and commit
+    report.py summary RESULTS_DIR LINK_BASE   retainer beside Kyverno's cleanup controller, the
+                                              TTL-after-finished controller and a plain client
+
+LINK_BASE is the path from the Markdown file the table goes into to RESULTS_DIR. Nothing here
+holds a measured figure: every number comes from a figures file a benchmark wrote, and every
+verdict is computed here from it and the target in bench/targets.def.
+"""
+
+import fnmatch
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(results, name):
+    """(figures, units, meta) of RESULTS/NAME.tsv, or None when the file does not exist."""
+    path = os.path.join(results, name + ".tsv")
+    if not os.path.exists(path):
+        return None
+    figures, units, meta = {}, {}, {}
+    for line in open(path):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) < 2:
+            continue
+        key, value, unit = parts[0], parts[1], parts[2] if len(parts) > 2 else ""
+        if key.startswith("meta."):
+            meta[key[5:]] = value
+            continue
+        try:
+            figures[key] = float(value)
+        except ValueError:
+            continue
+        units[key] = unit
+    return figures, units, meta
+
+
+def fmt(value, unit):
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit in ("bool",):
+        return "yes" if value else "no"
+    if value == int(value) and abs(value) >= 1:
+        text = f"{int(value):,}"
+    elif abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.3g}"
+    return f"{text} {unit}".rstrip()
+
+
+def source(results, name, meta, link_base):
+    """The results file a figure came from, its commit, and whether it may be quoted."""
+    cell = f"[{name}.md]({link_base}/{name}.md)"
+    commit = meta.get("commit", "?")
+    cell += f" at `{commit}`"
+    notes = []
+    if meta.get("quotable") != "yes":
+        notes.append("not a result to quote")
+    if meta.get("quick") == "1":
+        notes.append("quick run")
+    if notes:
+        cell += " (" + ", ".join(notes) + ")"
+    return cell
+
+
+def definitions():
+    rows = []
+    for line in open(os.path.join(ROOT, "bench", "targets.def")):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        parts += [""] * (6 - len(parts))
+        ident, desc, measured, cmp, threshold, context = parts[:6]
+        name, key = measured.split(":", 1)
+        rows.append((ident, desc, name, key, cmp, float(threshold), threshold,
+                     [c for c in context.split(",") if c]))
+    return rows
+
+
+def compare(value, cmp, threshold):
+    return {"<=": value <= threshold, ">=": value >= threshold, "==": value == threshold}[cmp]
+
+
+def targets(results, link_base):
+    out = ["| target | goal | measured | met | from |", "|---|---|---|---|---|"]
+    for ident, desc, name, key, cmp, threshold, threshold_text, context in definitions():
+        goal = f"`{name}:{key}` {cmp.replace('<=', '≤').replace('>=', '≥')} {threshold_text}"
+        data = load(results, name)
+        if data is None:
+            out.append(f"| {ident}: {desc} | {goal} | not measured | — | no `{name}` results |")
+            continue
+        figures, units, meta = data
+        keys = sorted(k for k in figures if fnmatch.fnmatchcase(k, key)) if key.endswith("*") \
+            else [key] if key in figures else []
+        src = source(results, name, meta, link_base)
+        if not keys:
+            out.append(f"| {ident}: {desc} | {goal} | not measured | — | {src} has no `{key}` |")
+            continue
+        ctx = ", ".join(f"{c} = {fmt(figures[c], units.get(c, ''))}" for c in context if c in figures)
+        for k in keys:
+            value = figures[k]
+            verdict = "met" if compare(value, cmp, threshold) else "**missed**"
+            label = f"{ident} (`{k}`)" if key.endswith("*") else ident
+            measured = fmt(value, units.get(k, "")) + (f" ({ctx})" if ctx else "")
+            out.append(f"| {label}: {desc} | {goal} | {measured} | {verdict} | {src} |")
+    return "\n".join(out)
+
+
+# The comparison BENCHMARKS.md opens with: (row label, unit note, cells by contender). A cell is
+# (results name, key), or a string said as is (why the figure does not apply).
+CONTENDERS = ["retainer", "Kyverno cleanup controller", "TTL-after-finished controller",
+              "plain client"]
+
+
+def summary_rows(suffix):
+    s, k = "sweep" + suffix, "kyverno" + suffix
+    rows = [
+        ("Sweep of finished Jobs, each at its defaults, in the run beside the TTL controller "
+         "and a plain client (s)",
+         [(s, "total_s_retainer_default"), "not in this run", (s, "total_s_ttl"), (s, "total_s_plain")], s),
+        ("Sweep of finished Jobs, each at its defaults, in the run beside Kyverno (s)",
+         [(k, "total_s_retainer"), (k, "total_s_kyverno"), "not in this run", "not in this run"], k),
+        ("Sweep at equal client QPS, 50/s (s)",
+         [(s, "total_s_retainer_default"), "not measured", (s, "total_s_ttl_equal"),
+          "— (no rate limit)"], s),
+        ("Sweep without a client rate limit, 10 in flight (s)",
+         [(s, "total_s_retainer"), "—", "—", (s, "total_s_plain")], s),
+        ("Trigger to first deletion (s)",
+         [(s, "first_s_retainer_default"), (k, "first_s_kyverno"), (s, "first_s_ttl"),
+          (s, "first_s_plain")], s),
+        ("API requests for the sweep (apiserver_request_total, all clients)",
+         [(k, "requests_retainer"), (k, "requests_kyverno"), "not measured", "not measured"], k),
+        ("Peak RSS of the controller during the sweep (MiB)",
+         [(k, "peak_mib_retainer"), (k, "peak_mib_kyverno"), "not measured", "—"], k),
+        ("Policy applied to first deletion (s)",
+         ["not measured", (k, "apply_first_s_kyverno"), "— (no policy)", "— (no policy)"], k),
+    ]
+    if not suffix:
+        rows += [
+            ("Peak RSS in the memory scenario (MiB)",
+             [("memory", "peak_mib"), "not measured", "not measured", "—"], "memory"),
+            ("Policy applied to a status a user can read, p99 (ms)",
+             [("reaction", "p99_ms_500ms"), "not measured (its status has only lastExecutionTime)",
+              "— (no policy)", "— (no policy)"], "reaction"),
+        ]
+    return rows
+
+
+def summary(results, link_base):
+    out = []
+    for suffix, title in (("", "Test bed with fast etcd (no fsync), API priority and fairness off"),
+                          ("-fsync", "Test bed with etcd fsync and API priority and fairness on")):
+        rows = summary_rows(suffix)
+        names = {c[0] for _, cells, _ in rows for c in cells if isinstance(c, tuple)}
+        if not any(load(results, n) for n in names) and suffix:
+            out += [f"**{title}**: not measured.", ""]
+            continue
+        out += [f"**{title}**", "", "| | " + " | ".join(CONTENDERS) + " |",
+                "|---|" + "---|" * len(CONTENDERS)]
+        used = {}
+        for label, cells, size_from in rows:
+            data = load(results, size_from)
+            if data and "n" in data[0]:
+                label += f", {int(data[0]['n']):,} Jobs"
+            elif data and "jobs" in data[0] and "secrets" in data[0]:
+                label += f", {int(data[0]['secrets']):,} Secrets and {int(data[0]['jobs']):,} Jobs"
+            rendered = []
+            for c in cells:
+                if isinstance(c, str):
+                    rendered.append(c)
+                    continue
+                name, key = c
+                d = load(results, name)
+                if d is None or key not in d[0]:
+                    rendered.append("not measured")
+                    continue
+                used[name] = d[2]
+                unit = d[1].get(key, "")
+                value = d[0][key]
+                text = fmt(value, "" if unit in ("s", "MiB", "ms", "requests") else unit)
+                rendered.append(f"[{text}]({link_base}/{name}.md)")
+            out.append(f"| {label} | " + " | ".join(rendered) + " |")
+        out.append("")
+        if used:
+            out.append("From: " + "; ".join(source(results, n, m, link_base) for n, m in sorted(used.items()))
+                       + ". Each figure is the median over that file's runs; its section below says how many.")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    what, results, link_base = sys.argv[1:4]
+    print(targets(results, link_base) if what == "targets" else summary(results, link_base))
