@@ -7,17 +7,19 @@
 # under this load: p99 ≤ 2 s). Writes bench/results/reaction-load.md.
 #
 #   RL_APPLIES=50 RL_OTHERS=50 RL_SWEEP_JOBS=1000 RL_DELETE_QPS=10 RL_RUNS=1 bench/reaction-load.sh
+#
+# BENCH_QUICK=1: 20 applies, a sweep of 300 Jobs.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-APPLIES=${RL_APPLIES:-50}
+APPLIES=${RL_APPLIES:-$(bench_size 50 20)}
 OTHERS=${RL_OTHERS:-50}
-SWEEP_JOBS=${RL_SWEEP_JOBS:-1000}
+SWEEP_JOBS=${RL_SWEEP_JOBS:-$(bench_size 1000 300)}
 DELETE_QPS=${RL_DELETE_QPS:-10}
 JOBS=${RL_JOBS:-100}
 RUNS=${RL_RUNS:-1}
 GAP_MS=${RL_GAP_MS:-300}
 cmdline="RL_APPLIES=$APPLIES RL_OTHERS=$OTHERS RL_SWEEP_JOBS=$SWEEP_JOBS RL_DELETE_QPS=$DELETE_QPS RL_JOBS=$JOBS RL_RUNS=$RUNS RL_GAP_MS=$GAP_MS bench/reaction-load.sh"
 
-bench_run reaction-load reaction-load "$cmdline" --applies "$APPLIES" --others "$OTHERS" \
+bench_run reaction-load reaction-load "$cmdline" "$RUNS" --applies "$APPLIES" --others "$OTHERS" \
   --sweep-jobs "$SWEEP_JOBS" --delete-qps "$DELETE_QPS" --jobs "$JOBS" --runs "$RUNS" \
   --gap-ms "$GAP_MS"

@@ -162,15 +162,19 @@ pub(crate) async fn reaction_load(args: ReactionLoadArgs) -> R<()> {
     let (l50, l99, lmax) = (percentile(&load, 50.0), percentile(&load, 99.0), max(&load));
     let timeouts = |xs: &[f64]| xs.iter().filter(|x| !x.is_finite()).count();
 
+    let mut figs = super::Figures::default();
+    figs.add("applies", n as f64, "applies");
+    figs.add("p50_quiet_ms", q50, "ms");
+    figs.add("p99_quiet_ms", q99, "ms");
+    figs.add("p50_load_ms", l50, "ms");
+    figs.add("p99_load_ms", l99, "ms");
+    figs.add("max_load_ms", lmax, "ms");
+    figs.add("ratio_p99_load_quiet", l99 / q99, "x");
+    figs.write(&args.common)?;
+
+    // Provenance (commit, clean or not, load, runs) is the harness's header (bench/lib.sh).
     let mut md = String::new();
     md.push_str("## Reaction under load: from a new policy applied to Ready\n\n");
-    if args.common.rev.contains("dirty")
-        || matches!(args.common.rev.as_str(), "prebuilt" | "unknown")
-    {
-        md.push_str(
-            "**Measured on a build that is not a clean commit: not a result to quote.**\n\n",
-        );
-    }
     md.push_str(&format!(
         "Two controllers run side by side on one test bed, each handling only the policies \
          labelled for it. The quiet one has nothing but the policy being measured. The loaded \
