@@ -15,6 +15,11 @@
 #   bench/results/eval.tsv (TSV=..., TSV=none to skip) its `cel_ratio_*` keys, replacing the
 #                          old ones: cel_ratio_<name>, cel_ratio_all (summed times) and
 #                          cel_ratio_min (the lowest line)
+#
+# BASE_BIN=<eval bench binary built at another commit> BASE_REV=<that commit> adds it as a
+# third program in the same rounds (retainer, base, cel-go, ...): the before/after of a change,
+# measured in one run. Build one with `git worktree add /tmp/base <commit>` and
+# `cargo bench --bench eval --no-run` there.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,7 +31,7 @@ EXPRS=bench/cel-exprs.tsv
 OUT=${OUT:-bench/results/cel.md}
 TSV=${TSV:-bench/results/eval.tsv}
 NOW=2026-11-22T12:00:00Z
-COMMAND="bench/cel.sh $N (RUNS=$RUNS INNER=$INNER)"
+COMMAND="bench/cel.sh $N (RUNS=$RUNS INNER=$INNER${BASE_REV:+ BASE_REV=$BASE_REV})"
 mkdir -p "$DATA/bin" bench/results
 
 if [ ! -s "$DATA/jobs-$N.json" ] || [ ! -s "$DATA/secrets-$N.json" ]; then
@@ -48,6 +53,11 @@ for r in $(seq 1 "$RUNS"); do
   echo "round $r/$RUNS: retainer" >&2
   "$DATA/bin/eval-bench-cel" --bench --data "$DATA" --n "$N" --runs "$INNER" --cel-exprs "$EXPRS" \
     >"$DATA/cel-retainer-$r.tsv"
+  if [ -n "${BASE_BIN:-}" ]; then
+    echo "round $r/$RUNS: retainer at ${BASE_REV:?BASE_REV must name the commit of BASE_BIN}" >&2
+    "$BASE_BIN" --bench --data "$DATA" --n "$N" --runs "$INNER" --cel-exprs "$EXPRS" \
+      >"$DATA/cel-base-$r.tsv"
+  fi
   echo "round $r/$RUNS: cel-go" >&2
   GOMAXPROCS=1 "$DATA/bin/celgo-cel" -mode exprs -exprs "$EXPRS" -data "$DATA" -n "$N" \
     -runs "$INNER" -now "$NOW" >"$DATA/cel-celgo-$r.tsv"
@@ -60,11 +70,11 @@ cel_rust_version=$(awk '/^name = "cel"$/ {getline; gsub(/[^0-9.]/, ""); print; e
 
 python3 - "$RUNS" "$INNER" "$DATA" "$EXPRS" "$OUT" "$TSV" "$N" "$REV" "$COMMAND" "$load_before" \
   "$load_after" "$celgo_version" "$apiserver_version" "$cel_rust_version" "$(rustc --version)" \
-  "$(go version)" <<'PY'
+  "$(go version)" "${BASE_REV:-}" <<'PY'
 import datetime, os, platform, statistics, sys
 
 (runs, inner, data, exprs, out, tsv, n, rev, command, load_before, load_after, celgo_v,
- apiserver_v, celrs_v, rustc_v, go_v) = sys.argv[1:]
+ apiserver_v, celrs_v, rustc_v, go_v, base_rev) = sys.argv[1:]
 runs = int(runs)
 
 def read(path):
@@ -82,6 +92,7 @@ for line in open(exprs):
         lines.append(line.rstrip("\n").split("\t", 2))
 rs = [read(f"{data}/cel-retainer-{r}.tsv") for r in range(1, runs + 1)]
 go = [read(f"{data}/cel-celgo-{r}.tsv") for r in range(1, runs + 1)]
+base = [read(f"{data}/cel-base-{r}.tsv") for r in range(1, runs + 1)] if base_rev else None
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
             if l.startswith("model name")), "?")
@@ -109,8 +120,16 @@ L += [f"Written by `{command}` at `{rev}` on {datetime.date.today().isoformat()}
       "over every object. Ratio: cel-go's time over retainer's; at or above 1.00 retainer is "
       "at least as fast (target met). `same` compares the number of objects each side found "
       "true and failing (for a policy, the number of evaluations).", "",
-      "| expression | data | retainer ns/object | cel-go ns/object | ratio cel-go/retainer | target ≥ 1.00 | same |",
-      "|---|---|---:|---:|---:|---|---|"]
+      "| expression | data | retainer ns/object | cel-go ns/object | ratio cel-go/retainer | target ≥ 1.00 | same |"
+      + (f" retainer at `{base_rev}` ns/object | speed-up over `{base_rev}` |" if base else ""),
+      "|---|---|---:|---:|---:|---|---|" + ("---:|---:|" if base else "")]
+def base_cells(name, rn):
+    b = [x[name] for x in base if name in x]
+    if len(b) != runs:
+        return " - | - |"
+    bn = statistics.median(x["cpu"] for x in b) / b[0]["objects"] * 1e9
+    return f" {bn:,.0f} | {bn / rn:.2f} |"
+
 keys = []
 tot_r = tot_g = 0.0
 ratios = []
@@ -131,7 +150,8 @@ for name, data_kind, source in lines:
     what = f"`{source}`" if data_kind != "policy" else f"policy `{source}`"
     L.append(f"| {name}: {what} | {data_kind} | {rn:,.0f} | {gn:,.0f} | {ratio:.2f} | "
              f"{'met' if ratio >= 1.0 else 'missed'} | "
-             f"{'yes' if same else 'NO: %d/%d/%d vs %d/%d/%d' % (r[0]['objects'], r[0]['held'], r[0]['errors'], g[0]['objects'], g[0]['held'], g[0]['errors'])} |")
+             f"{'yes' if same else 'NO: %d/%d/%d vs %d/%d/%d' % (r[0]['objects'], r[0]['held'], r[0]['errors'], g[0]['objects'], g[0]['held'], g[0]['errors'])} |"
+             + (base_cells(name, rn) if base else ""))
     keys.append((f"cel_ratio_{name}", ratio))
 if ratios:
     keys.append(("cel_ratio_all", tot_g / tot_r))
