@@ -435,7 +435,8 @@ mod data {
                         (o, chrono::Duration::nanoseconds(age as i64))
                     })
                     .collect();
-                let no_refs = expr::json_to_val(&Value::Array(Vec::new()));
+                let empty = Value::Array(Vec::new());
+                let no_refs = expr::json_to_val(&empty);
                 objects = ins.len();
                 (held, errors) = (0, 0);
                 for i in 0..=runs {
