@@ -5,6 +5,7 @@
 
 mod comprehensions;
 mod convert;
+mod fold;
 mod library;
 mod message;
 mod semver;
@@ -299,9 +300,12 @@ pub struct Compiled {
     pub field: Field,
     pub source: String,
     program: Program,
+    /// The expression as it runs: constants folded, `matches` precompiling (fold.rs).
+    folded: fold::Folded,
     /// For keep: each top-level `||` operand of the parsed expression, with the text the user
-    /// wrote for it, so a verdict can say which held. Empty when keep has no top-level `||`.
-    terms: Vec<(String, IdedExpr)>,
+    /// wrote for it, so a verdict can say which held, each as it runs. Empty when keep has no
+    /// top-level `||`.
+    terms: Vec<(String, fold::Folded)>,
     /// The object fields the expression reads.
     pub fields: FieldTree,
 }
@@ -334,13 +338,18 @@ impl Compiled {
         collect_object_paths(program.expression(), &mut fields);
         let terms = if field == Field::Keep {
             keep_terms(&program)
+                .into_iter()
+                .map(|(text, term)| (text, fold::Folded::new(&term)))
+                .collect()
         } else {
             Vec::new()
         };
+        let folded = fold::Folded::new(program.expression());
         Ok(Compiled {
             field,
             source: source.to_string(),
             program,
+            folded,
             terms,
             fields,
         })
@@ -354,10 +363,11 @@ impl Compiled {
         idents.iter().any(|(_, n)| n == name)
     }
 
-    fn run(&self, program: &Program, vars: &dyn VariableResolver) -> Result<Value, EvalError> {
+    fn run(&self, folded: &fold::Folded, vars: &dyn VariableResolver) -> Result<Value, EvalError> {
+        let resolver = folded.resolver(vars);
         let mut ctx = Context::with_env(env());
-        ctx.set_variable_resolver(vars);
-        program.execute(&ctx).map_err(|e| EvalError::Execution {
+        ctx.set_variable_resolver(&resolver);
+        Value::resolve(&folded.expr, &ctx).map_err(|e| EvalError::Execution {
             field: self.field.path(),
             message: error_message(&e),
         })
@@ -365,7 +375,7 @@ impl Compiled {
 
     /// Evaluates to any value; the caller checks what it needs.
     pub fn eval(&self, vars: &dyn VariableResolver) -> Result<Value, EvalError> {
-        self.run(&self.program, vars)
+        self.run(&self.folded, vars)
     }
 
     pub fn eval_bool(&self, vars: &dyn VariableResolver) -> Result<bool, EvalError> {
@@ -405,15 +415,9 @@ impl Compiled {
                 .eval_bool(vars)?
                 .then(|| self.source.trim().to_string()));
         }
-        let mut ctx = Context::with_env(env());
-        ctx.set_variable_resolver(vars);
         let mut first_error = None;
         for (text, term) in &self.terms {
-            let value = Value::resolve(term, &ctx).map_err(|e| EvalError::Execution {
-                field: self.field.path(),
-                message: error_message(&e),
-            });
-            match value {
+            match self.run(term, vars) {
                 Ok(Value::Bool(true)) => return Ok(Some(text.clone())),
                 Ok(Value::Bool(false)) => {}
                 Ok(other) => {

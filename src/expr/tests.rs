@@ -566,3 +566,60 @@ fn reads_time_sees_now_and_age_anywhere_in_the_expression() {
         "object.metadata.?age.orValue('') == ''"
     ));
 }
+
+/// Folding (fold.rs) changes when constant calls run, never what an expression answers: each
+/// row holds constants that fold, constants mixed with variables, and calls that fail, which
+/// are left to fail at evaluation with their usual message.
+#[test]
+fn folded_constants_answer_as_unfolded() {
+    let obj = object();
+    let cases: &[(&str, Result<Value, &str>)] = &[
+        ("age < duration('24h')", Ok(Value::Bool(true))),
+        (
+            "age > duration('1h') + duration('30m')",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "now > timestamp('2026-01-01T00:00:00Z')",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "semver(object.metadata.labels.version).isGreaterThan(semver('1.9.0'))",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "object.metadata.labels.app in ['web', 'api']",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "[1, 2, 3].exists(x, x == object.status.succeeded)",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "object.metadata.name.matches('^job-[0-9]+$')",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "matches(object.metadata.name, 'web')",
+            Ok(Value::Bool(false)),
+        ),
+        // RE2, as Kubernetes reads patterns: \d is ASCII only.
+        ("'١٢٣'.matches('^\\\\d+$')", Ok(Value::Bool(false))),
+        ("duration('nonsense') > age", Err("duration")),
+        ("1 / 0 == 1", Err("division by zero")),
+        ("object.metadata.name.matches('(')", Err("regex")),
+        ("object.status.succeeded.matches('1')", Err("matches")),
+    ];
+    for (src, want) in cases {
+        let got = eval_with(Field::Keep, src, &obj);
+        match (want, &got) {
+            (Ok(w), Ok(g)) => assert_eq!(g, w, "{src}"),
+            (Err(part), Err(e)) => {
+                let msg = e.to_string().to_lowercase();
+                assert!(msg.contains(part), "{src}: {msg}");
+                assert!(!msg.contains("@"), "{src}: a rewritten name leaks: {msg}");
+            }
+            _ => panic!("{src}: want {want:?}, got {got:?}"),
+        }
+    }
+}
