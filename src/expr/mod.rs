@@ -717,12 +717,12 @@ fn collect_idents(e: &IdedExpr, out: &mut Vec<(u64, String)>) {
     }
 }
 
-/// The path `object.a.b['c']` spells, if the expression is such a path.
-fn object_path(e: &IdedExpr) -> Option<Vec<String>> {
+/// The path `var.a.b['c']` spells, if the expression is such a path.
+fn var_path(e: &IdedExpr, var: &str) -> Option<Vec<String>> {
     match &e.expr {
-        Expr::Ident(name) if name == VAR_OBJECT => Some(Vec::new()),
+        Expr::Ident(name) if name == var => Some(Vec::new()),
         Expr::Select(s) => {
-            let mut p = object_path(&s.operand)?;
+            let mut p = var_path(&s.operand, var)?;
             p.push(s.field.clone());
             Some(p)
         }
@@ -734,7 +734,7 @@ fn object_path(e: &IdedExpr) -> Option<Vec<String>> {
             let Expr::Literal(LiteralValue::String(key)) = &c.args[1].expr else {
                 return None;
             };
-            let mut p = object_path(&c.args[0])?;
+            let mut p = var_path(&c.args[0], var)?;
             p.push(key.to_string());
             Some(p)
         }
@@ -746,12 +746,45 @@ fn object_path(e: &IdedExpr) -> Option<Vec<String>> {
 /// analysis cannot follow (a computed index, `object` passed whole) records the enclosing path,
 /// whose whole subtree is then bound.
 fn collect_object_paths(e: &IdedExpr, out: &mut FieldTree) {
-    if let Some(path) = object_path(e) {
+    collect_paths(e, VAR_OBJECT, out);
+}
+
+/// `collect_object_paths` for the variable `var`. A one-variable comprehension over a path of
+/// `var` (what `all`, `exists`, `exists_one`, `map` and `filter` expand to) records what its
+/// body reads of the loop variable as read of every element; a comprehension that rebinds
+/// `var` hides it from its body.
+fn collect_paths(e: &IdedExpr, var: &str, out: &mut FieldTree) {
+    if let Some(path) = var_path(e, var) {
         out.insert(&path);
         return;
     }
+    if let Expr::Comprehension(c) = &e.expr {
+        let body = [&c.loop_cond, &c.loop_step, &c.result];
+        let rebinds = c.iter_var == var || c.iter_var2.as_deref() == Some(var) || c.accu_var == var;
+        let element = if !rebinds && c.iter_var != c.accu_var && c.iter_var2.is_none() {
+            var_path(&c.iter_range, var)
+        } else {
+            None
+        };
+        if let Some(path) = element {
+            let mut each = FieldTree::default();
+            for part in body {
+                collect_paths(part, &c.iter_var, &mut each);
+            }
+            out.insert_each(&path, &each);
+        } else {
+            collect_paths(&c.iter_range, var, out);
+        }
+        collect_paths(&c.accu_init, var, out);
+        if !rebinds {
+            for part in body {
+                collect_paths(part, var, out);
+            }
+        }
+        return;
+    }
     for c in children(e) {
-        collect_object_paths(c, out);
+        collect_paths(c, var, out);
     }
 }
 
