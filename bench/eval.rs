@@ -10,6 +10,10 @@
 //! instead reads the files `bench/gen_objects.py` writes and times, for each example policy,
 //! what `bench/celgo` times for cel-go on the same files (the two print the same RESULT lines,
 //! which `bench/eval.sh` tabulates): see `data_bench`.
+//!
+//! `cargo bench --bench eval -- --data bench/data --n N --cel-exprs bench/cel-exprs.tsv` times
+//! CEL alone per line of that file, as `celgo -mode exprs` does (`bench/cel.sh`): see
+//! `exprs_bench`.
 
 use std::time::Instant;
 
@@ -105,6 +109,10 @@ fn main() {
     if let Some(dir) = flag(&args, "--data") {
         let n = flag(&args, "--n").unwrap_or("100000");
         let runs = flag(&args, "--runs").map_or(RUNS, |r| r.parse().expect("--runs"));
+        if let Some(path) = flag(&args, "--cel-exprs") {
+            data::exprs_bench(path, dir, n, runs);
+            return;
+        }
         data::data_bench(
             dir,
             n,
@@ -340,6 +348,125 @@ mod data {
             emit("pipeline", &pipeline, count, governed);
             emit("cel", &cel_t, count, evals);
             emit("cel-bind", &bind_t, count, 0);
+        }
+    }
+
+    /// Times each line of `bench/cel-exprs.tsv`: an example policy's expressions as `cel_only`
+    /// runs them, or one expression compiled as a keep and run over every object of its kind
+    /// (bound with `expr::project` and run with `eval_keep`, as the pipeline runs keep). One
+    /// untimed pass, then the median of `runs`. Prints `EXPR name wall_s cpu_s objects held
+    /// errors`, as `celgo -mode exprs` does (for a policy, held is the number of evaluations).
+    pub fn exprs_bench(path: &str, dir: &str, n: &str, runs: usize) {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let now: jiff::Timestamp = NOW.parse().expect("time");
+        let now_c = to_chrono(now);
+        let text = std::fs::read_to_string(path).expect("expressions file");
+        let mut files: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for line in text.lines() {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut f = line.splitn(3, '\t');
+            let (Some(name), Some(data), Some(source)) = (f.next(), f.next(), f.next()) else {
+                panic!("{path}: not name<TAB>data<TAB>expression: {line:?}");
+            };
+            let data_name = if data == "policy" {
+                let policy = load_policy(&format!("{root}/examples/{source}/policy.yaml"));
+                match policy.target {
+                    TargetKind::Job => "jobs",
+                    TargetKind::Secret => "secrets",
+                    _ => panic!("{source}: only Job and Secret policies are benchmarked"),
+                }
+            } else {
+                data
+            };
+            let objs = files.entry(data_name.to_string()).or_insert_with(|| {
+                let mut objs = read_objects(&format!("{dir}/{data_name}-{n}.json"));
+                for o in &mut objs {
+                    check::strip_secret_data(o);
+                }
+                objs
+            });
+            let mut times = Vec::new();
+            let (objects, mut held, mut errors);
+            if data == "policy" {
+                let policy = load_policy(&format!("{root}/examples/{source}/policy.yaml"));
+                let target = policy.target.as_str();
+                let (targets, others): (Vec<&Value>, Vec<&Value>) = objs
+                    .iter()
+                    .partition(|o| o.get("kind").and_then(Value::as_str) == Some(target));
+                let refs = RefIndex::build(others.iter().copied());
+                let ns_labels: BTreeMap<String, BTreeMap<String, String>> = others
+                    .iter()
+                    .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Namespace"))
+                    .map(|o| {
+                        let name = o.pointer("/metadata/name").and_then(Value::as_str);
+                        (name.unwrap_or("").to_string(), labels_of(o))
+                    })
+                    .collect();
+                let exprs = Exprs::compile(&policy);
+                objects = targets.len();
+                held = 0;
+                errors = 0;
+                for i in 0..=runs {
+                    let (d, _, e) = cel_only(&policy, &exprs, &targets, &refs, &ns_labels, now);
+                    if i > 0 {
+                        times.push(d);
+                    }
+                    held = e;
+                }
+            } else {
+                let kind = match data {
+                    "jobs" => "Job",
+                    "secrets" => "Secret",
+                    other => panic!("{path}: unknown data {other:?}"),
+                };
+                let keep = Compiled::compile(Field::Keep, source).expect("expression compiles");
+                let ins: Vec<(&Value, chrono::Duration)> = objs
+                    .iter()
+                    .filter(|o| o.get("kind").and_then(Value::as_str) == Some(kind))
+                    .map(|o| {
+                        let created = o
+                            .pointer("/metadata/creationTimestamp")
+                            .and_then(Value::as_str)
+                            .and_then(|c| c.parse::<jiff::Timestamp>().ok());
+                        let age =
+                            created.map_or(0, |c| (now.as_nanosecond() - c.as_nanosecond()).max(0));
+                        (o, chrono::Duration::nanoseconds(age as i64))
+                    })
+                    .collect();
+                let empty = Value::Array(Vec::new());
+                let no_refs = expr::json_to_val(&empty);
+                objects = ins.len();
+                (held, errors) = (0, 0);
+                for i in 0..=runs {
+                    (held, errors) = (0, 0);
+                    let start = Clock::start();
+                    for &(o, age) in &ins {
+                        let bound = expr::project(o, &keep.fields);
+                        let v = Vars {
+                            object: bound.as_ref(),
+                            now: now_c,
+                            age,
+                            group: Some(""),
+                            rank: Some(0),
+                            group_size: Some(1),
+                            referenced_by: Some(no_refs.as_ref()),
+                        };
+                        match keep.eval_keep(&v) {
+                            Ok(Some(_)) => held += 1,
+                            Ok(None) => {}
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    if i > 0 {
+                        times.push(start.elapsed());
+                    }
+                }
+            }
+            let wall = median(times.iter().map(|t| t.wall).collect());
+            let cpu = median(times.iter().map(|t| t.cpu).collect());
+            println!("EXPR\t{name}\t{wall:.6}\t{cpu:.6}\t{objects}\t{held}\t{errors}");
         }
     }
 

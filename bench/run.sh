@@ -23,7 +23,7 @@ cd "$ROOT"
 
 # kyverno-sweep builds Kyverno's cleanup controller on first use (scripts/testbed.sh
 # build-kyverno); in quick mode it is skipped instead when the binary is not cached.
-ALL="eval incremental check sweep memory reaction reaction-load oci kyverno-sweep sweep:fsync kyverno-sweep:fsync"
+ALL="eval cel incremental check sweep memory reaction reaction-load oci kyverno-sweep sweep:fsync kyverno-sweep:fsync"
 # Those that need the test bed: run.sh starts it once for all of them (a bed already up is
 # used as it is, and left up).
 BED="sweep memory reaction kyverno-sweep reaction-load"
@@ -137,7 +137,7 @@ rel() { python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], os.path.d
   python3 bench/report.py targets "$RESULTS" "$(rel "$RESULTS")"
   # Sections in a fixed order, then any other results (other benchmarks' sections).
   seen=""
-  order="eval check sweep sweep-fsync sweep-ttl memory reaction reaction-load incremental oci kyverno kyverno-fsync"
+  order="eval cel check sweep sweep-fsync sweep-ttl memory reaction reaction-load incremental oci kyverno kyverno-fsync"
   others=$(cd "$RESULTS" && ls ./*.md 2>/dev/null | sed 's#^\./##; s#\.md$##' | grep -vxE 'targets|BENCHMARKS' || true)
   for b in $order $others; do
     case " $seen " in *" $b "*) continue ;; esac

@@ -18,6 +18,13 @@
 //	          orderBy and keep (ranks, ages and referrers are computed outside the timing)
 //	cel-bind  of which binding the object, timed apart
 //
+// -mode exprs -exprs bench/cel-exprs.tsv -data bench/data -n N times CEL alone per line of that
+// file, as `cargo bench --bench eval -- --cel-exprs ...` does for retainer (bench/cel.sh).
+//
+// cel-go is built as kube-apiserver builds it (see newEnv) and runs keep as one expression, so
+// reports agree with retainer's on every verdict but not on the reason of a kept object, where
+// retainer names the `||` term that held.
+//
 // Only what the Job and Secret example policies need is here: no OCI targets, no custom
 // referencedBy; a policy using them is refused.
 package main
@@ -37,12 +44,14 @@ import (
 	"time"
 	"unsafe"
 
-	"cel.dev/cel-go/cel"
-	"cel.dev/cel-go/common/types"
-	"cel.dev/cel-go/common/types/ref"
-	"cel.dev/cel-go/ext"
-	"cel.dev/cel-go/interpreter"
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/interpreter"
 	"go.yaml.in/yaml/v3"
+	"k8s.io/apimachinery/pkg/util/version"
+	celconfig "k8s.io/apiserver/pkg/apis/cel"
+	"k8s.io/apiserver/pkg/cel/environment"
 )
 
 func main() {
@@ -52,7 +61,18 @@ func main() {
 	mode := flag.String("mode", "check", "check: print the report; bench: time the phases")
 	runs := flag.Int("runs", 3, "bench: repetitions per figure")
 	scenario := flag.String("scenario", "", "bench: label of the RESULT lines")
+	exprsPath := flag.String("exprs", "", "exprs: bench/cel-exprs.tsv")
+	dataDir := flag.String("data", "bench/data", "exprs: directory of <jobs|secrets>-N.json")
+	n := flag.String("n", "100000", "exprs: N of the data files")
 	flag.Parse()
+	if *mode == "exprs" {
+		now, err := time.Parse(time.RFC3339Nano, *nowFlag)
+		if err != nil {
+			fail(err)
+		}
+		exprsBench(*exprsPath, *dataDir, *n, now, *runs)
+		return
+	}
 	if *policyPath == "" || *objectsPath == "" {
 		fail(fmt.Errorf("-policy and -objects are required"))
 	}
@@ -238,25 +258,27 @@ type policy struct {
 	keep      *expr
 }
 
-// expr is one compiled expression; keep also has each top-level `||` term compiled on its
-// own, because retainer reports which term held and evaluates them one by one.
+// expr is one compiled expression. keep runs whole, as kube-apiserver runs an expression: the
+// verdict is all that is compared with retainer's (which also names the `||` term that held).
 type expr struct {
 	field  string
 	source string
 	prg    cel.Program
-	terms  []term
 }
 
-type term struct {
-	text string
-	prg  cel.Program
-}
+// kubernetes is the minor version whose CEL environment is built: the test bed's, and the
+// k8s.io/apiserver version go.mod pins.
+var kubernetes = version.MajorMinor(1, 36)
 
-// newEnv declares what retainer's environment declares that these policies can reach: the
-// variables, optional values, and the strings, lists and math extensions. Kubernetes' semver
-// and list libraries are not declared: no Job or Secret example uses them.
+// newEnv is the environment kube-apiserver compiles a newly written expression with
+// (environment.MustBaseEnvSet(1.36).NewExpressionsEnv(): the Kubernetes URL, regex, lists,
+// quantity, semver, IP, CIDR, format and authz libraries, cel-go's strings, sets, lists and
+// two-variable comprehensions at the versions Kubernetes pins, optional types, cross-type
+// numeric comparisons, the literal validators and its cost limits), plus retainer's variables.
+// object is dyn: retainer has no schema either.
 func newEnv() (*cel.Env, error) {
-	return cel.NewEnv(
+	base := environment.MustBaseEnvSet(kubernetes).NewExpressionsEnv()
+	return base.Extend(
 		cel.Variable("object", cel.DynType),
 		cel.Variable("now", cel.TimestampType),
 		cel.Variable("age", cel.DurationType),
@@ -264,24 +286,22 @@ func newEnv() (*cel.Env, error) {
 		cel.Variable("rank", cel.IntType),
 		cel.Variable("groupSize", cel.IntType),
 		cel.Variable("referencedBy", cel.ListType(cel.DynType)),
-		cel.OptionalTypes(),
-		ext.Strings(),
-		ext.Lists(),
-		ext.Math(),
 	)
 }
 
+// compileProgram builds a program as the admission plugin's compiler does
+// (k8s.io/apiserver/pkg/admission/plugin/cel): the environment brings the program options of
+// the base environment (OptOptimize, which folds constants such as duration('24h') once, cost
+// tracking and the per-call cost limit), and the interrupt check frequency is added here.
 func compileProgram(env *cel.Env, src string) (cel.Program, error) {
 	ast, iss := env.Compile(src)
 	if iss.Err() != nil {
 		return nil, iss.Err()
 	}
-	// OptOptimize folds constants such as duration('24h') once, as Kubernetes configures its
-	// programs; cost tracking is left off, as retainer has no cost budget.
-	return env.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	return env.Program(ast, cel.InterruptCheckFrequency(celconfig.CheckFrequency))
 }
 
-func compileExpr(env *cel.Env, field, src string, splitTerms bool) (*expr, error) {
+func compileExpr(env *cel.Env, field, src string) (*expr, error) {
 	src = strings.TrimSpace(src)
 	if src == "" {
 		return nil, nil
@@ -290,61 +310,7 @@ func compileExpr(env *cel.Env, field, src string, splitTerms bool) (*expr, error
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", field, err)
 	}
-	e := &expr{field: field, source: src, prg: prg}
-	if splitTerms {
-		if parts := splitTopLevelOr(src); len(parts) > 1 {
-			for _, p := range parts {
-				tp, err := compileProgram(env, p)
-				if err != nil {
-					e.terms = nil
-					break
-				}
-				e.terms = append(e.terms, term{text: p, prg: tp})
-			}
-		}
-	}
-	return e, nil
-}
-
-// splitTopLevelOr splits `a || b || (c || d)` into `a`, `b`, `(c || d)`, skipping brackets and
-// string literals, as retainer's split_top_level_or does.
-func splitTopLevelOr(src string) []string {
-	cs := []rune(src)
-	var parts []string
-	depth, start := 0, 0
-	for i := 0; i < len(cs); i++ {
-		c := cs[i]
-		switch {
-		case c == '(' || c == '[' || c == '{':
-			depth++
-		case c == ')' || c == ']' || c == '}':
-			depth--
-		case c == '\'' || c == '"':
-			raw := i > 0 && (cs[i-1] == 'r' || cs[i-1] == 'R')
-			triple := i+2 < len(cs) && cs[i+1] == c && cs[i+2] == c
-			ql := 1
-			if triple {
-				ql = 3
-			}
-			i += ql
-			for i < len(cs) {
-				if !raw && cs[i] == '\\' {
-					i += 2
-					continue
-				}
-				if cs[i] == c && (!triple || (i+2 < len(cs) && cs[i+1] == c && cs[i+2] == c)) {
-					i += ql - 1
-					break
-				}
-				i++
-			}
-		case c == '|' && depth == 0 && i+1 < len(cs) && cs[i+1] == '|':
-			parts = append(parts, strings.TrimSpace(string(cs[start:i])))
-			i++
-			start = i + 1
-		}
-	}
-	return append(parts, strings.TrimSpace(string(cs[min(start, len(cs)):])))
+	return &expr{field: field, source: src, prg: prg}, nil
 }
 
 func loadPolicy(path string) (*policy, error) {
@@ -380,16 +346,16 @@ func loadPolicy(path string) (*policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.match, err = compileExpr(env, "spec.match", d.Spec.Match, false); err != nil {
+	if p.match, err = compileExpr(env, "spec.match", d.Spec.Match); err != nil {
 		return nil, err
 	}
-	if p.groupBy, err = compileExpr(env, "spec.groupBy", d.Spec.GroupBy, false); err != nil {
+	if p.groupBy, err = compileExpr(env, "spec.groupBy", d.Spec.GroupBy); err != nil {
 		return nil, err
 	}
-	if p.orderBy, err = compileExpr(env, "spec.orderBy", d.Spec.OrderBy, false); err != nil {
+	if p.orderBy, err = compileExpr(env, "spec.orderBy", d.Spec.OrderBy); err != nil {
 		return nil, err
 	}
-	if p.keep, err = compileExpr(env, "spec.keep", d.Spec.Keep, true); err != nil {
+	if p.keep, err = compileExpr(env, "spec.keep", d.Spec.Keep); err != nil {
 		return nil, err
 	}
 	if p.keep == nil {
@@ -696,31 +662,9 @@ func (e *expr) evalString(v *vars) (string, error) {
 	return string(s), nil
 }
 
-// evalKeep says whether keep holds and which term held; a failing term matters only when no
-// term holds, as CEL's `||` says.
-func (e *expr) evalKeep(v *vars) (string, bool, error) {
-	if len(e.terms) == 0 {
-		ok, err := e.evalBool(v)
-		return e.source, ok, err
-	}
-	var firstErr error
-	for _, t := range e.terms {
-		out, err := run(e, t.prg, v)
-		switch {
-		case err != nil:
-			if firstErr == nil {
-				firstErr = err
-			}
-		case out == types.True:
-			return t.text, true, nil
-		case out == types.False:
-		default:
-			if firstErr == nil {
-				firstErr = fmt.Errorf("%s: must evaluate to bool, got %s", e.field, typeName(out))
-			}
-		}
-	}
-	return "", false, firstErr
+// evalKeep runs keep whole and says whether it held.
+func (e *expr) evalKeep(v *vars) (bool, error) {
+	return e.evalBool(v)
 }
 
 // sortKey is an orderBy value; values of different kinds never compare.
@@ -970,12 +914,12 @@ func evaluate(p *policy, s snapshot) report {
 		} else {
 			v := &vars{object: r.bound, now: now, age: r.age, group: types.String(r.group),
 				rank: types.Int(r.rank), groupSize: types.Int(r.groupSize), referencedBy: referrersValue(r.refs)}
-			t, ok, err := p.keep.evalKeep(v)
+			ok, err := p.keep.evalKeep(v)
 			switch {
-			case ok:
-				d = verdict{"keep", "keep: " + t}
 			case err != nil:
 				d = verdict{"error", err.Error()}
+			case ok:
+				d = verdict{"keep", "keep held"}
 			default:
 				d = verdict{"delete", "no term of keep held"}
 			}
@@ -1056,17 +1000,17 @@ func render(w io.Writer, rep report) error {
 // number of evaluations; and, apart, the time binding alone takes.
 func celOnly(p *policy, s snapshot) (times, times, int) {
 	type sel struct {
-		obj      map[string]any
-		age      ref.Val
-		created  int64
-		refs     ref.Val
-		bound    ref.Val
-		group    string
-		key      *sortKey
-		rank     int64
-		size     int64
-		matched  bool
-		keepTerm string
+		obj     map[string]any
+		age     ref.Val
+		created int64
+		refs    ref.Val
+		bound   ref.Val
+		group   string
+		key     *sortKey
+		rank    int64
+		size    int64
+		matched bool
+		kept    bool
 	}
 	now := types.Timestamp{Time: s.now}
 	var objs []*sel
@@ -1133,7 +1077,7 @@ func celOnly(p *policy, s snapshot) (times, times, int) {
 		evals++
 		v := &vars{object: o.bound, now: now, age: o.age, group: types.String(o.group),
 			rank: types.Int(o.rank), groupSize: types.Int(o.size), referencedBy: o.refs}
-		o.keepTerm, _, _ = p.keep.evalKeep(v)
+		o.kept, _ = p.keep.evalKeep(v)
 	}
 	return phaseA.add(start.elapsed()), bind, evals
 }
@@ -1228,4 +1172,115 @@ func bench(p *policy, path string, now time.Time, runs int, scenario string) {
 	emit("pipeline", pipeline, targets, governed)
 	emit("cel", cel, targets, evals)
 	emit("cel-bind", bind, targets, 0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-expression mode (bench/cel.sh)
+
+// exprRow is one line of bench/cel-exprs.tsv.
+type exprRow struct{ name, data, source string }
+
+func readExprRows(path string) ([]exprRow, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rows []exprRow
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.SplitN(line, "\t", 3)
+		if len(f) != 3 {
+			return nil, fmt.Errorf("%s: not name<TAB>data<TAB>expression: %q", path, line)
+		}
+		rows = append(rows, exprRow{f[0], f[1], f[2]})
+	}
+	return rows, nil
+}
+
+// exprsBench times each row of the file: a policy's expressions as celOnly runs them, or one
+// expression as a keep over every object of its kind. One untimed pass first, then the median
+// of runs passes. Prints `EXPR name wall_s cpu_s objects held errors` per row.
+func exprsBench(path, dir, n string, now time.Time, runs int) {
+	rows, err := readExprRows(path)
+	if err != nil {
+		fail(err)
+	}
+	files := map[string][]map[string]any{}
+	load := func(data string) []map[string]any {
+		if objs, ok := files[data]; ok {
+			return objs
+		}
+		objs, err := readObjects(fmt.Sprintf("%s/%s-%s.json", dir, data, n))
+		if err != nil {
+			fail(err)
+		}
+		files[data] = objs
+		return objs
+	}
+	for _, r := range rows {
+		var ts []times
+		var objects, held, errs int
+		if r.data == "policy" {
+			p, err := loadPolicy(fmt.Sprintf("examples/%s/policy.yaml", r.source))
+			if err != nil {
+				fail(err)
+			}
+			data := map[string]string{"Job": "jobs", "Secret": "secrets"}[p.doc.Spec.Target.Kind]
+			snap := prepare(p, load(data), now)
+			objects = len(snap.targets)
+			for i := 0; i <= runs; i++ {
+				d, _, e := celOnly(p, snap)
+				if i > 0 {
+					ts = append(ts, d)
+				}
+				held = e
+			}
+		} else {
+			kind := map[string]string{"jobs": "Job", "secrets": "Secret"}[r.data]
+			env, err := newEnv()
+			if err != nil {
+				fail(err)
+			}
+			e, err := compileExpr(env, "spec.keep", r.source)
+			if err != nil {
+				fail(err)
+			}
+			type in struct {
+				obj map[string]any
+				age ref.Val
+			}
+			var ins []in
+			for _, o := range load(r.data) {
+				if str(o, "kind") == kind {
+					stripSecretData(o)
+					ins = append(ins, in{o, types.Duration{Duration: ageOf(o, now)}})
+				}
+			}
+			objects = len(ins)
+			nowV := types.Timestamp{Time: now}
+			noRefs := referrersValue(nil)
+			for i := 0; i <= runs; i++ {
+				held, errs = 0, 0
+				start := startClock()
+				for _, x := range ins {
+					v := &vars{object: types.DefaultTypeAdapter.NativeToValue(x.obj), now: nowV, age: x.age,
+						group: types.String(""), rank: types.Int(0), groupSize: types.Int(1), referencedBy: noRefs}
+					ok, err := e.evalKeep(v)
+					switch {
+					case err != nil:
+						errs++
+					case ok:
+						held++
+					}
+				}
+				if i > 0 {
+					ts = append(ts, start.elapsed())
+				}
+			}
+		}
+		m := median(ts)
+		fmt.Printf("EXPR\t%s\t%.6f\t%.6f\t%d\t%d\t%d\n", r.name, m.wall.Seconds(), m.cpu.Seconds(), objects, held, errs)
+	}
 }

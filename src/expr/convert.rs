@@ -10,11 +10,14 @@ use cel::common::value::Val;
 use serde_json::Value as Json;
 
 /// The object fields a set of expressions reads: a trie of field names whose leaves are bound
-/// whole. An empty trie reads nothing; `whole` at the root binds the entire object.
+/// whole. An empty trie reads nothing; `whole` at the root binds the entire object. `each` is
+/// what a comprehension reads of every element of a list (`containers.all(c, c.name != '')`
+/// reads only `name` of each container).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldTree {
     whole: bool,
     children: BTreeMap<String, FieldTree>,
+    each: Option<Box<FieldTree>>,
 }
 
 impl FieldTree {
@@ -23,11 +26,14 @@ impl FieldTree {
         FieldTree {
             whole: true,
             children: BTreeMap::new(),
+            each: None,
         }
     }
 
+    /// Whether the value here is read whole, as far as a reader that cuts objects by field
+    /// name only is concerned: a node whose elements are iterated counts as whole for it.
     pub fn is_whole(&self) -> bool {
-        self.whole
+        self.whole || self.each.is_some()
     }
 
     /// The subtree under field `name`, if any of it is read.
@@ -52,18 +58,20 @@ impl FieldTree {
             None => {
                 self.whole = true;
                 self.children.clear();
+                self.each = None;
             }
             Some((head, rest)) => self.children.entry(head.clone()).or_default().insert(rest),
         }
     }
 
     /// Whether everything `other` reads is read here too: an object pruned to this tree
-    /// evaluates under `other` as the whole object would.
+    /// evaluates under `other` as the whole object would. Like the pruned parse, it counts a
+    /// list whose elements are iterated as read whole.
     pub fn covers(&self, other: &FieldTree) -> bool {
-        if self.whole {
+        if self.is_whole() {
             return true;
         }
-        if other.whole {
+        if other.is_whole() {
             return false;
         }
         other
@@ -75,7 +83,7 @@ impl FieldTree {
     /// Drops from `obj` what this tree does not name, in place: the cut `json::parse_pruned`
     /// makes while parsing (arrays and named leaves are kept whole).
     pub fn prune(&self, obj: &mut Json) {
-        if self.whole {
+        if self.is_whole() {
             return;
         }
         if let Json::Object(map) = obj {
@@ -89,10 +97,28 @@ impl FieldTree {
         }
     }
 
+    /// Records that every element of the list at `path` is read as `each` says.
+    pub fn insert_each(&mut self, path: &[String], each: &FieldTree) {
+        if self.whole {
+            return;
+        }
+        match path.split_first() {
+            None => self.each.get_or_insert_with(Default::default).merge(each),
+            Some((head, rest)) => self
+                .children
+                .entry(head.clone())
+                .or_default()
+                .insert_each(rest, each),
+        }
+    }
+
     pub fn merge(&mut self, other: &FieldTree) {
         if other.whole {
             self.insert(&[]);
             return;
+        }
+        if let Some(e) = &other.each {
+            self.insert_each(&[], e);
         }
         for (k, v) in &other.children {
             if self.whole {
@@ -133,7 +159,16 @@ pub fn json_to_val(j: &Json) -> Box<dyn Val + '_> {
 /// behave as on the whole object.
 pub fn project<'j>(j: &'j Json, tree: &FieldTree) -> Box<dyn Val + 'j> {
     match j {
-        Json::Object(map) if !tree.whole => Box::new(CelMap::from(
+        // Each element of a list, as the comprehensions over it read them; a list also read
+        // some other way (a field of it, which fails as on the whole list) is bound whole.
+        Json::Array(items) if !tree.whole && tree.children.is_empty() => match &tree.each {
+            Some(each) => Box::new(CelList::from(
+                items.iter().map(|i| project(i, each)).collect::<Vec<_>>(),
+            )),
+            None => json_to_val(j),
+        },
+        // A map a comprehension iterates yields its keys, all of which are needed.
+        Json::Object(map) if !tree.whole && tree.each.is_none() => Box::new(CelMap::from(
             tree.children
                 .iter()
                 .filter_map(|(k, sub)| {

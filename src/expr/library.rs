@@ -7,7 +7,9 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use cel::common::types::{BOOL_TYPE, DYN_TYPE, INT_TYPE, LIST_TYPE, STRING_TYPE};
+use cel::common::types::{
+    BOOL_TYPE, CelBool, CelString, DYN_TYPE, INT_TYPE, LIST_TYPE, STRING_TYPE,
+};
 use cel::common::value::{CowVal, Val};
 use cel::objects::OptionalValue;
 use cel::{DeclarationError, Env, ExecutionError, Value};
@@ -79,6 +81,22 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
         "optional_unwrap_list",
         vec![LIST_TYPE],
         unwrap_opt,
+    )?;
+    // `matches`, as the evaluation tree calls it (fold.rs): RE2's reading of the pattern, and
+    // compiled once per pattern rather than on every call. Declared over dyn so that a call on
+    // other types reports the missing overload of `matches` itself.
+    env.add_member_overload(
+        super::fold::MATCHES,
+        "retainer_matches_member",
+        DYN_TYPE,
+        vec![DYN_TYPE],
+        matches_member,
+    )?;
+    env.add_overload(
+        super::fold::MATCHES,
+        "retainer_matches_global",
+        vec![DYN_TYPE, DYN_TYPE],
+        matches_global,
     )?;
     env.add_member_overload(
         "find",
@@ -528,28 +546,57 @@ fn re2_pattern(pattern: &str) -> Result<String, String> {
 /// Compiled patterns, by their text. A policy applies the same literal pattern to every object
 /// of a sweep, and compiling costs far more than matching; the bound keeps patterns built from
 /// object data from growing the map without limit.
-static REGEXES: LazyLock<Mutex<HashMap<String, regex::Regex>>> = LazyLock::new(Default::default);
+///
+/// Shared behind an `Arc`: a cloned `Regex` starts a new pool of match caches, which its first
+/// match allocates again.
+static REGEXES: LazyLock<Mutex<HashMap<String, Arc<regex::Regex>>>> =
+    LazyLock::new(Default::default);
 const MAX_CACHED_REGEXES: usize = 256;
 
-fn compile_regex(function: &str, pattern: &str) -> Result<regex::Regex, ExecutionError> {
+fn compile_regex(function: &str, pattern: &str) -> Result<Arc<regex::Regex>, ExecutionError> {
     // A poisoned lock only means another evaluation panicked while holding it; a map of
     // compiled patterns is valid at every step, so it is used as is.
     let cache = || REGEXES.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(re) = cache().get(pattern) {
-        // Cloning a Regex shares its compiled program.
-        return Ok(re.clone());
+        return Ok(Arc::clone(re));
     }
     let invalid =
         |e: String| ExecutionError::function_error(function, format!("invalid regex: {e}"));
     let translated = re2_pattern(pattern).map_err(invalid)?;
     // Compiled without the lock held, so other evaluations are not kept waiting.
-    let re = regex::Regex::new(&translated).map_err(|e| invalid(e.to_string()))?;
+    let re = Arc::new(regex::Regex::new(&translated).map_err(|e| invalid(e.to_string()))?);
     let mut cache = cache();
     if cache.len() >= MAX_CACHED_REGEXES {
         cache.clear();
     }
     cache.insert(pattern.to_string(), re.clone());
     Ok(re)
+}
+
+fn matches_member<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    matches_re2(args, true)
+}
+
+fn matches_global<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    matches_re2(args, false)
+}
+
+fn matches_re2<'b, 'v>(args: Args<'b, 'v>, member: bool) -> Ret<'b, 'v> {
+    let s = args.first().and_then(|a| a.downcast_ref::<CelString>());
+    let p = args.get(1).and_then(|a| a.downcast_ref::<CelString>());
+    let (Some(s), Some(p)) = (s, p) else {
+        let types = args
+            .iter()
+            .map(|a| a.get_type().name().to_owned())
+            .collect();
+        return Err(if member {
+            ExecutionError::no_such_member_overload("matches", types)
+        } else {
+            ExecutionError::no_such_overload("matches", types)
+        });
+    };
+    let re = compile_regex("matches", p.inner())?;
+    Ok(CowVal::owned(CelBool::from(re.is_match(s.inner()))))
 }
 
 fn find<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {

@@ -5,6 +5,7 @@
 
 mod comprehensions;
 mod convert;
+mod fold;
 mod library;
 mod message;
 mod semver;
@@ -299,9 +300,12 @@ pub struct Compiled {
     pub field: Field,
     pub source: String,
     program: Program,
+    /// The expression as it runs: constants folded, `matches` precompiling (fold.rs).
+    folded: fold::Folded,
     /// For keep: each top-level `||` operand of the parsed expression, with the text the user
-    /// wrote for it, so a verdict can say which held. Empty when keep has no top-level `||`.
-    terms: Vec<(String, IdedExpr)>,
+    /// wrote for it, so a verdict can say which held, each as it runs. Empty when keep has no
+    /// top-level `||`.
+    terms: Vec<(String, fold::Folded)>,
     /// The object fields the expression reads.
     pub fields: FieldTree,
 }
@@ -334,13 +338,18 @@ impl Compiled {
         collect_object_paths(program.expression(), &mut fields);
         let terms = if field == Field::Keep {
             keep_terms(&program)
+                .into_iter()
+                .map(|(text, term)| (text, fold::Folded::new(&term)))
+                .collect()
         } else {
             Vec::new()
         };
+        let folded = fold::Folded::new(program.expression());
         Ok(Compiled {
             field,
             source: source.to_string(),
             program,
+            folded,
             terms,
             fields,
         })
@@ -354,10 +363,11 @@ impl Compiled {
         idents.iter().any(|(_, n)| n == name)
     }
 
-    fn run(&self, program: &Program, vars: &dyn VariableResolver) -> Result<Value, EvalError> {
+    fn run(&self, folded: &fold::Folded, vars: &dyn VariableResolver) -> Result<Value, EvalError> {
+        let resolver = folded.resolver(vars);
         let mut ctx = Context::with_env(env());
-        ctx.set_variable_resolver(vars);
-        program.execute(&ctx).map_err(|e| EvalError::Execution {
+        ctx.set_variable_resolver(&resolver);
+        Value::resolve(&folded.expr, &ctx).map_err(|e| EvalError::Execution {
             field: self.field.path(),
             message: error_message(&e),
         })
@@ -365,7 +375,7 @@ impl Compiled {
 
     /// Evaluates to any value; the caller checks what it needs.
     pub fn eval(&self, vars: &dyn VariableResolver) -> Result<Value, EvalError> {
-        self.run(&self.program, vars)
+        self.run(&self.folded, vars)
     }
 
     pub fn eval_bool(&self, vars: &dyn VariableResolver) -> Result<bool, EvalError> {
@@ -405,15 +415,9 @@ impl Compiled {
                 .eval_bool(vars)?
                 .then(|| self.source.trim().to_string()));
         }
-        let mut ctx = Context::with_env(env());
-        ctx.set_variable_resolver(vars);
         let mut first_error = None;
         for (text, term) in &self.terms {
-            let value = Value::resolve(term, &ctx).map_err(|e| EvalError::Execution {
-                field: self.field.path(),
-                message: error_message(&e),
-            });
-            match value {
+            match self.run(term, vars) {
                 Ok(Value::Bool(true)) => return Ok(Some(text.clone())),
                 Ok(Value::Bool(false)) => {}
                 Ok(other) => {
@@ -713,12 +717,12 @@ fn collect_idents(e: &IdedExpr, out: &mut Vec<(u64, String)>) {
     }
 }
 
-/// The path `object.a.b['c']` spells, if the expression is such a path.
-fn object_path(e: &IdedExpr) -> Option<Vec<String>> {
+/// The path `var.a.b['c']` spells, if the expression is such a path.
+fn var_path(e: &IdedExpr, var: &str) -> Option<Vec<String>> {
     match &e.expr {
-        Expr::Ident(name) if name == VAR_OBJECT => Some(Vec::new()),
+        Expr::Ident(name) if name == var => Some(Vec::new()),
         Expr::Select(s) => {
-            let mut p = object_path(&s.operand)?;
+            let mut p = var_path(&s.operand, var)?;
             p.push(s.field.clone());
             Some(p)
         }
@@ -730,7 +734,7 @@ fn object_path(e: &IdedExpr) -> Option<Vec<String>> {
             let Expr::Literal(LiteralValue::String(key)) = &c.args[1].expr else {
                 return None;
             };
-            let mut p = object_path(&c.args[0])?;
+            let mut p = var_path(&c.args[0], var)?;
             p.push(key.to_string());
             Some(p)
         }
@@ -742,12 +746,45 @@ fn object_path(e: &IdedExpr) -> Option<Vec<String>> {
 /// analysis cannot follow (a computed index, `object` passed whole) records the enclosing path,
 /// whose whole subtree is then bound.
 fn collect_object_paths(e: &IdedExpr, out: &mut FieldTree) {
-    if let Some(path) = object_path(e) {
+    collect_paths(e, VAR_OBJECT, out);
+}
+
+/// `collect_object_paths` for the variable `var`. A one-variable comprehension over a path of
+/// `var` (what `all`, `exists`, `exists_one`, `map` and `filter` expand to) records what its
+/// body reads of the loop variable as read of every element; a comprehension that rebinds
+/// `var` hides it from its body.
+fn collect_paths(e: &IdedExpr, var: &str, out: &mut FieldTree) {
+    if let Some(path) = var_path(e, var) {
         out.insert(&path);
         return;
     }
+    if let Expr::Comprehension(c) = &e.expr {
+        let body = [&c.loop_cond, &c.loop_step, &c.result];
+        let rebinds = c.iter_var == var || c.iter_var2.as_deref() == Some(var) || c.accu_var == var;
+        let element = if !rebinds && c.iter_var != c.accu_var && c.iter_var2.is_none() {
+            var_path(&c.iter_range, var)
+        } else {
+            None
+        };
+        if let Some(path) = element {
+            let mut each = FieldTree::default();
+            for part in body {
+                collect_paths(part, &c.iter_var, &mut each);
+            }
+            out.insert_each(&path, &each);
+        } else {
+            collect_paths(&c.iter_range, var, out);
+        }
+        collect_paths(&c.accu_init, var, out);
+        if !rebinds {
+            for part in body {
+                collect_paths(part, var, out);
+            }
+        }
+        return;
+    }
     for c in children(e) {
-        collect_object_paths(c, out);
+        collect_paths(c, var, out);
     }
 }
 

@@ -566,3 +566,156 @@ fn reads_time_sees_now_and_age_anywhere_in_the_expression() {
         "object.metadata.?age.orValue('') == ''"
     ));
 }
+
+/// Folding (fold.rs) changes when constant calls run, never what an expression answers: each
+/// row holds constants that fold, constants mixed with variables, and calls that fail, which
+/// are left to fail at evaluation with their usual message.
+#[test]
+fn folded_constants_answer_as_unfolded() {
+    let obj = object();
+    let cases: &[(&str, Result<Value, &str>)] = &[
+        ("age < duration('24h')", Ok(Value::Bool(true))),
+        (
+            "age > duration('1h') + duration('30m')",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "now > timestamp('2026-01-01T00:00:00Z')",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "semver(object.metadata.labels.version).isGreaterThan(semver('1.9.0'))",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "object.metadata.labels.app in ['web', 'api']",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "[1, 2, 3].exists(x, x == object.status.succeeded)",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "object.metadata.name.matches('^job-[0-9]+$')",
+            Ok(Value::Bool(true)),
+        ),
+        (
+            "matches(object.metadata.name, 'web')",
+            Ok(Value::Bool(false)),
+        ),
+        // RE2, as Kubernetes reads patterns: \d is ASCII only.
+        ("'١٢٣'.matches('^\\\\d+$')", Ok(Value::Bool(false))),
+        ("duration('nonsense') > age", Err("duration")),
+        ("1 / 0 == 1", Err("division by zero")),
+        ("object.metadata.name.matches('(')", Err("regex")),
+        ("object.status.succeeded.matches('1')", Err("matches")),
+    ];
+    for (src, want) in cases {
+        let got = eval_with(Field::Keep, src, &obj);
+        match (want, &got) {
+            (Ok(w), Ok(g)) => assert_eq!(g, w, "{src}"),
+            (Err(part), Err(e)) => {
+                let msg = e.to_string().to_lowercase();
+                assert!(msg.contains(part), "{src}: {msg}");
+                assert!(!msg.contains("@"), "{src}: a rewritten name leaks: {msg}");
+            }
+            _ => panic!("{src}: want {want:?}, got {got:?}"),
+        }
+    }
+}
+
+/// A comprehension over a list of the object binds only what its body reads of each element,
+/// and answers as over the whole object; any other read of the list, or of the element whole,
+/// binds it whole.
+#[test]
+fn comprehensions_bind_only_what_they_read_of_each_element() {
+    let obj = json!({
+        "metadata": {"name": "j", "labels": {"app": "web", "tier": "1"}},
+        "spec": {"containers": [
+            {"name": "a", "image": "rancher/fleet:v0.12.4", "env": [{"name": "HOME", "value": "/"}]},
+            {"name": "b", "image": "nginx:1.25", "args": ["x"]}
+        ]}
+    });
+    let cases: &[(&str, bool, Value)] = &[
+        (
+            "object.spec.containers.exists(c, c.image.startsWith('rancher/'))",
+            false,
+            Value::Bool(true),
+        ),
+        (
+            "object.spec.containers.all(c, c.name != '' && has(c.image))",
+            false,
+            Value::Bool(true),
+        ),
+        // b has no env: its error is absorbed by a's true, on both bindings.
+        (
+            "object.spec.containers.exists(c, c.env.exists(e, e.name == 'HOME'))",
+            false,
+            Value::Bool(true),
+        ),
+        (
+            "object.spec.containers.exists(c, has(c.env) && c.env.exists(e, e.name == 'HOME'))",
+            false,
+            Value::Bool(true),
+        ),
+        (
+            "object.spec.containers.map(c, c.name) == ['a', 'b']",
+            false,
+            Value::Bool(true),
+        ),
+        (
+            "object.spec.containers.exists(c, c.name == object.metadata.name)",
+            false,
+            Value::Bool(false),
+        ),
+        (
+            "object.spec.containers.exists(c, size(c) == 3)",
+            false, // each element whole, the list itself not
+            Value::Bool(true),
+        ),
+        (
+            "object.spec.containers.exists(c, c.image != '') && size(object.spec.containers) == 2",
+            true,
+            Value::Bool(true),
+        ),
+        (
+            "object.metadata.labels.exists(k, k == 'tier')",
+            false, // iterated: project binds a map with `each` whole
+            Value::Bool(true),
+        ),
+        (
+            "object.metadata.labels.all(k, object.metadata.labels[k] != '')",
+            true, // a computed index reads the map whole
+            Value::Bool(true),
+        ),
+    ];
+    for (src, whole_list, want) in cases {
+        let c = Compiled::compile(Field::Keep, src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let projected = project(&obj, &c.fields);
+        let whole = json_to_val(&obj);
+        for (what, bound) in [("projected", projected.as_ref()), ("whole", whole.as_ref())] {
+            let vars = Vars {
+                object: bound,
+                now: now(),
+                age: chrono::Duration::hours(2),
+                group: None,
+                rank: Some(0),
+                group_size: Some(1),
+                referenced_by: None,
+            };
+            assert_eq!(
+                &c.eval(&vars).unwrap_or_else(|e| panic!("{src}: {e}")),
+                want,
+                "{src} ({what})"
+            );
+        }
+        let mut whole_tree = FieldTree::default();
+        whole_tree.insert(&["spec".into(), "containers".into()]);
+        whole_tree.insert(&["metadata".into(), "labels".into()]);
+        let node = |t: &FieldTree, a: &str, b: &str| t.child(a).and_then(|s| s.child(b)).cloned();
+        let list_whole = node(&c.fields, "spec", "containers")
+            == node(&whole_tree, "spec", "containers")
+            || node(&c.fields, "metadata", "labels") == node(&whole_tree, "metadata", "labels");
+        assert_eq!(list_whole, *whole_list, "{src}: {:?}", c.fields);
+    }
+}

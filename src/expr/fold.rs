@@ -1,0 +1,152 @@
+//! Compile-time rewriting of an expression for evaluation.
+//!
+//! The cel crate interprets the parsed tree as it is, so `duration('24h')` parses its string on
+//! every evaluation and `x.matches('^a')` compiles its pattern on every evaluation. cel-go plans
+//! these once (`OptOptimize`, Kubernetes' regex precompilation). Here, once per compiled
+//! expression:
+//!
+//! - every call whose arguments are all constants is evaluated, and the node is replaced by a
+//!   reference to the value (a name no expression can spell, resolved from the expression's own
+//!   constants); so are list literals of constants. A call that fails is left as it is, so the
+//!   error is reported when the expression runs, as before. CEL functions are pure: the value
+//!   is the one every evaluation would compute.
+//! - `matches` calls retainer's own function, which compiles its pattern once (cached by text)
+//!   and reads it as RE2 does, as Kubernetes does (`find` and `findAll` already did).
+//!
+//! The static checks and the field projection run on the tree as written; only evaluation uses
+//! the rewritten one.
+
+use cel::common::ast::{Expr, IdedExpr};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use cel::{Context, Value};
+
+/// Names of folded constants start with this: `@` cannot start a CEL identifier, so no
+/// expression or macro variable can spell or shadow one.
+const PREFIX: &str = "@c";
+
+/// The function `matches` is rewritten to (`library::matches_re2`).
+pub const MATCHES: &str = "@matches";
+
+/// An expression rewritten for evaluation and the constants it refers to.
+#[derive(Debug, Clone)]
+pub struct Folded {
+    pub expr: IdedExpr,
+    consts: Vec<Box<dyn Val>>,
+}
+
+impl Folded {
+    pub fn new(expr: &IdedExpr) -> Folded {
+        let mut consts = Vec::new();
+        let expr = fold(expr, &mut consts);
+        Folded { expr, consts }
+    }
+
+    /// A resolver that answers the folded constants and asks `vars` for everything else.
+    pub fn resolver<'a>(&'a self, vars: &'a dyn VariableResolver) -> WithConsts<'a> {
+        WithConsts {
+            consts: &self.consts,
+            vars,
+        }
+    }
+}
+
+pub struct WithConsts<'a> {
+    consts: &'a [Box<dyn Val>],
+    vars: &'a dyn VariableResolver,
+}
+
+impl VariableResolver for WithConsts<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        if let Some(i) = variable.strip_prefix(PREFIX) {
+            let v = self.consts.get(i.parse::<usize>().ok()?)?;
+            return Some(CowVal::Borrowed(v.as_ref()));
+        }
+        self.vars.resolve(variable)
+    }
+}
+
+fn is_const(e: &IdedExpr) -> bool {
+    match &e.expr {
+        Expr::Literal(_) => true,
+        Expr::Ident(name) => name.starts_with(PREFIX),
+        _ => false,
+    }
+}
+
+fn fold(e: &IdedExpr, consts: &mut Vec<Box<dyn Val>>) -> IdedExpr {
+    let expr = match &e.expr {
+        Expr::Call(call) => {
+            let mut call = call.clone();
+            call.target = call.target.map(|t| Box::new(fold(&t, consts)));
+            call.args = call.args.iter().map(|a| fold(a, consts)).collect();
+            if call.func_name == "matches" {
+                call.func_name = MATCHES.to_string();
+            }
+            Expr::Call(call)
+        }
+        Expr::List(list) => {
+            let mut list = list.clone();
+            list.elements = list.elements.iter().map(|a| fold(a, consts)).collect();
+            Expr::List(list)
+        }
+        Expr::Select(sel) => {
+            let mut sel = sel.clone();
+            // A qualified name stays as it is; a select on a call result may hold constants.
+            if !matches!(sel.operand.expr, Expr::Ident(_) | Expr::Select(_)) {
+                sel.operand = Box::new(fold(&sel.operand, consts));
+            }
+            Expr::Select(sel)
+        }
+        Expr::Comprehension(c) => {
+            let mut c = c.clone();
+            c.iter_range = fold(&c.iter_range, consts);
+            c.accu_init = fold(&c.accu_init, consts);
+            c.loop_cond = fold(&c.loop_cond, consts);
+            c.loop_step = fold(&c.loop_step, consts);
+            c.result = fold(&c.result, consts);
+            Expr::Comprehension(c)
+        }
+        other => other.clone(),
+    };
+    let folded = IdedExpr { id: e.id, expr };
+    let foldable = match &folded.expr {
+        Expr::Call(call) => {
+            call.args.iter().all(is_const) && call.target.as_deref().is_none_or(is_const)
+        }
+        // An empty list is as cheap to build as to look up.
+        Expr::List(list) => !list.elements.is_empty() && list.elements.iter().all(is_const),
+        _ => false,
+    };
+    if !foldable {
+        return folded;
+    }
+    let value = {
+        let no_vars = WithConsts {
+            consts,
+            vars: &NoVars,
+        };
+        let mut ctx = Context::with_env(super::env());
+        ctx.set_variable_resolver(&no_vars);
+        Value::resolve(&folded, &ctx)
+    };
+    match value.map(Box::<dyn Val>::try_from) {
+        Ok(Ok(v)) => {
+            consts.push(v);
+            IdedExpr {
+                id: e.id,
+                expr: Expr::Ident(format!("{PREFIX}{}", consts.len() - 1)),
+            }
+        }
+        // Left to fail, or to produce a value no constant can hold, at evaluation.
+        _ => folded,
+    }
+}
+
+struct NoVars;
+
+impl VariableResolver for NoVars {
+    fn resolve<'b>(&'b self, _: &str) -> Option<CowVal<'b, 'b>> {
+        None
+    }
+}
