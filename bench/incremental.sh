@@ -10,15 +10,19 @@
 # worker's first evaluation, and p50/p99/max of CHANGES single-Job changes (modified, added,
 # deleted in turn), each timed alone, with the verdict on the target of issue #14 computed
 # here. A benchmark, not a test: nothing here gates CI.
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+#
+# BENCH_QUICK=1: 1,000 and 10,000 Jobs, 50 changes, one run.
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SIZES=${SIZES:-"1000 10000 100000"}
-CHANGES=${CHANGES:-200}
-RUNS=${RUNS:-3}
+SIZES=${SIZES:-$(bench_size "1000 10000 100000" "1000 10000")}
+CHANGES=${CHANGES:-$(bench_size 200 50)}
+RUNS=${RUNS:-$(bench_size 3 1)}
 DATA=bench/data
-OUT=bench/results/incremental.md
 TARGET_MS=10
+bench_begin incremental none "SIZES=\"$SIZES\" CHANGES=$CHANGES RUNS=$RUNS bench/incremental.sh"
+OUT=$BENCH_OUT
+export BENCH_TSV
 mkdir -p "$DATA/bin" bench/results
 
 for n in $SIZES; do
@@ -27,7 +31,7 @@ for n in $SIZES; do
   fi
 done
 
-REV=$(git describe --always --dirty 2>/dev/null || echo unknown)
+REV=$(bench_rev)
 bench_exe=$(cargo bench --bench incremental --no-run --quiet --message-format=json | python3 -c '
 import json, sys
 exes = [m["executable"] for m in map(json.loads, sys.stdin)
@@ -45,7 +49,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 python3 - "$DATA" "$OUT" "$REV" "$RUNS" "$CHANGES" "$TARGET_MS" "$load_before" "$load_after" \
   "$(rustc --version)" $SIZES <<'PY'
-import datetime, os, sys
+import datetime, os, re, sys
 
 data, out, rev, runs, changes, target_ms, load_before, load_after, rustc = sys.argv[1:10]
 sizes = [int(s) for s in sys.argv[10:]]
@@ -145,5 +149,14 @@ w(f"cargo bench --bench incremental -- --data {data} --n N --changes {changes} -
 w("```")
 with open(out, "w") as f:
     f.write("\n".join(L) + "\n")
+# Figures for bench/targets.sh (keys in bench/README.md).
+with open(os.environ["BENCH_TSV"], "a") as f:
+    for r in results:
+        k = f"{r['n']}_" + re.sub(r"[^a-z0-9]+", "-", r["scenario"].lower()).strip("-")
+        f.write(f"full_ms_{k}\t{r['full']:.3f}\tms\n")
+        f.write(f"incr_p50_ms_{k}\t{r['p50']:.3f}\tms\n")
+        f.write(f"incr_p99_ms_{k}\t{r['p99']:.3f}\tms\n")
+        f.write(f"same_verdicts_{k}\t{1 if r['same'] == 'same' else 0}\tbool\n")
 print(f"wrote {out}", file=sys.stderr)
 PY
+bench_end "$RUNS"

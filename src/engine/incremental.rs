@@ -562,23 +562,24 @@ impl IncrementalEvaluation {
         let entries = &self.entries;
         // In position order, which is the order a full evaluation meets them in: ties of key
         // and name keep it.
-        let mut order: Vec<&Pos> = members.iter().collect();
-        let ranked = rank_group(
-            group,
-            &mut order,
-            |p| {
-                entries
-                    .get(*p)
+        // Each member's key and name looked up once, not at every comparison of the sort.
+        let mut order: Vec<(&Pos, Option<&SortKey>, &str)> = members
+            .iter()
+            .map(|p| {
+                let e = entries.get(p);
+                let key = e
                     .and_then(|e| e.placement.as_ref())
-                    .and_then(|pl| pl.key.as_ref())
-            },
-            |p| entries.get(*p).map(|e| sort_name(&e.obj)).unwrap_or(""),
-        );
+                    .and_then(|pl| pl.key.as_ref());
+                (p, key, e.map(|e| sort_name(&e.obj)).unwrap_or(""))
+            })
+            .collect();
+        let ranked = rank_group(group, &mut order, |m| m.1, |m| m.2);
         let size = order.len() as i64;
+        // Only the members whose standing moved are written back.
         let standings: Vec<(Pos, Ranked)> = order
             .into_iter()
             .enumerate()
-            .map(|(rank, pos)| {
+            .filter_map(|(rank, (pos, _, _))| {
                 let r = match &ranked {
                     Ok(()) => Ranked::At {
                         rank: rank as i64,
@@ -586,7 +587,10 @@ impl IncrementalEvaluation {
                     },
                     Err(msg) => Ranked::Mixed(msg.clone()),
                 };
-                (pos.clone(), r)
+                let moved = entries
+                    .get(pos)
+                    .is_some_and(|e| e.ranked.as_ref() != Some(&r));
+                moved.then(|| (pos.clone(), r))
             })
             .collect();
         for (pos, r) in standings {
