@@ -1441,7 +1441,11 @@ async fn memory(args: MemoryArgs) -> R<()> {
     let mut figs = Figures::default();
     // The target's figures are those of the first build at the target's scale; every step
     // and build also has its own keys (bench/README.md).
-    figs.add("secrets", (args.secrets * args.target_scale) as f64, "Secrets");
+    figs.add(
+        "secrets",
+        (args.secrets * args.target_scale) as f64,
+        "Secrets",
+    );
     figs.add("jobs", (args.jobs * args.target_scale) as f64, "Jobs");
     figs.add("idle_rss_mib", idle_rss, "MiB");
     figs.add("idle_peak_mib", idle_hwm, "MiB");
@@ -1459,7 +1463,11 @@ async fn memory(args: MemoryArgs) -> R<()> {
     );
     md.push_str(&format!(
         "| idle: no policies, only what the bed holds | {} | {} | {} | {} | | |\n",
-        args.common.retainer.file_name().and_then(|f| f.to_str()).unwrap_or("retainer"),
+        args.common
+            .retainer
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or("retainer"),
         mib(idle_rss),
         mib(idle_hwm),
         idle.iter().map(|x| mib(x.1)).collect::<Vec<_>>().join(", ")
@@ -1493,7 +1501,11 @@ async fn memory(args: MemoryArgs) -> R<()> {
             secs(caught_up),
         ));
         let objs = objects * scale;
-        let b = if build.starts_with("musl") { "musl" } else { "glibc" };
+        let b = if build.starts_with("musl") {
+            "musl"
+        } else {
+            "glibc"
+        };
         figs.add(format!("rss_mib_{objs}_{b}"), rss, "MiB");
         figs.add(format!("peak_mib_{objs}_{b}"), hwm, "MiB");
         figs.add(format!("caught_up_s_{objs}_{b}"), caught_up, "s");
@@ -1505,7 +1517,11 @@ async fn memory(args: MemoryArgs) -> R<()> {
         if *scale == args.target_scale {
             verdicts.push(format!(
                 "{build}: {} ({} MiB)",
-                if hwm <= MEMORY_TARGET_MIB { "met" } else { "not met" },
+                if hwm <= MEMORY_TARGET_MIB {
+                    "met"
+                } else {
+                    "not met"
+                },
                 mib(hwm)
             ));
         }
@@ -1578,10 +1594,8 @@ async fn memory_loaded(
         .map(|x| x.trim().parse::<usize>())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("--scales {}: {e}", args.scales))?;
-    let mut builds: Vec<(String, PathBuf)> = vec![(
-        "glibc (release)".to_string(),
-        args.common.retainer.clone(),
-    )];
+    let mut builds: Vec<(String, PathBuf)> =
+        vec![("glibc (release)".to_string(), args.common.retainer.clone())];
     if let Some(alt) = &args.alt_retainer {
         builds.push((args.alt_name.clone(), alt.clone()));
     }
@@ -1661,10 +1675,7 @@ async fn memory_loaded(
         for run in 1..=args.runs {
             for (build, bin) in &builds {
                 let t0 = Instant::now();
-                let tag: String = build
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric())
-                    .collect();
+                let tag: String = build.chars().take_while(|c| c.is_alphanumeric()).collect();
                 let mut ctl = Controller::start(
                     bin,
                     &[],

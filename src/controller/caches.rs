@@ -587,11 +587,7 @@ async fn run_watch(
             Ok(Event::Init) => {
                 started = true;
                 relist = Some(Vec::new());
-                listing = cache
-                    .keep
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                listing = cache.keep.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 bump = false;
             }
             Ok(Event::InitApply(obj)) => {
