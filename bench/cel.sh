@@ -41,12 +41,7 @@ fi
 
 REV=$(bench_rev)
 # Copies of the binaries: a rebuild elsewhere during the run must not swap what is measured.
-bench_exe=$(cargo bench --bench eval --no-run --quiet --message-format=json | python3 -c '
-import json, sys
-exes = [m["executable"] for m in map(json.loads, sys.stdin)
-        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "eval" and m.get("executable")]
-print(exes[-1])')
-cp "$bench_exe" "$DATA/bin/eval-bench-cel"
+bench_copy_bench eval "$DATA/bin/eval-bench-cel"
 (cd bench/celgo && GOFLAGS=-mod=mod go build -o "../../$DATA/bin/celgo-cel" .)
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)

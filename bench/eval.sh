@@ -35,12 +35,7 @@ BIN=$DATA/bin
 mkdir -p "$BIN"
 cargo build --release --quiet --bin retainer
 cp "${CARGO_TARGET_DIR:-target}/release/retainer" "$BIN/retainer"
-bench_exe=$(cargo bench --bench eval --no-run --quiet --message-format=json | python3 -c '
-import json, sys
-exes = [m["executable"] for m in map(json.loads, sys.stdin)
-        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "eval" and m.get("executable")]
-print(exes[-1])')
-cp "$bench_exe" "$BIN/eval-bench"
+bench_copy_bench eval "$BIN/eval-bench"
 (cd bench/celgo && GOFLAGS=-mod=mod go build -o "../../$BIN/celgo" .)
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -32,13 +32,7 @@ for n in $SIZES; do
 done
 
 REV=$(bench_rev)
-bench_exe=$(cargo bench --bench incremental --no-run --quiet --message-format=json | python3 -c '
-import json, sys
-exes = [m["executable"] for m in map(json.loads, sys.stdin)
-        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "incremental" and m.get("executable")]
-print(exes[-1])')
-# A copy: a rebuild of target/ during the run must not swap the program being measured.
-cp "$bench_exe" "$DATA/bin/incremental-bench"
+bench_copy_bench incremental "$DATA/bin/incremental-bench"
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for n in $SIZES; do

@@ -41,6 +41,19 @@ trap bench_cleanup EXIT
 bench_log() { printf '[bench] %s\n' "$*" >&2; }
 
 # bench_size FULL QUICK: the size (or run count) to use, by BENCH_QUICK.
+# bench_copy_bench NAME DEST: builds the `cargo bench` target NAME and copies its executable to
+# DEST, so that a rebuild during a long run cannot swap the program being measured.
+bench_copy_bench() {
+  local exe
+  exe=$(cargo bench --bench "$1" --no-run --quiet --message-format=json | python3 -c '
+import json, sys
+name = sys.argv[1]
+exes = [m["executable"] for m in map(json.loads, sys.stdin)
+        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == name and m.get("executable")]
+print(exes[-1])' "$1")
+  cp "$exe" "$2"
+}
+
 bench_size() {
   if [ "${BENCH_QUICK:-}" = 1 ]; then echo "$2"; else echo "$1"; fi
 }
