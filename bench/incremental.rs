@@ -209,7 +209,12 @@ fn change(
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary too, without `--bench`: stay quick there.
     let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        println!("incremental evaluation benchmark: run it with bench/incremental.sh");
+        return;
+    }
     let data = flag(&args, "--data").unwrap_or("bench/data");
     let n: usize = flag(&args, "--n").unwrap_or("100000").parse().expect("--n");
     let changes: usize = flag(&args, "--changes")

@@ -181,6 +181,11 @@ struct RunArgs {
     /// reported (Ready=False, InvalidExpression) and not swept.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     eval_budget: std::time::Duration,
+    /// Keep each Job and Secret policy's evaluation between changes and evaluate only what
+    /// changed (docs/incremental.md). `false` evaluates every selected object on every change:
+    /// more CPU per change, but no per-policy copy of the objects it governs in memory.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    incremental_evaluation: bool,
     /// Handle only the policies matching this label selector (e.g. `shard=a`), so that
     /// several controllers can split the policies of one cluster between them.
     #[arg(long)]
@@ -218,6 +223,7 @@ async fn run_controller(args: RunArgs) -> Result<String, String> {
             deadline: args.registry_deadline,
         },
         eval_budget: args.eval_budget,
+        incremental_evaluation: args.incremental_evaluation,
         policy_selector: args.policy_selector,
         api_connect_timeout: args.api_connect_timeout,
         api_read_timeout: args.api_read_timeout,

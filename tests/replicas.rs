@@ -43,6 +43,10 @@ fn start(identity: &str, ns: &str, lease: &str, dir: &std::path::Path) -> Replic
             "200ms",
             "--policy-selector",
             &owner_selector(),
+            // The follower, which takes over below, evaluates every object each time: both
+            // evaluation modes sweep the same Jobs.
+            "--incremental-evaluation",
+            if identity == "replica-b" { "false" } else { "true" },
         ])
         .stdout(Stdio::null())
         .stderr(file)

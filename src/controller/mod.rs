@@ -82,6 +82,9 @@ pub struct Options {
     pub registry: RegistryOptions,
     /// How long one evaluation of one policy may take before it is given up and reported.
     pub eval_budget: Duration,
+    /// Evaluate Job and Secret policies change by change (keeping per-policy state), or every
+    /// selected object each time.
+    pub incremental_evaluation: bool,
     /// Handle only the policies with these labels (a label selector); all when None.
     pub policy_selector: Option<String>,
     /// How long connecting to the API server may take.
@@ -109,6 +112,7 @@ impl Default for Options {
             page_size: 500,
             registry: RegistryOptions::default(),
             eval_budget: Duration::from_secs(10),
+            incremental_evaluation: true,
             policy_selector: None,
             api_connect_timeout: Duration::from_secs(10),
             api_read_timeout: Duration::from_secs(30),
@@ -167,6 +171,7 @@ struct Shared {
     executor: Executor,
     metrics: Arc<metrics::Metrics>,
     eval_budget: Duration,
+    incremental_evaluation: bool,
     /// Evaluation slots: evaluations are CPU-bound, so at most this many run at once.
     evaluations: Arc<Semaphore>,
     /// Built-in references: rebuilt only when a referrer cache changed.
@@ -311,6 +316,7 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
         caches,
         metrics,
         eval_budget: opts.eval_budget,
+        incremental_evaluation: opts.incremental_evaluation,
         evaluations: Arc::new(Semaphore::new(slots)),
         refs: Mutex::new((Vec::new(), Arc::new(RefIndex::default()))),
         discovered: Mutex::new(HashMap::new()),

@@ -32,6 +32,7 @@ use crate::api::{
 };
 use crate::engine::{
     CompiledPolicy, Evaluation, OverBudget, PolicyError, Snapshot, evaluate_within, labels_of,
+    selects,
 };
 use crate::expr::FieldTree;
 use crate::oci::{RegistryClient, RequestTally, fetch_inventory_counted};
@@ -1222,6 +1223,27 @@ fn evaluate_now(
                 // Every policy's caches include its target's (inputs::needs): nothing to read.
                 return (Ok(Evaluation::default()), Carried::default());
             };
+            if !shared.incremental_evaluation {
+                // Only the selected objects are held parsed, and only for this evaluation.
+                let owned = cache.parsed_where(&policy.retained_fields(), |o| {
+                    selects(policy, o, &namespace_labels)
+                });
+                let snap = Snapshot {
+                    objects: owned.iter().collect(),
+                    refs: &refs,
+                    custom_referrers: custom_refs.clone(),
+                    namespace_labels: &namespace_labels,
+                    now,
+                };
+                let result = evaluate_within(policy, &snap, &over_budget);
+                drop(snap);
+                drop(custom_refs);
+                let carried = Carried {
+                    tracked: None,
+                    custom: Some((versions, custom_objs)),
+                };
+                return (result, carried);
+            }
             let out = incremental::evaluate(
                 carried.tracked,
                 &Inputs {
