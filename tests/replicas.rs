@@ -46,7 +46,11 @@ fn start(identity: &str, ns: &str, lease: &str, dir: &std::path::Path) -> Replic
             // The follower, which takes over below, evaluates every object each time: both
             // evaluation modes sweep the same Jobs.
             "--incremental-evaluation",
-            if identity == "replica-b" { "false" } else { "true" },
+            if identity == "replica-b" {
+                "false"
+            } else {
+                "true"
+            },
         ])
         .stdout(Stdio::null())
         .stderr(file)
