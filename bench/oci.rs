@@ -20,7 +20,7 @@ use clap::Parser;
 use futures::StreamExt;
 use retainer::api::{PolicyView, RetentionPolicySpec};
 use retainer::controller::sweep::{
-    Executor, Outcome, RateLimiter, SweepPlan, TargetId, plan_sweep,
+    Executor, InUse, Outcome, RateLimiter, SweepPlan, TargetId, plan_sweep,
 };
 use retainer::engine::CompiledPolicy;
 use retainer::oci::{ManifestCache, RegistryOptions, RequestKind, RequestTally, fetch_inventory};
@@ -246,6 +246,7 @@ async fn sweep(
             &docs,
             targets,
             false,
+            &InUse::nobody(),
             "bench/oci",
             &tokio_util::sync::CancellationToken::new(),
         )

@@ -486,6 +486,7 @@ async fn a_candidate_changed_after_evaluation_survives() {
             vec![stale],
             None,
             "test",
+            None,
             &CancellationToken::new(),
         )
         .await;
@@ -503,6 +504,7 @@ async fn a_candidate_changed_after_evaluation_survives() {
             vec![current],
             None,
             "test",
+            None,
             &CancellationToken::new(),
         )
         .await;

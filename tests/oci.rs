@@ -309,7 +309,9 @@ async fn failing_registries_delete_nothing_and_say_why() {
 // directly, so that requests can be counted exactly.
 
 use retainer::api::{PolicyView, RetentionPolicySpec};
-use retainer::controller::sweep::{Executor, Outcome, RateLimiter, SweepPlan, Target, plan_sweep};
+use retainer::controller::sweep::{
+    Executor, InUse, Outcome, RateLimiter, SweepPlan, Target, plan_sweep,
+};
 use retainer::engine::CompiledPolicy;
 use retainer::oci::{ManifestCache, RegistryClient, RequestKind, RequestTally};
 
@@ -490,6 +492,7 @@ async fn changes_after_planning_keep_the_object() {
             &stale,
             planned,
             false,
+            &InUse::nobody(),
             "tests/library",
             &CancellationToken::new(),
         )
@@ -536,6 +539,7 @@ async fn changes_after_planning_keep_the_object() {
             &docs,
             planned,
             false,
+            &InUse::nobody(),
             "tests/library",
             &CancellationToken::new(),
         )
@@ -559,6 +563,7 @@ async fn changes_after_planning_keep_the_object() {
             &docs,
             planned,
             false,
+            &InUse::nobody(),
             "tests/library",
             &CancellationToken::new(),
         )

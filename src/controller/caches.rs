@@ -208,6 +208,10 @@ pub struct Cache {
     pub version: AtomicU64,
     pub ready: AtomicBool,
     pub last_error: Mutex<Option<String>>,
+    /// Why the cache may not be current, or None while its watch is: set by a watch error and
+    /// by a list in progress, cleared only by a completed list. Sweeps pause while it is set:
+    /// a verdict re-checked against a cache that missed events would re-check nothing.
+    stale: Mutex<Option<String>>,
 }
 
 /// What every cached object keeps whatever policies read: its type and metadata, which
@@ -244,7 +248,17 @@ impl Cache {
             version: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            stale: Mutex::new(Some("not listed yet".into())),
         }
+    }
+
+    /// None while the cache is listed and its watch has not failed since; otherwise why not.
+    pub fn unhealthy(&self) -> Option<String> {
+        self.stale.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_stale(&self, why: Option<String>) {
+        *self.stale.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
     /// Asks that objects of this kind be kept with at least `fields`. When that is more than
@@ -518,6 +532,10 @@ impl Caches {
     }
 }
 
+/// How soon after a watch error the cache lists again, at first and at most.
+const RELIST_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const RELIST_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn run_watch(
     client: Client,
     cache: Arc<Cache>,
@@ -536,6 +554,11 @@ async fn run_watch(
             .boxed()
     };
     let mut stream = start();
+    // After a watch error the stream is started over with a fresh list once this time comes:
+    // a watch that resumes quietly gives no sign that it is current again, a completed list
+    // does. Doubles with each error in a row, up to RELIST_BACKOFF_MAX.
+    let mut relist_due: Option<tokio::time::Instant> = None;
+    let mut backoff = RELIST_BACKOFF_MIN;
     // Objects of a relist in progress; swapped in whole when the list completes, so readers
     // never see a half-listed cache.
     let mut relist: Option<Vec<Entry>> = None;
@@ -548,6 +571,18 @@ async fn run_watch(
             ev = stream.next() => match ev {
                 Some(ev) => ev,
                 None => break,
+            },
+            _ = async {
+                match relist_due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                relist_due = None;
+                stream = start();
+                relist = None;
+                started = false;
+                continue;
             },
             _ = cache.relist.notified() => {
                 let keep = cache.keep.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -582,10 +617,21 @@ async fn run_watch(
                 if new {
                     tracing::warn!(kind = %cache.kind.kind, error = %message, "watch failed; retrying with backoff");
                 }
+                cache.set_stale(Some(format!(
+                    "the watch of {} failed ({message}); waiting for a fresh list",
+                    cache.kind.plural
+                )));
+                if relist_due.is_none() {
+                    relist_due = Some(tokio::time::Instant::now() + backoff);
+                    backoff = (backoff * 2).min(RELIST_BACKOFF_MAX);
+                }
                 bump = new;
             }
             Ok(Event::Init) => {
                 started = true;
+                if cache.ready.load(Ordering::Acquire) {
+                    cache.set_stale(Some(format!("listing {} again", cache.kind.plural)));
+                }
                 relist = Some(Vec::new());
                 listing = cache.keep.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 bump = false;
@@ -613,6 +659,9 @@ async fn run_watch(
                 if let Ok(mut last) = cache.last_error.lock() {
                     *last = None;
                 }
+                cache.set_stale(None);
+                backoff = RELIST_BACKOFF_MIN;
+                relist_due = None;
                 cache.ready.store(true, Ordering::Release);
             }
             Ok(Event::Apply(obj)) => {

@@ -162,6 +162,10 @@ impl Stop {
 /// A reference index and the referrer cache versions it was built from.
 type VersionedRefs = (Vec<(Kind, u64)>, Arc<RefIndex>);
 
+/// How soon a custom referrer kind that was not served is looked up again (and a policy that
+/// needs it evaluated again): well within the 30 s a CRD installed later may take to count.
+pub(crate) const DISCOVERY_RETRY: Duration = Duration::from_secs(10);
+
 /// What every policy's worker shares.
 struct Shared {
     /// Requests (not watches): short read timeout.
@@ -176,7 +180,10 @@ struct Shared {
     evaluations: Arc<Semaphore>,
     /// Built-in references: rebuilt only when a referrer cache changed.
     refs: Mutex<VersionedRefs>,
-    discovered: Mutex<HashMap<(String, String), Option<Kind>>>,
+    /// Custom referrer kinds by (apiVersion, kind), and when each was looked up: a kind not
+    /// served (or a failed lookup) is asked again after DISCOVERY_RETRY, so a CRD installed
+    /// after the policy is picked up without a restart.
+    discovered: Mutex<HashMap<(String, String), (Option<Kind>, std::time::Instant)>>,
     registry: RegistryOptions,
     manifests: Arc<ManifestCache>,
     stop: Stop,
@@ -207,14 +214,16 @@ impl Shared {
         refs.1.clone()
     }
 
-    /// The plural of a custom referrer kind, from API discovery; remembered.
+    /// The plural of a custom referrer kind, from API discovery; remembered when found, asked
+    /// again after DISCOVERY_RETRY when not.
     async fn discover(&self, api_version: &str, kind: &str) -> Option<Kind> {
         let key = (api_version.to_string(), kind.to_string());
-        if let Some(k) = self
+        if let Some((k, at)) = self
             .discovered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
+            && (k.is_some() || at.elapsed() < DISCOVERY_RETRY)
         {
             return k.clone();
         }
@@ -222,7 +231,7 @@ impl Shared {
         self.discovered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, found.clone());
+            .insert(key, (found.clone(), std::time::Instant::now()));
         found
     }
 }

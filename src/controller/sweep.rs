@@ -162,14 +162,209 @@ pub fn plan_sweep(
         .and_then(|d| d.max_per_sweep)
         .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX))
         .unwrap_or(usize::MAX);
+    // Referrers (signatures, SBOMs) are not counted against maxPerSweep: they go with their
+    // subject, after it, and only when it goes in the same sweep (`Executor::delete_oci`).
+    let (referrers, mut eligible): (Vec<Target>, Vec<Target>) =
+        eligible.into_iter().partition(|t| t.is_referrer);
     let deferred = eligible.len().saturating_sub(cap);
     eligible.truncate(cap);
-    // Referrers before their subjects: a registry may refuse or orphan them otherwise.
-    eligible.sort_by_key(|t| !t.is_referrer);
+    eligible.extend(referrers);
     SweepPlan::Proceed {
         targets: eligible,
         deferred,
         waiting,
+    }
+}
+
+/// How old the verdicts a delete acts on may be at most: older ones are worked out again first.
+pub const RECHECK_MAX_AGE: Duration = Duration::from_secs(1);
+/// How soon after the last re-check a change in a cache the policy reads is re-checked for:
+/// bounds the evaluations a busy cluster costs a sweep to ten a second.
+pub const RECHECK_MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a sweep waits for a cache it reads to be current again before it leaves the rest of
+/// its targets to the next sweep.
+pub const PAUSE_LIMIT: Duration = Duration::from_secs(300);
+
+/// The policy's verdicts as of one re-check: its candidates by uid, each with the
+/// resourceVersion it was decided at and why, and whether the sweep is blocked outright.
+#[derive(Debug, Default)]
+pub struct Fresh {
+    pub candidates: HashMap<String, (String, String)>,
+    /// Set when candidates/governed now exceeds abortAbovePercent: nothing more is deleted.
+    pub blocked: Option<String>,
+    /// Set when the policy could not be evaluated again: nothing more is deleted.
+    pub failed: Option<String>,
+}
+
+impl Fresh {
+    /// The verdicts of a fresh evaluation (see `plan_sweep` for the block).
+    pub fn of(eval: &Evaluation, deletion: Option<&Deletion>) -> Fresh {
+        let blocked = match plan_sweep(eval, deletion, None, &mut HashMap::new(), Timestamp::MIN) {
+            SweepPlan::Blocked { message } => Some(message),
+            SweepPlan::Proceed { .. } => None,
+        };
+        let candidates = eval
+            .candidates()
+            .filter_map(|r| match &r.id {
+                ObjectId::Kube {
+                    uid,
+                    resource_version,
+                    ..
+                } if !uid.is_empty() => {
+                    Some((uid.clone(), (resource_version.clone(), r.reason.clone())))
+                }
+                _ => None,
+            })
+            .collect();
+        Fresh {
+            candidates,
+            blocked,
+            failed: None,
+        }
+    }
+
+    /// Verdicts that could not be worked out: every target is kept.
+    pub fn failed(why: String) -> Fresh {
+        Fresh {
+            failed: Some(why),
+            ..Fresh::default()
+        }
+    }
+
+    /// What a re-check says of one target, by uid.
+    pub fn verdict(&self, uid: &str) -> Rechecked {
+        if let Some(why) = self.failed.as_ref().or(self.blocked.as_ref()) {
+            return Rechecked::Keep(why.clone());
+        }
+        match self.candidates.get(uid) {
+            Some((rv, why)) => Rechecked::Delete {
+                resource_version: rv.clone(),
+                why: why.clone(),
+            },
+            None => Rechecked::Keep(
+                "no longer a candidate when its delete was due (re-checked against the current caches)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// A target's verdict, worked out again right before its delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rechecked {
+    /// Still a candidate: delete it as of this resourceVersion.
+    Delete {
+        resource_version: String,
+        why: String,
+    },
+    /// Kept now, and why.
+    Keep(String),
+    /// The sweep was stopped while waiting.
+    Stopped,
+}
+
+type EvaluateNow = Box<dyn Fn() -> futures::future::BoxFuture<'static, Fresh> + Send + Sync>;
+pub type Probe<T> = Box<dyn Fn() -> T + Send + Sync>;
+/// What uses (repository, digest, tags) now, as a guard's reason.
+pub type UserOf = Box<dyn Fn(&str, &str, &[String]) -> Option<String> + Send + Sync>;
+
+/// Delete-time truth for a sweep of Jobs or Secrets: before each delete the policy's verdicts
+/// are worked out again from the caches as they are then, at most `RECHECK_MAX_AGE` old and
+/// again after any change in what the policy reads (at most every `RECHECK_MIN_INTERVAL`),
+/// and only while every cache the policy reads is current: a cache whose watch failed or that
+/// is listing again pauses the sweep until its list is in.
+pub struct Recheck {
+    evaluate: EvaluateNow,
+    unhealthy: Probe<Option<String>>,
+    versions: Probe<Vec<u64>>,
+    pause_limit: Duration,
+    last: Mutex<Option<Checked>>,
+}
+
+struct Checked {
+    at: tokio::time::Instant,
+    versions: Vec<u64>,
+    fresh: Arc<Fresh>,
+}
+
+impl Recheck {
+    pub fn new(
+        evaluate: EvaluateNow,
+        unhealthy: Probe<Option<String>>,
+        versions: Probe<Vec<u64>>,
+        pause_limit: Duration,
+    ) -> Recheck {
+        Recheck {
+            evaluate,
+            unhealthy,
+            versions,
+            pause_limit,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The verdict of the object `uid` as of now.
+    pub async fn verdict(&self, uid: &str, cancel: &CancellationToken) -> Rechecked {
+        let paused_at = tokio::time::Instant::now();
+        let mut said = false;
+        'recheck: loop {
+            loop {
+                if cancel.is_cancelled() {
+                    return Rechecked::Stopped;
+                }
+                let Some(why) = (self.unhealthy)() else { break };
+                if paused_at.elapsed() >= self.pause_limit {
+                    return Rechecked::Keep(format!(
+                        "not deleted: {why} for longer than {}s; left for the next sweep",
+                        self.pause_limit.as_secs()
+                    ));
+                }
+                if !said {
+                    tracing::info!(reason = %why, "sweep paused until the caches it reads are current");
+                    said = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = cancel.cancelled() => return Rechecked::Stopped,
+                }
+            }
+            if said {
+                tracing::info!("sweep resumed");
+            }
+            let fresh = {
+                let mut last = self.last.lock().await;
+                let versions = (self.versions)();
+                let stale = match last.as_ref() {
+                    None => true,
+                    Some(c) => {
+                        let age = c.at.elapsed();
+                        age >= RECHECK_MAX_AGE
+                            || (c.versions != versions && age >= RECHECK_MIN_INTERVAL)
+                    }
+                };
+                if stale {
+                    // Taken before evaluating: a change during the evaluation is re-checked for.
+                    let at = tokio::time::Instant::now();
+                    let fresh = Arc::new((self.evaluate)().await);
+                    *last = Some(Checked {
+                        at,
+                        versions,
+                        fresh,
+                    });
+                }
+                match last.as_ref() {
+                    Some(c) => c.fresh.clone(),
+                    None => return Rechecked::Keep("not re-checked".into()),
+                }
+            };
+            // A cache that failed while the verdicts were worked out may have missed a change:
+            // wait for it again, and work them out anew.
+            if (self.unhealthy)().is_some() {
+                *self.last.lock().await = None;
+                continue 'recheck;
+            }
+            return fresh.verdict(uid);
+        }
     }
 }
 
@@ -258,6 +453,7 @@ impl Executor {
         targets: Vec<Target>,
         propagation: Option<Propagation>,
         policy_key: &str,
+        recheck: Option<&Recheck>,
         cancel: &CancellationToken,
     ) -> Vec<(Target, Outcome)> {
         let k = match kind {
@@ -271,7 +467,7 @@ impl Executor {
             Propagation::Orphan => PropagationPolicy::Orphan,
         };
         futures::stream::iter(targets)
-            .map(|t| {
+            .map(|mut t| {
                 let propagation = propagation.clone();
                 let client = self.client.clone();
                 let resource = resource.clone();
@@ -281,28 +477,43 @@ impl Executor {
                         name,
                         uid,
                         resource_version,
-                    } = &t.id
+                    } = t.id.clone()
                     else {
-                        return (
-                            t.clone(),
-                            Outcome::Skipped("not a Kubernetes object".into()),
-                        );
+                        return (t, Outcome::Skipped("not a Kubernetes object".into()));
                     };
                     let api: Api<DynamicObject> =
-                        Api::namespaced_with(client, namespace, &resource);
-                    let outcome = if self.pace(cancel).await {
-                        delete_one(
-                            &api,
-                            name,
-                            uid,
-                            resource_version,
-                            propagation,
-                            &self.leadership,
-                        )
-                        .await
-                    } else {
-                        Outcome::NotAttempted
+                        Api::namespaced_with(client, &namespace, &resource);
+                    if !self.pace(cancel).await {
+                        return (t, Outcome::NotAttempted);
+                    }
+                    // The verdict as of now, not as of the sweep's start (see `Recheck`).
+                    let resource_version = match recheck {
+                        None => resource_version,
+                        Some(r) => match r.verdict(&uid, cancel).await {
+                            Rechecked::Delete {
+                                resource_version,
+                                why,
+                            } => {
+                                t.why = why;
+                                resource_version
+                            }
+                            Rechecked::Keep(why) => {
+                                let o = Outcome::Skipped(why);
+                                audit(policy_key, kind, &t, &o);
+                                return (t, o);
+                            }
+                            Rechecked::Stopped => return (t, Outcome::NotAttempted),
+                        },
                     };
+                    let outcome = delete_one(
+                        &api,
+                        &name,
+                        &uid,
+                        &resource_version,
+                        propagation,
+                        &self.leadership,
+                    )
+                    .await;
                     audit(policy_key, kind, &t, &outcome);
                     (t, outcome)
                 }
@@ -312,18 +523,20 @@ impl Executor {
             .await
     }
 
-    /// Deletes OCI artifacts by digest, after checking afresh, right before, that the
-    /// registry still looks the way the evaluation (`evaluated`, the inventory's documents)
-    /// saw it: the repository's tags are listed and every tag is resolved again, and each
-    /// artifact's referrers are listed again. A repository whose tags changed in any way, or
-    /// an artifact that gained a referrer, is left alone this sweep (its cached reads
-    /// forgotten, so the next inventory reads it all again). When `groups_span_repositories`
-    /// (a custom groupBy, so one repository's tags can change another's ranks), every
-    /// repository is checked and any change holds back the whole sweep.
+    /// Deletes OCI artifacts by digest, each right after checking afresh that the registry and
+    /// the cluster still look the way the evaluation (`evaluated`, the inventory's documents)
+    /// saw them: the repository's tags are listed and every tag resolved again whenever that
+    /// check is older than `RECHECK_MAX_AGE`, the artifact's referrers are listed again, and
+    /// the cluster's references to it are looked up in the current caches (`in_use`), which
+    /// must be current. A repository whose tags changed in any way but by this sweep's own
+    /// deletes is left alone for the rest of the sweep (its cached reads forgotten, so the next
+    /// inventory reads it all again); an artifact that gained a referrer or a user is left.
+    /// When `groups_span_repositories` (a custom groupBy, so one repository's tags can change
+    /// another's ranks), every repository is checked and any change stops the whole sweep.
     ///
-    /// Order: referrers (signatures, SBOMs) first, and only with their subject in the same
-    /// sweep; then their subjects, only once every artifact that refers to them is gone; then
-    /// manifests that a deleted index listed, only once that index is gone.
+    /// Order: subjects first; manifests that a deleted index listed once that index is gone;
+    /// referrers (signatures, SBOMs) last, only once their subject's delete succeeded, so that
+    /// a subject that stays never loses its signature.
     #[allow(clippy::too_many_arguments)]
     pub async fn delete_oci(
         &self,
@@ -332,6 +545,7 @@ impl Executor {
         evaluated: &[Json],
         targets: Vec<Target>,
         groups_span_repositories: bool,
+        in_use: &InUse,
         policy_key: &str,
         cancel: &CancellationToken,
     ) -> Vec<(Target, Outcome)> {
@@ -364,9 +578,24 @@ impl Executor {
                 .collect()
         };
         for (repos, targets) in units {
-            let done = self
-                .sweep_repositories(registry, cache, &views, &repos, targets, cancel)
-                .await;
+            let mut sweep = RepoSweep {
+                executor: self,
+                registry,
+                cache,
+                views: &views,
+                in_use,
+                cancel,
+                expected: repos
+                    .iter()
+                    .map(|r| {
+                        let tags = views.get(r).map(|v| v.tags.clone()).unwrap_or_default();
+                        (r.clone(), tags)
+                    })
+                    .collect(),
+                checked_at: None,
+                stopped: None,
+            };
+            let done = sweep.run(targets).await;
             for (t, o) in &done {
                 audit(policy_key, TargetKind::OciArtifact, t, o);
             }
@@ -375,20 +604,17 @@ impl Executor {
         out
     }
 
-    /// Resolves every tag of `repo` now.
+    /// Resolves every tag of `repo` now. Reads are not paced by `--delete-qps`: the check
+    /// must be quick for the window between it and the deletes it permits to stay short.
     async fn fresh_tags(
         &self,
         registry: &RegistryClient,
         repo: &str,
     ) -> Result<BTreeMap<String, String>, RegistryError> {
-        self.limiter.wait().await;
         let tags = registry.tags(repo).await?;
         let resolved: Vec<(String, Option<String>)> = futures::stream::iter(tags)
-            .map(|t| async move {
-                self.limiter.wait().await;
-                registry.resolve(repo, &t).await.map(|d| (t, d))
-            })
-            .buffer_unordered(self.concurrency.max(1))
+            .map(|t| async move { registry.resolve(repo, &t).await.map(|d| (t, d)) })
+            .buffer_unordered(self.concurrency.max(READ_CONCURRENCY))
             .try_collect()
             .await?;
         Ok(resolved
@@ -396,194 +622,136 @@ impl Executor {
             .filter_map(|(t, d)| d.map(|d| (t, d)))
             .collect())
     }
+}
 
-    /// Checks `repos` afresh, then deletes what still may be deleted of `targets`.
-    async fn sweep_repositories(
-        &self,
-        registry: &RegistryClient,
-        cache: &ManifestCache,
-        views: &BTreeMap<String, RepoView>,
-        repos: &[String],
-        targets: Vec<Target>,
-        cancel: &CancellationToken,
-    ) -> Vec<(Target, Outcome)> {
-        let base = registry.base();
-        let empty = RepoView::default();
-        let view_of = |repo: &str| views.get(repo).unwrap_or(&empty);
-        let mut changes = Vec::new();
-        for repo in repos {
-            match self.fresh_tags(registry, repo).await {
-                Ok(fresh) => {
-                    let c = tag_changes(&view_of(repo).tags, &fresh);
-                    if c.is_empty() {
-                        cache.remember_tags(base, repo, &fresh);
-                    } else {
-                        cache.forget(base, repo);
-                        let more = c.len().saturating_sub(3);
-                        let mut m = format!("{repo}: {}", c[..c.len().min(3)].join(", "));
-                        if more > 0 {
-                            m.push_str(&format!(" and {more} more"));
-                        }
-                        changes.push(m);
-                    }
-                }
-                Err(e) => {
-                    let why = format!("checking the registry before deleting: {e}");
-                    return targets
-                        .into_iter()
-                        .map(|t| (t, Outcome::Failed(why.clone())))
-                        .collect();
-                }
+/// How many registry reads a delete-time check sends at once, at least.
+const READ_CONCURRENCY: usize = 8;
+
+/// What an OCI sweep asks the cluster right before each delete: whether a Pod or workload uses
+/// the artifact now, from caches that must be current.
+pub struct InUse {
+    /// Why a cache of Pods or workloads is not current, if one is not.
+    pub unhealthy: Probe<Option<String>>,
+    /// What uses (repository, digest, tags) now, as a guard's reason.
+    pub user: UserOf,
+    pub pause_limit: Duration,
+}
+
+impl InUse {
+    /// Nothing uses anything: for tests of request sequences.
+    pub fn nobody() -> InUse {
+        InUse {
+            unhealthy: Box::new(|| None),
+            user: Box::new(|_, _, _| None),
+            pause_limit: PAUSE_LIMIT,
+        }
+    }
+
+    /// Waits until the caches are current; Err with the outcome when the sweep must not go on.
+    async fn wait_current(&self, cancel: &CancellationToken) -> Result<(), Outcome> {
+        let started = tokio::time::Instant::now();
+        while let Some(why) = (self.unhealthy)() {
+            if started.elapsed() >= self.pause_limit {
+                return Err(Outcome::Skipped(format!(
+                    "not deleted: {why} for longer than {}s; left for the next sweep",
+                    self.pause_limit.as_secs()
+                )));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = cancel.cancelled() => return Err(Outcome::NotAttempted),
             }
         }
-        if !changes.is_empty() {
-            let why = format!(
-                "the registry changed since the evaluation ({}); kept until the next sweep",
-                changes.join("; ")
-            );
-            return targets
-                .into_iter()
-                .map(|t| (t, Outcome::Skipped(why.clone())))
-                .collect();
-        }
+        Ok(())
+    }
+}
 
+/// One unit of an OCI sweep (a repository, or every repository when groups span them), and
+/// what it has learnt so far.
+struct RepoSweep<'a> {
+    executor: &'a Executor,
+    registry: &'a RegistryClient,
+    cache: &'a ManifestCache,
+    views: &'a BTreeMap<String, RepoView>,
+    in_use: &'a InUse,
+    cancel: &'a CancellationToken,
+    /// tag → digest per repository, as the evaluation saw it less this sweep's own deletes.
+    expected: BTreeMap<String, BTreeMap<String, String>>,
+    /// When the last tag check that found nothing changed started.
+    checked_at: Option<tokio::time::Instant>,
+    /// Why nothing more is deleted in this unit.
+    stopped: Option<Outcome>,
+}
+
+impl RepoSweep<'_> {
+    fn view(&self, repo: &str) -> &RepoView {
+        static EMPTY: std::sync::OnceLock<RepoView> = std::sync::OnceLock::new();
+        self.views
+            .get(repo)
+            .unwrap_or_else(|| EMPTY.get_or_init(RepoView::default))
+    }
+
+    async fn run(&mut self, targets: Vec<Target>) -> Vec<(Target, Outcome)> {
         let key = |t: &Target| match &t.id {
             TargetId::Oci {
                 repository, digest, ..
             } => (repository.clone(), digest.clone()),
             TargetId::Kube { .. } => (String::new(), String::new()),
         };
-        let target_keys: BTreeSet<(String, String)> = targets.iter().map(key).collect();
-        let mut decided: BTreeMap<(String, String), Outcome> = BTreeMap::new();
-
-        // Referrers of each artifact that is not one itself: anything unknown holds it back.
-        let subjects: Vec<(String, String)> =
-            targets.iter().filter(|t| !t.is_referrer).map(key).collect();
-        let listed: Vec<(DigestKey, Result<Vec<String>, RegistryError>)> =
-            futures::stream::iter(subjects)
-                .map(|(repo, digest)| async move {
-                    self.limiter.wait().await;
-                    let r = registry.referrers(&repo, &digest).await;
-                    ((repo, digest), r)
-                })
-                .buffer_unordered(self.concurrency.max(1))
-                .collect()
-                .await;
-        for ((repo, digest), r) in listed {
-            match r {
-                Ok(refs) => {
-                    let known = view_of(&repo).referrers_of(&digest);
-                    let unknown: Vec<&String> =
-                        refs.iter().filter(|r| !known.contains(*r)).collect();
-                    if unknown.is_empty() {
-                        cache.remember_referrers(base, &repo, &digest, refs.clone());
-                    } else {
-                        cache.forget(base, &repo);
-                        let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-                        decided.insert(
-                            (repo, digest),
-                            Outcome::Skipped(format!(
-                                "referred to by {} since the evaluation; kept until the next sweep",
-                                names.join(", ")
-                            )),
-                        );
-                    }
-                }
-                Err(e) => {
-                    decided.insert(
-                        (repo, digest),
-                        Outcome::Failed(format!("checking its referrers before deleting: {e}")),
-                    );
-                }
-            }
-        }
-
-        // Referrers go only with their subject, and only once it passed its checks.
-        let mut first = Vec::new();
-        for t in targets.iter().filter(|t| t.is_referrer) {
-            let (repo, digest) = key(t);
-            let root = view_of(&repo).root_subject(&digest);
-            let blocked = match &root {
-                None => Some("refers to nothing this sweep knows of".to_string()),
-                Some(r) if !target_keys.contains(&(repo.clone(), r.clone())) => Some(format!(
-                    "goes with its subject {r}, which this sweep does not delete"
-                )),
-                Some(r) => decided.get(&(repo.clone(), r.clone())).map(|_| {
-                    format!("goes with its subject {r}, which this sweep does not delete")
-                }),
-            };
-            match blocked {
-                Some(why) => {
-                    decided.insert((repo, digest), Outcome::Skipped(why));
-                }
-                None => first.push((repo, digest)),
-            }
-        }
-        for (k, o) in self.delete_digests(registry, first, cancel).await {
-            decided.insert(k, o);
-        }
-
-        // Subjects, once everything that refers to them is gone; not yet manifests that an
-        // index this sweep deletes lists.
-        let gone = |o: Option<&Outcome>| o.is_some_and(Outcome::gone);
-        let by_index = |repo: &str, digest: &str| -> Vec<String> {
-            view_of(repo)
-                .listed_by(digest)
+        let target_keys: BTreeSet<DigestKey> = targets.iter().map(key).collect();
+        let by_index = |view: &RepoView, repo: &str, digest: &str| -> Vec<String> {
+            view.listed_by(digest)
                 .into_iter()
                 .filter(|i| target_keys.contains(&(repo.to_string(), i.clone())))
                 .collect()
         };
-        let mut second = Vec::new();
-        let mut third = Vec::new();
-        for t in targets.iter().filter(|t| !t.is_referrer) {
-            let k = key(t);
-            if decided.contains_key(&k) {
-                continue;
-            }
-            let (repo, digest) = &k;
-            let view = view_of(repo);
-            let hanging: Vec<String> = view
-                .subject_of
-                .keys()
-                .filter(|r| view.root_subject(r).as_deref() == Some(digest.as_str()))
-                .filter(|r| !gone(decided.get(&(repo.clone(), (*r).clone()))))
-                .cloned()
-                .collect();
-            if !hanging.is_empty() {
-                decided.insert(
-                    k.clone(),
-                    Outcome::Skipped(format!("{} still refer to it", hanging.join(", "))),
-                );
-                continue;
-            }
-            if by_index(repo, digest).is_empty() {
-                second.push(k);
+        let mut first = Vec::new();
+        let mut children = Vec::new();
+        let mut referrers = Vec::new();
+        for t in &targets {
+            let (repo, digest) = key(t);
+            if t.is_referrer {
+                referrers.push((repo, digest));
+            } else if by_index(self.view(&repo), &repo, &digest).is_empty() {
+                first.push((repo, digest));
             } else {
-                third.push(k);
+                children.push((repo, digest));
             }
         }
-        for (k, o) in self.delete_digests(registry, second, cancel).await {
+        let mut decided: BTreeMap<DigestKey, Outcome> = BTreeMap::new();
+        let gone =
+            |d: &BTreeMap<DigestKey, Outcome>, k: &DigestKey| d.get(k).is_some_and(Outcome::gone);
+        for k in first {
+            let o = self.delete_checked(&k).await;
             decided.insert(k, o);
         }
-        let mut ready = Vec::new();
-        for k in third {
-            let holding: Vec<String> = by_index(&k.0, &k.1)
+        for k in children {
+            let holding: Vec<String> = by_index(self.view(&k.0), &k.0, &k.1)
                 .into_iter()
-                .filter(|i| !gone(decided.get(&(k.0.clone(), i.clone()))))
+                .filter(|i| !gone(&decided, &(k.0.clone(), i.clone())))
                 .collect();
-            if holding.is_empty() {
-                ready.push(k);
+            let o = if holding.is_empty() {
+                self.delete_checked(&k).await
             } else {
-                decided.insert(
-                    k,
-                    Outcome::Skipped(format!(
-                        "listed by index {}, which this sweep did not delete",
-                        holding.join(", ")
-                    )),
-                );
-            }
+                Outcome::Skipped(format!(
+                    "listed by index {}, which this sweep did not delete",
+                    holding.join(", ")
+                ))
+            };
+            decided.insert(k, o);
         }
-        for (k, o) in self.delete_digests(registry, ready, cancel).await {
+        for k in referrers {
+            let root = self.view(&k.0).root_subject(&k.1);
+            let o = match root {
+                None => Outcome::Skipped("refers to nothing this sweep knows of".into()),
+                Some(r) if !target_keys.contains(&(k.0.clone(), r.clone())) => Outcome::Skipped(
+                    format!("goes with its subject {r}, which this sweep does not delete"),
+                ),
+                Some(r) if !gone(&decided, &(k.0.clone(), r.clone())) => Outcome::Skipped(format!(
+                    "goes with its subject {r}, which was not deleted; kept with it"
+                )),
+                Some(_) => self.delete_checked(&k).await,
+            };
             decided.insert(k, o);
         }
 
@@ -597,7 +765,8 @@ impl Executor {
             }
         }
         for (repo, digests) in &deleted {
-            cache.forget_digests(base, repo, digests);
+            self.cache
+                .forget_digests(self.registry.base(), repo, digests);
         }
         targets
             .into_iter()
@@ -610,31 +779,125 @@ impl Executor {
             .collect()
     }
 
-    /// Deletes manifests by digest, concurrently within the rate limit.
-    async fn delete_digests(
-        &self,
-        registry: &RegistryClient,
-        keys: Vec<(String, String)>,
-        cancel: &CancellationToken,
-    ) -> Vec<((String, String), Outcome)> {
-        futures::stream::iter(keys)
-            .map(|(repo, digest)| async move {
-                if !self.pace(cancel).await {
-                    return ((repo, digest), Outcome::NotAttempted);
+    /// Lists every repository's tags again and compares them with what is expected.
+    async fn tags_unchanged(&mut self) -> Result<(), Outcome> {
+        let started = tokio::time::Instant::now();
+        let base = self.registry.base();
+        let mut changes = Vec::new();
+        for (repo, expected) in &self.expected {
+            match self.executor.fresh_tags(self.registry, repo).await {
+                Ok(fresh) => {
+                    let c = tag_changes(expected, &fresh);
+                    if c.is_empty() {
+                        self.cache.remember_tags(base, repo, &fresh);
+                    } else {
+                        self.cache.forget(base, repo);
+                        let more = c.len().saturating_sub(3);
+                        let mut m = format!("{repo}: {}", c[..c.len().min(3)].join(", "));
+                        if more > 0 {
+                            m.push_str(&format!(" and {more} more"));
+                        }
+                        changes.push(m);
+                    }
                 }
-                if !self.leadership.still_leading() {
-                    return ((repo, digest), Outcome::Failed(NOT_LEADING.into()));
+                Err(e) => {
+                    return Err(Outcome::Failed(format!(
+                        "checking the registry before deleting: {e}"
+                    )));
                 }
-                let o = match registry.delete(&repo, &digest).await {
-                    Ok(Deleted::Now) => Outcome::Deleted,
-                    Ok(Deleted::AlreadyGone) => Outcome::AlreadyGone,
-                    Err(e) => Outcome::Failed(e.to_string()),
-                };
-                ((repo, digest), o)
+            }
+        }
+        if changes.is_empty() {
+            self.checked_at = Some(started);
+            Ok(())
+        } else {
+            Err(Outcome::Skipped(format!(
+                "the registry changed since the evaluation ({}); kept until the next sweep",
+                changes.join("; ")
+            )))
+        }
+    }
+
+    /// One artifact: its slot, the checks, then its DELETE.
+    async fn delete_checked(&mut self, (repo, digest): &DigestKey) -> Outcome {
+        if let Some(o) = &self.stopped {
+            return o.clone();
+        }
+        if !self.executor.pace(self.cancel).await {
+            return Outcome::NotAttempted;
+        }
+        // Referrers now: one it did not have when evaluated holds it back.
+        let known = self.view(repo).referrers_of(digest);
+        match self.registry.referrers(repo, digest).await {
+            Ok(refs) => {
+                let unknown: Vec<&str> = refs
+                    .iter()
+                    .filter(|r| !known.contains(*r))
+                    .map(String::as_str)
+                    .collect();
+                if !unknown.is_empty() {
+                    self.cache.forget(self.registry.base(), repo);
+                    return Outcome::Skipped(format!(
+                        "referred to by {} since the evaluation; kept until the next sweep",
+                        unknown.join(", ")
+                    ));
+                }
+            }
+            Err(e) => {
+                return Outcome::Failed(format!("checking its referrers before deleting: {e}"));
+            }
+        }
+        // Tags now, at most RECHECK_MAX_AGE before the DELETE.
+        if self
+            .checked_at
+            .is_none_or(|at| at.elapsed() >= RECHECK_MAX_AGE)
+            && let Err(o) = self.tags_unchanged().await
+        {
+            self.stopped = Some(o.clone());
+            return o;
+        }
+        // Users now, from caches that are current.
+        if let Err(o) = self.in_use.wait_current(self.cancel).await {
+            return o;
+        }
+        let tags: Vec<String> = self
+            .expected
+            .get(repo)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, d)| *d == digest)
+                    .map(|(t, _)| t.clone())
+                    .collect()
             })
-            .buffer_unordered(self.concurrency.max(1))
-            .collect()
-            .await
+            .unwrap_or_default();
+        if let Some(why) = (self.in_use.user)(repo, digest, &tags) {
+            return Outcome::Skipped(format!("{why}, found right before its delete"));
+        }
+        if !self.executor.leadership.still_leading() {
+            return Outcome::Failed(NOT_LEADING.into());
+        }
+        if self
+            .checked_at
+            .is_none_or(|at| at.elapsed() >= RECHECK_MAX_AGE)
+        {
+            // The checks above took long: look at the tags once more.
+            if let Err(o) = self.tags_unchanged().await {
+                self.stopped = Some(o.clone());
+                return o;
+            }
+        }
+        let o = match self.registry.delete(repo, digest).await {
+            Ok(Deleted::Now) => Outcome::Deleted,
+            Ok(Deleted::AlreadyGone) => Outcome::AlreadyGone,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        if o.gone()
+            && let Some(m) = self.expected.get_mut(repo)
+        {
+            // Deleting a manifest takes its tags with it: not a change to stop for.
+            m.retain(|_, d| d != digest);
+        }
+        o
     }
 }
 
@@ -832,5 +1095,153 @@ mod tests {
         );
         plan_sweep(&eval(10, 1), None, grace, &mut marks, later);
         assert!(!marks.contains_key("u1"));
+    }
+
+    /// A Recheck over fake caches: `health` and `version` are read on every call, and each
+    /// evaluation is counted and says uid "u1" is a candidate at resourceVersion "rv<n>" while
+    /// `candidate` holds.
+    struct Fake {
+        unhealthy_until: std::sync::Mutex<tokio::time::Instant>,
+        version: std::sync::atomic::AtomicU64,
+        evaluations: std::sync::atomic::AtomicU64,
+        candidate: std::sync::atomic::AtomicBool,
+    }
+
+    fn fake(unhealthy_for: Duration, pause_limit: Duration) -> (Arc<Fake>, Recheck) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let f = Arc::new(Fake {
+            unhealthy_until: std::sync::Mutex::new(tokio::time::Instant::now() + unhealthy_for),
+            version: 0.into(),
+            evaluations: 0.into(),
+            candidate: true.into(),
+        });
+        let (a, b, c) = (f.clone(), f.clone(), f.clone());
+        let r = Recheck::new(
+            Box::new(move || {
+                let f = a.clone();
+                Box::pin(async move {
+                    let n = f.evaluations.fetch_add(1, SeqCst) + 1;
+                    let mut fresh = Fresh::default();
+                    if f.candidate.load(SeqCst) {
+                        fresh.candidates.insert(
+                            "u1".into(),
+                            (format!("rv{n}"), "no term of keep held".into()),
+                        );
+                    }
+                    fresh
+                })
+            }),
+            Box::new(move || {
+                (tokio::time::Instant::now() < *b.unhealthy_until.lock().unwrap())
+                    .then(|| "the watch of pods failed".to_string())
+            }),
+            Box::new(move || vec![c.version.load(SeqCst)]),
+            pause_limit,
+        );
+        (f, r)
+    }
+
+    #[tokio::test]
+    async fn rechecks_are_fresh_paused_while_a_cache_is_not_current_and_bounded() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let cancel = CancellationToken::new();
+        let delete = |rv: &str| Rechecked::Delete {
+            resource_version: rv.into(),
+            why: "no term of keep held".into(),
+        };
+
+        // Paused while a cache is not current, then worked out once.
+        let (f, r) = fake(Duration::from_millis(300), Duration::from_secs(10));
+        let started = tokio::time::Instant::now();
+        assert_eq!(r.verdict("u1", &cancel).await, delete("rv1"));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // Nothing changed, and it is fresh: not worked out again.
+        assert_eq!(r.verdict("u1", &cancel).await, delete("rv1"));
+        assert_eq!(f.evaluations.load(SeqCst), 1);
+        // A change in a cache it reads, once RECHECK_MIN_INTERVAL passed: worked out again,
+        // and what is no longer a candidate is kept.
+        f.version.fetch_add(1, SeqCst);
+        f.candidate.store(false, SeqCst);
+        tokio::time::sleep(RECHECK_MIN_INTERVAL).await;
+        let Rechecked::Keep(why) = r.verdict("u1", &cancel).await else {
+            panic!("a re-check after a change keeps what is no longer a candidate")
+        };
+        assert!(why.contains("no longer a candidate"), "{why}");
+        assert_eq!(f.evaluations.load(SeqCst), 2);
+        // Without a change, at most RECHECK_MAX_AGE old.
+        f.candidate.store(true, SeqCst);
+        tokio::time::sleep(RECHECK_MAX_AGE).await;
+        assert_eq!(r.verdict("u1", &cancel).await, delete("rv3"));
+        assert_eq!(r.verdict("u2", &cancel).await, Rechecked::Keep(
+            "no longer a candidate when its delete was due (re-checked against the current caches)".into()
+        ));
+
+        // A cache that stays broken past the pause limit: kept, and said why.
+        let (f, r) = fake(Duration::from_secs(60), Duration::from_millis(200));
+        let Rechecked::Keep(why) = r.verdict("u1", &cancel).await else {
+            panic!("kept when the caches stay broken")
+        };
+        assert!(
+            why.contains("the watch of pods failed for longer than"),
+            "{why}"
+        );
+        assert_eq!(
+            f.evaluations.load(SeqCst),
+            0,
+            "nothing evaluated from a broken cache"
+        );
+
+        // Stopped while paused.
+        let (_, r) = fake(Duration::from_secs(60), Duration::from_secs(60));
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            s.cancel();
+        });
+        assert_eq!(r.verdict("u1", &stop).await, Rechecked::Stopped);
+    }
+
+    #[test]
+    fn fresh_verdicts_block_and_fail_as_a_whole() {
+        let block = Deletion {
+            abort_above_percent: Some(50),
+            ..Default::default()
+        };
+        let f = Fresh::of(&eval(10, 6), Some(&block));
+        assert!(matches!(f.verdict("u0"), Rechecked::Keep(m) if m.contains("abortAbovePercent")));
+        let f = Fresh::of(&eval(10, 2), Some(&block));
+        assert_eq!(
+            f.verdict("u1"),
+            Rechecked::Delete {
+                resource_version: "1".into(),
+                why: "no term of keep held".into()
+            }
+        );
+        let f = Fresh::failed("re-checking the verdicts before deleting: over budget".into());
+        assert!(matches!(f.verdict("u1"), Rechecked::Keep(m) if m.contains("over budget")));
+    }
+
+    #[test]
+    fn referrers_are_not_counted_against_max_per_sweep() {
+        let mut e = eval(10, 3);
+        e.results[0].basis = Basis::FollowsSubject;
+        let cap = Deletion {
+            max_per_sweep: Some(1),
+            ..Default::default()
+        };
+        let p = plan_sweep(
+            &e,
+            Some(&cap),
+            None,
+            &mut HashMap::new(),
+            ts("2026-01-10T12:00:00Z"),
+        );
+        assert_eq!(
+            names(&p),
+            vec!["j2", "j0"],
+            "the oldest subject, and the referrer"
+        );
+        assert!(matches!(p, SweepPlan::Proceed { deferred: 1, .. }));
     }
 }

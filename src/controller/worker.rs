@@ -24,7 +24,9 @@ use super::incremental::{self, Inputs, Mode, Tracked};
 use super::inputs;
 use super::marks;
 use super::metrics::SweepResult;
-use super::sweep::{Outcome, SweepPlan, candidate_mark_keys, plan_sweep};
+use super::sweep::{
+    Fresh, InUse, Outcome, PAUSE_LIMIT, Recheck, SweepPlan, candidate_mark_keys, plan_sweep,
+};
 use super::{FIELD_MANAGER, SWEEP_NOW_ANNOTATION, Shared, now_secs};
 use crate::api::{
     ClusterRetentionPolicy, PolicyView, RetentionPolicy, RetentionPolicyStatus, SweepRecord,
@@ -48,7 +50,8 @@ pub mod event {
     pub const DRY_RUN: &str = "DryRun";
 }
 
-/// How soon a failed registry read is tried again (or the refresh period, if shorter).
+/// How soon a failed registry read is tried again at most (1 s after the first failure,
+/// doubling with each failure in a row; or the refresh period, if shorter).
 const REGISTRY_RETRY: Duration = Duration::from_secs(15);
 
 /// How long a status write on the way out (an interrupted sweep at shutdown) may take: the
@@ -63,6 +66,37 @@ type InventoryRead = (
     Timestamp,
     Result<(Arc<RegistryClient>, Vec<Json>), Readiness>,
 );
+
+/// Capped exponential backoff for one kind of failure of one policy: 1 s, 2 s, 4 s, ... up to
+/// `cap`, back to the start after a success.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// Counts a failure; how long to wait before the next try.
+    pub fn failed(&mut self, cap: Duration) -> Duration {
+        let wait = Duration::from_secs(1u64 << self.failures.min(16)).min(cap);
+        self.failures = self.failures.saturating_add(1);
+        wait
+    }
+
+    /// How long the next try waits, without counting a failure.
+    pub fn current(&self, cap: Duration) -> Duration {
+        match self.failures {
+            0 => Duration::ZERO,
+            n => Duration::from_secs(1u64 << (n - 1).min(16)).min(cap),
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// How long a failed status write waits at most before it is tried again.
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What the worker remembers about its policy.
 #[derive(Default)]
@@ -93,6 +127,11 @@ struct PolicyState {
     registry_error: Option<(Timestamp, Readiness)>,
     reading: Option<JoinHandle<InventoryRead>>,
     sweep_waiting_since: Option<Timestamp>,
+    /// Registry reads that failed in a row: the next read waits longer, up to REGISTRY_RETRY.
+    registry_backoff: Backoff,
+    /// A status write failed: when to try it again.
+    write_retry: Option<Timestamp>,
+    write_backoff: Backoff,
     /// What the last evaluation left for the next one.
     carried: Carried,
 }
@@ -190,6 +229,11 @@ impl Worker {
                 Next::Stop => break,
                 Next::Wait(at) => at,
             };
+            // A status write that failed is tried again, with backoff, even if nothing changes.
+            let wake = match (wake, self.state.write_retry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = wake
                 .map(|t| {
                     Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
@@ -233,11 +277,13 @@ impl Worker {
                 s.inventory = Some((started, Arc::new(docs)));
                 s.registry = Some(client);
                 s.registry_error = None;
+                s.registry_backoff.reset();
                 s.seen.clear();
             }
             Err(r) => {
                 tracing::warn!(policy = %self.key, reason = %r.reason, error = %r.message, "reading the registry failed");
                 s.registry_error = Some((started, r));
+                s.registry_backoff.failed(REGISTRY_RETRY);
             }
         }
     }
@@ -353,7 +399,10 @@ impl Worker {
                 }
                 Err(r) => {
                     self.write_not_ready(obj, &r, now).await;
-                    return Next::Wait(None);
+                    // A kind not served yet may be installed later: look again.
+                    let again = jiff::SignedDuration::try_from(super::DISCOVERY_RETRY)
+                        .unwrap_or(jiff::SignedDuration::from_secs(10));
+                    return Next::Wait(now_secs().checked_add(again).ok());
                 }
             };
         let custom: Vec<Kind> = discovered.into_values().flatten().collect();
@@ -401,7 +450,11 @@ impl Worker {
             reading: self.state.reading.is_some(),
             sweep_waiting_since: self.state.sweep_waiting_since,
             refresh: self.shared.registry.refresh,
-            retry: self.shared.registry.refresh.min(REGISTRY_RETRY),
+            retry: self
+                .shared
+                .registry
+                .refresh
+                .min(self.state.registry_backoff.current(REGISTRY_RETRY)),
         });
         let Decision {
             sweep,
@@ -536,7 +589,9 @@ impl Worker {
         if let SweepStep::Now(trigger) = sweep {
             self.state.sweep_request = requested;
             self.state.sweep_waiting_since = None;
-            let outcome = self.sweep(obj, &compiled, trigger, now).await;
+            let outcome = self
+                .sweep(obj, &compiled, trigger, now, &caches, &custom)
+                .await;
             self.state.next_sweep = compiled.schedule.next_after(now_secs());
             // A sweep deleted objects: evaluate again before reporting.
             self.state.seen.clear();
@@ -594,7 +649,11 @@ impl Worker {
                 reading: self.state.reading.is_some(),
                 sweep_waiting_since: None,
                 refresh: self.shared.registry.refresh,
-                retry: self.shared.registry.refresh.min(REGISTRY_RETRY),
+                retry: self
+                    .shared
+                    .registry
+                    .refresh
+                    .min(self.state.registry_backoff.current(REGISTRY_RETRY)),
             }),
         });
         if d.read_inventory {
@@ -666,6 +725,7 @@ impl Worker {
                 now,
                 &cancel,
                 carried,
+                shared.incremental_evaluation,
             )
         });
         tokio::select! {
@@ -680,6 +740,8 @@ impl Worker {
         policy: &Arc<CompiledPolicy>,
         trigger: Trigger,
         now: Timestamp,
+        caches: &[Arc<Cache>],
+        custom: &[Kind],
     ) -> SweepEnd {
         let spec = &policy.view.spec;
         let Some(eval) = self.state.evaluation.clone() else {
@@ -694,14 +756,19 @@ impl Worker {
         if let Some(stored) = self.state.stored_marks.take() {
             marks::restore(&mut self.state.marks, &stored, &candidate_mark_keys(&eval));
         }
+        // A dry run changes nothing, grace marks included: it plans with a copy, so that
+        // turning dryRun off later starts every grace period afresh.
+        let mut dry_marks = spec.dry_run.then(|| self.state.marks.clone());
         let plan = plan_sweep(
             &eval,
             spec.deletion.as_ref(),
             policy.grace_period,
-            &mut self.state.marks,
+            dry_marks.as_mut().unwrap_or(&mut self.state.marks),
             now,
         );
-        self.state.marks_current = true;
+        if !spec.dry_run {
+            self.state.marks_current = true;
+        }
         let prefix = if trigger == Trigger::Resume {
             "resumed an interrupted sweep: "
         } else {
@@ -780,11 +847,16 @@ impl Worker {
         let inventory = self.state.inventory.as_ref().map(|(_, d)| d.clone());
         let group_by = spec.group_by.is_some();
         let target = policy.target;
+        let recheck =
+            (target != TargetKind::OciArtifact).then(|| self.recheck(policy, caches, custom));
+        let in_use = registry.as_ref().map(|r| self.in_use(r.host()));
         let run = {
+            let recheck = recheck.as_ref();
+            let in_use = in_use.as_ref();
             let token = token.clone();
             async move {
-                match (target, registry) {
-                    (TargetKind::OciArtifact, Some(registry)) => {
+                match (target, registry, in_use) {
+                    (TargetKind::OciArtifact, Some(registry), Some(in_use)) => {
                         let evaluated = inventory.as_deref().map(Vec::as_slice);
                         let out = shared
                             .executor
@@ -794,6 +866,7 @@ impl Worker {
                                 evaluated.unwrap_or_default(),
                                 targets,
                                 group_by,
+                                in_use,
                                 &key,
                                 &token,
                             )
@@ -803,11 +876,11 @@ impl Worker {
                             .registry_requests(registry.host(), &registry.counts.take());
                         out
                     }
-                    (TargetKind::OciArtifact, None) => Vec::new(),
+                    (TargetKind::OciArtifact, _, _) => Vec::new(),
                     _ => {
                         shared
                             .executor
-                            .delete_all(target, targets, propagation, &key, &token)
+                            .delete_all(target, targets, propagation, &key, recheck, &token)
                             .await
                     }
                 }
@@ -940,6 +1013,92 @@ impl Worker {
         })
     }
 
+    /// Delete-time truth for this policy's sweep: its verdicts worked out again from the caches
+    /// it reads, in full (a sweep must not wait on the incremental state another step holds).
+    fn recheck(
+        &self,
+        policy: &Arc<CompiledPolicy>,
+        caches: &[Arc<Cache>],
+        custom: &[Kind],
+    ) -> Recheck {
+        let shared = self.shared.clone();
+        let cancel = self.cancel.clone();
+        let (p, c, k) = (policy.clone(), caches.to_vec(), custom.to_vec());
+        let evaluate = move || -> futures::future::BoxFuture<'static, Fresh> {
+            let (shared, cancel, p, c, k) = (
+                shared.clone(),
+                cancel.clone(),
+                p.clone(),
+                c.clone(),
+                k.clone(),
+            );
+            Box::pin(async move {
+                let Ok(_slot) = shared.evaluations.clone().acquire_owned().await else {
+                    return Fresh::failed("the controller is stopping".into());
+                };
+                let now = now_secs();
+                let task = tokio::task::spawn_blocking(move || {
+                    let (r, _) = evaluate_now(
+                        &shared,
+                        &p,
+                        &c,
+                        &k,
+                        None,
+                        now,
+                        &cancel,
+                        Carried::default(),
+                        false,
+                    );
+                    r.map(|e| Fresh::of(&e, p.view.spec.deletion.as_ref()))
+                });
+                match task.await {
+                    Ok(Ok(fresh)) => fresh,
+                    Ok(Err(e)) => {
+                        Fresh::failed(format!("re-checking the verdicts before deleting: {e}"))
+                    }
+                    Err(e) => {
+                        Fresh::failed(format!("re-checking the verdicts before deleting: {e}"))
+                    }
+                }
+            })
+        };
+        let health = caches.to_vec();
+        let versions = caches.to_vec();
+        Recheck::new(
+            Box::new(evaluate),
+            Box::new(move || health.iter().find_map(|c| c.unhealthy())),
+            Box::new(move || {
+                versions
+                    .iter()
+                    .map(|c| c.version.load(Ordering::Acquire))
+                    .collect()
+            }),
+            PAUSE_LIMIT,
+        )
+    }
+
+    /// What an OCI sweep asks of the cluster right before each delete: the Pods and workloads
+    /// that use an artifact of `host` now, from the built-in referrer caches.
+    fn in_use(&self, host: &str) -> InUse {
+        let host = host.to_string();
+        let shared = self.shared.clone();
+        let caches: Vec<Arc<Cache>> = Kind::builtin_referrers()
+            .iter()
+            .map(|k| self.shared.caches.get(k))
+            .collect();
+        InUse {
+            unhealthy: Box::new(move || caches.iter().find_map(|c| c.unhealthy())),
+            user: Box::new(move |repo, digest, tags| {
+                shared
+                    .ref_index()
+                    .image_referrers(&host, repo, digest, tags)
+                    .first()
+                    .map(crate::engine::in_use_reason)
+            }),
+            pause_limit: PAUSE_LIMIT,
+        }
+    }
+
     async fn publish(&self, obj: &Json, type_: EventType, reason: &str, note: &str) {
         let ev = Event {
             type_,
@@ -1040,9 +1199,16 @@ impl Worker {
                 self.shared.metrics.status_write();
                 tracing::debug!(policy = %self.key, "status written");
                 self.state.last_written = Some(desired_json);
+                self.state.write_retry = None;
+                self.state.write_backoff.reset();
             }
-            // Left as it was: the next step tries again.
-            Err(e) => tracing::warn!(policy = %self.key, error = %e, "writing status failed"),
+            // Left as it was: the step after the backoff writes it again.
+            Err(e) => {
+                let wait = self.state.write_backoff.failed(WRITE_RETRY_MAX);
+                tracing::warn!(policy = %self.key, error = %e, retry_in = ?wait, "writing status failed");
+                let wait = jiff::SignedDuration::try_from(wait).unwrap_or_default();
+                self.state.write_retry = Timestamp::now().checked_add(wait).ok();
+            }
         }
     }
 }
@@ -1169,6 +1335,7 @@ fn evaluate_now(
     now: Timestamp,
     cancel: &CancellationToken,
     carried: Carried,
+    incremental: bool,
 ) -> (Result<Evaluation, OverBudget>, Carried) {
     let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = caches
         .iter()
@@ -1223,7 +1390,7 @@ fn evaluate_now(
                 // Every policy's caches include its target's (inputs::needs): nothing to read.
                 return (Ok(Evaluation::default()), Carried::default());
             };
-            if !shared.incremental_evaluation {
+            if !incremental {
                 // Only the selected objects are held parsed, and only for this evaluation.
                 let owned = cache.parsed_where(&policy.retained_fields(), |o| {
                     selects(policy, o, &namespace_labels)

@@ -606,6 +606,8 @@ struct Row<'a> {
     rank: i64,
     group_size: i64,
     referrers: Vec<Referrer>,
+    /// OCI: a Pod or workload in the cluster that runs or names this artifact (the mark).
+    in_use: Option<Referrer>,
 }
 
 impl<'a> Row<'a> {
@@ -633,6 +635,7 @@ impl<'a> Row<'a> {
             rank: 0,
             group_size: 0,
             referrers: Vec::new(),
+            in_use: None,
         }
     }
 
@@ -777,6 +780,9 @@ fn decide(
     }
     if let Some(g) = guard(kind, row.obj) {
         return (Basis::Guard, g.to_string());
+    }
+    if let Some(who) = &row.in_use {
+        return (Basis::Guard, in_use_reason(who));
     }
     let refs_json = serde_json::to_value(&row.referrers).unwrap_or(Json::Null);
     let refs_val = expr::json_to_val(&refs_json);
@@ -996,6 +1002,9 @@ fn evaluate_rows(
     let custom = custom_references(policy, &snap.custom_referrers, now, &|| stop(0))?;
     for row in &mut rows {
         row.referrers = referrers_of(kind, row.obj, snap.refs, &custom);
+        if kind == TargetKind::OciArtifact {
+            row.in_use = in_use_by(row.obj, snap.refs);
+        }
     }
 
     // Storage: each member's footprint, and per group a ledger of the bytes its members hold.
@@ -1081,7 +1090,7 @@ fn evaluate_rows(
         });
     }
     if kind == TargetKind::OciArtifact {
-        apply_oci_guards(&rows, &mut results);
+        apply_oci_guards(&rows, &selected, &mut results);
     }
 
     let mut summary = Counts::default();
@@ -1148,9 +1157,37 @@ impl cel::context::VariableResolver for WithBytes<'_, '_> {
     }
 }
 
-/// OCI's structural guards: a manifest a kept index lists is kept; an artifact with a subject
-/// (signature, SBOM) is never a candidate itself and follows its subject.
-fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
+/// The first Pod or workload that runs or names an artifact (by digest, or by one of its tags),
+/// wherever it is: the mark of mark-and-sweep, which no expression overrides.
+pub fn in_use_by(obj: &Json, refs: &RefIndex) -> Option<Referrer> {
+    let (repository, digest, tags) = oci_parts(obj);
+    refs.image_referrers(
+        str_at(obj, "/registry").unwrap_or(""),
+        &repository,
+        &digest,
+        &tags,
+    )
+    .into_iter()
+    .next()
+}
+
+/// How the in-use guard names what uses an artifact.
+pub fn in_use_reason(who: &Referrer) -> String {
+    if who.namespace.is_empty() {
+        format!("guard: in use by {} {}", who.kind, who.name)
+    } else {
+        format!(
+            "guard: in use by {} {}/{}",
+            who.kind, who.namespace, who.name
+        )
+    }
+}
+
+/// OCI's structural guards: a manifest that an index which stays lists is kept, whether this
+/// policy governs that index or not (every selected artifact that is not a candidate stays,
+/// the ones `match` leaves out included); an artifact with a subject (signature, SBOM) is
+/// never a candidate itself and follows its subject.
+fn apply_oci_guards(rows: &[Row<'_>], selected: &[&Json], results: &mut [ObjectResult]) {
     let digest_of = |i: usize| str_at(rows[i].obj, "/digest").unwrap_or("").to_string();
     let by_digest: HashMap<(String, String), usize> = (0..rows.len())
         .map(|i| {
@@ -1167,12 +1204,14 @@ fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
     // Index children, to a fixed point (an index may list an index).
     loop {
         let mut changed = false;
-        for i in 0..rows.len() {
-            if results[i].verdict == Verdict::Delete {
+        for &doc in selected {
+            let repo = str_at(doc, "/repository").unwrap_or("");
+            let digest = str_at(doc, "/digest").unwrap_or("");
+            let governed = by_digest.get(&(repo.to_string(), digest.to_string()));
+            if governed.is_some_and(|&i| results[i].verdict == Verdict::Delete) {
                 continue;
             }
-            for child in rows[i]
-                .obj
+            for child in doc
                 .get("manifests")
                 .and_then(Json::as_array)
                 .into_iter()
@@ -1181,12 +1220,17 @@ fn apply_oci_guards(rows: &[Row<'_>], results: &mut [ObjectResult]) {
                 let Some(d) = child.as_str().or_else(|| str_at(child, "/digest")) else {
                     continue;
                 };
-                if let Some(&c) = by_digest.get(&(repo_of(i), d.to_string()))
+                if let Some(&c) = by_digest.get(&(repo.to_string(), d.to_string()))
                     && results[c].verdict == Verdict::Delete
                 {
                     results[c].verdict = Verdict::Keep;
                     results[c].basis = Basis::Guard;
-                    results[c].reason = format!("guard: listed by kept index {}", digest_of(i));
+                    results[c].reason = match governed {
+                        Some(_) => format!("guard: listed by kept index {digest}"),
+                        None => format!(
+                            "guard: listed by index {digest}, which this policy does not govern"
+                        ),
+                    };
                     changed = true;
                 }
             }

@@ -540,13 +540,17 @@ fn oci_mark_and_sweep() {
         .collect();
     assert_eq!(v["team/app:1.10.0@sha256:a2"].0, Verdict::Keep);
     assert_eq!(v["team/app:1.9.1@sha256:a1"].0, Verdict::Keep);
+    // What the cluster runs or names is kept by the mark, before keep is asked.
     assert_eq!(
         v["team/app:1.2.0@sha256:a3"],
-        (Verdict::Keep, "keep: referencedBy.size() > 0".into())
+        (
+            Verdict::Keep,
+            "guard: in use by CronJob y/names-1.2.0".into()
+        )
     );
     assert_eq!(
         v["team/app:0.9.0@sha256:a5"],
-        (Verdict::Keep, "keep: referencedBy.size() > 0".into())
+        (Verdict::Keep, "guard: in use by Pod x/runs-a5".into())
     );
     assert_eq!(
         v["team/app:0.1.0@sha256:a6"],
@@ -1061,4 +1065,88 @@ fn an_index_holds_its_childrens_bytes_while_it_is_kept() {
             "keep: rank < 1 (artifactBytes 2240, groupBytes 2240)".into()
         )
     );
+}
+
+#[test]
+fn images_in_use_and_children_of_indexes_that_stay_are_kept_whatever_keep_says() {
+    let old = Some("2026-01-01T00:00:00Z");
+    // An index tagged v1 lists two untagged platform manifests; match governs only untagged
+    // artifacts, so the index itself is not governed, and stays.
+    let mut index = artifact("app", "sha256:idx", &["v1"], old);
+    index["manifests"] = json!(["sha256:amd64", "sha256:arm64"]);
+    let amd = artifact("app", "sha256:amd64", &[], old);
+    let arm = artifact("app", "sha256:arm64", &[], old);
+    let loose = artifact("app", "sha256:loose", &[], old);
+    let running = artifact("app", "sha256:running", &["old"], old);
+    let named = artifact("app", "sha256:named", &["cron"], old);
+    let unused = artifact("app", "sha256:unused", &["stale"], old);
+    let arts = [index, amd, arm, loose, running, named, unused];
+    // The Pod runs `running` by digest (status imageID), under another name in its spec; the
+    // CronJob names `named` by tag, through Docker-style aliases of the same host.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "x", "name": "p"},
+        "spec": {"containers": [{"image": "127.0.0.1:5000/app:moved"}]},
+        "status": {"containerStatuses": [{"imageID": "127.0.0.1:5000/app@sha256:running"}]}});
+    let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"namespace": "y", "name": "c"},
+        "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"image": "127.0.0.1:5000/app:cron"}]}}}}}});
+    let table = [
+        (
+            "untagged only",
+            "object.tags.size() == 0",
+            vec![
+                (
+                    "app:@sha256:amd64",
+                    Verdict::Keep,
+                    "guard: listed by index sha256:idx, which this policy does not govern",
+                ),
+                (
+                    "app:@sha256:arm64",
+                    Verdict::Keep,
+                    "guard: listed by index sha256:idx, which this policy does not govern",
+                ),
+                ("app:@sha256:loose", Verdict::Delete, "no term of keep held"),
+            ],
+        ),
+        (
+            "everything",
+            "true",
+            vec![
+                ("app:v1@sha256:idx", Verdict::Delete, "no term of keep held"),
+                ("app:@sha256:amd64", Verdict::Delete, "no term of keep held"),
+                (
+                    "app:old@sha256:running",
+                    Verdict::Keep,
+                    "guard: in use by Pod x/p",
+                ),
+                (
+                    "app:cron@sha256:named",
+                    Verdict::Keep,
+                    "guard: in use by CronJob y/c",
+                ),
+                (
+                    "app:stale@sha256:unused",
+                    Verdict::Delete,
+                    "no term of keep held",
+                ),
+            ],
+        ),
+    ];
+    for (name, matches, want) in table {
+        let p = policy(
+            Some("ns"),
+            json!({"target": {"kind": "OCIArtifact", "registry": {"url": "http://127.0.0.1:5000", "repositories": ["app"]}},
+            "match": matches, "keep": "false", "schedule": "@daily"}),
+        );
+        let r = run(&p, &arts, &[pod.clone(), cron.clone()]);
+        let v: BTreeMap<_, _> = r
+            .iter()
+            .map(|(id, v, why)| (id.clone(), (*v, why.clone())))
+            .collect();
+        for (id, verdict, why) in want {
+            assert_eq!(
+                v.get(id),
+                Some(&(verdict, why.to_string())),
+                "{name}: {id} in {v:?}"
+            );
+        }
+    }
 }

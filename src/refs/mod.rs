@@ -56,6 +56,26 @@ pub fn normalize_registry(host: &str) -> String {
     }
 }
 
+/// A registry and repository as references are matched by, the way the kubelet's image
+/// references resolve: the canonical host (Docker Hub's aliases folded) without a default port
+/// (`:443`, `:80`), and Docker Hub's one-word repositories under `library/`. Folding can only
+/// make more references match, so it can only keep more.
+pub fn match_key(registry: &str, repository: &str) -> (String, String) {
+    let h = registry.trim_end_matches('/').to_ascii_lowercase();
+    let h = h
+        .strip_suffix(":443")
+        .or_else(|| h.strip_suffix(":80"))
+        .unwrap_or(&h);
+    let host = normalize_registry(h);
+    let repository = repository.trim_matches('/');
+    let repository = if host == DOCKER_HUB && !repository.contains('/') {
+        format!("library/{repository}")
+    } else {
+        repository.to_string()
+    };
+    (host, repository)
+}
+
 impl ImageRef {
     /// Parses what a Pod spec or a container status says. Returns None for what names no
     /// repository (a bare digest) or is not a reference at all.
@@ -288,7 +308,7 @@ impl RefIndex {
         }
         for image in &r.images {
             self.images
-                .entry((image.registry.clone(), image.repository.clone()))
+                .entry(match_key(&image.registry, &image.repository))
                 .or_default()
                 .push((image.clone(), r.who.clone()));
         }
@@ -320,10 +340,7 @@ impl RefIndex {
         tags: &[String],
     ) -> Vec<Referrer> {
         let mut out = BTreeSet::new();
-        if let Some(refs) = self
-            .images
-            .get(&(normalize_registry(registry), repository.to_string()))
-        {
+        if let Some(refs) = self.images.get(&match_key(registry, repository)) {
             for (r, who) in refs {
                 let by_digest = r.digest.as_deref() == Some(digest);
                 let by_tag = r.digest.is_none() && r.tag.as_ref().is_some_and(|t| tags.contains(t));

@@ -183,3 +183,61 @@ fn images_by_tag_and_by_status_digest() {
             .is_empty()
     );
 }
+
+#[test]
+fn registries_and_repositories_match_as_the_kubelet_resolves_them() {
+    let pod = |image: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "a", "name": "p"},
+            "spec": {"containers": [{"image": image}]}})
+    };
+    // (what the Pod names, the artifact's registry and repository, whether it matches)
+    let table = [
+        ("nginx:1.27", "docker.io", "nginx", true),
+        ("nginx:1.27", "docker.io", "library/nginx", true),
+        (
+            "docker.io/library/nginx:1.27",
+            "index.docker.io",
+            "nginx",
+            true,
+        ),
+        (
+            "index.docker.io/library/nginx:1.27",
+            "registry-1.docker.io",
+            "library/nginx",
+            true,
+        ),
+        (
+            "registry.example.com:443/team/app:1.27",
+            "registry.example.com",
+            "team/app",
+            true,
+        ),
+        (
+            "registry.example.com/team/app:1.27",
+            "REGISTRY.example.com:443",
+            "team/app",
+            true,
+        ),
+        ("localhost:80/team/app:1.27", "localhost", "team/app", true),
+        (
+            "registry.example.com:5000/team/app:1.27",
+            "registry.example.com",
+            "team/app",
+            false,
+        ),
+        (
+            "registry.example.com/nginx:1.27",
+            "registry.example.com",
+            "library/nginx",
+            false,
+        ),
+        ("nginx:1.27", "docker.io", "team/nginx", false),
+    ];
+    for (image, registry, repository, want) in table {
+        let idx = RefIndex::build([&pod(image)]);
+        let found = !idx
+            .image_referrers(registry, repository, "sha256:x", &["1.27".into()])
+            .is_empty();
+        assert_eq!(found, want, "{image} against {registry}/{repository}");
+    }
+}

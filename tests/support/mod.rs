@@ -686,3 +686,22 @@ pub async fn tag_digests(registry: &str, repo: &str) -> std::collections::BTreeM
     }
     out
 }
+
+/// Tags an existing manifest again, as `crane tag` does: its bytes fetched by digest and PUT
+/// under the new tag.
+pub async fn retag(registry: &str, repo: &str, digest: &str, tag: &str) {
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let resp = reqwest::Client::new()
+        .get(format!("http://{registry}/v2/{repo}/manifests/{digest}"))
+        .header("accept", media)
+        .send()
+        .await
+        .expect("get manifest");
+    assert!(
+        resp.status().is_success(),
+        "get manifest: {}",
+        resp.status()
+    );
+    let body = resp.bytes().await.expect("manifest body").to_vec();
+    put_manifest(registry, None, repo, tag, media, body).await;
+}
