@@ -72,6 +72,17 @@ pub enum RegistryError {
     },
     #[error("{action}: {message}")]
     Protocol { action: String, message: String },
+    /// A page's `Link` header cannot be read: whether more pages follow is unknown, so the
+    /// listing cannot be taken as complete.
+    #[error(
+        "{action} at {registry}: page {page} has a Link header that cannot be read ({reason}); the listing would be incomplete"
+    )]
+    MalformedLink {
+        action: String,
+        registry: String,
+        page: usize,
+        reason: String,
+    },
 }
 
 /// How an error says that retries did not help.
@@ -321,12 +332,21 @@ fn jitter() -> f64 {
 
 /// `Retry-After`: delay-seconds or an HTTP date.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    parse_retry_after(
+        headers.get(RETRY_AFTER)?.to_str().ok()?,
+        jiff::Timestamp::now(),
+    )
+}
+
+/// A `Retry-After` value, delay-seconds or an HTTP date, as the wait from `now`; a date in the
+/// past is no wait, and anything else None (the caller's own backoff then applies).
+pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
-    Some(Duration::try_from(at.duration_since(jiff::Timestamp::now())).unwrap_or(Duration::ZERO))
+    Some(Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO))
 }
 
 /// What a DELETE did.
@@ -379,43 +399,246 @@ fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
-/// The next page from a `Link: <url>; rel="next"` header.
-fn next_link(headers: &HeaderMap) -> Option<String> {
-    let link = headers.get(LINK)?.to_str().ok()?;
-    link.split(',')
-        .find(|l| l.contains("rel=\"next\""))
-        .and_then(|l| {
-            let start = l.find('<')? + 1;
-            let end = l.find('>')?;
-            Some(l[start..end].to_string())
-        })
+/// Spaces and tabs: the optional whitespace of HTTP headers.
+const OWS: [char; 2] = [' ', '\t'];
+
+/// The start of `s`, for error messages about header text a registry sent, which can be long.
+fn excerpt(s: &str) -> String {
+    const MAX: usize = 40;
+    let mut out: String = s.chars().take(MAX).collect();
+    if s.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
 }
 
-/// `Bearer realm="..",service="..",scope=".."` → its parameters.
-fn challenge_params(header: &str) -> (String, HashMap<String, String>) {
-    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
-    let mut params = HashMap::new();
-    let mut rest = rest.trim();
-    while !rest.is_empty() {
-        let Some((k, after)) = rest.split_once('=') else {
-            break;
-        };
-        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        let (v, remaining) = if let Some(stripped) = after.strip_prefix('"') {
-            match stripped.find('"') {
-                Some(end) => (stripped[..end].to_string(), &stripped[end + 1..]),
-                None => (stripped.to_string(), ""),
-            }
-        } else {
-            match after.find(',') {
-                Some(end) => (after[..end].to_string(), &after[end..]),
-                None => (after.to_string(), ""),
-            }
-        };
-        params.insert(k, v);
-        rest = remaining.trim_start_matches(',').trim();
+/// HTTP's token characters (RFC 9110, section 5.6.2).
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// The token at the start of `s` (possibly empty), and what follows it.
+fn split_token(s: &str) -> (&str, &str) {
+    let end = s.find(|c| !is_tchar(c)).unwrap_or(s.len());
+    s.split_at_checked(end).unwrap_or((s, ""))
+}
+
+/// A quoted-string's content, from just after its opening quote: the unescaped value and the
+/// text after the closing quote; None when the quote is never closed.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let mut value = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((value, s.get(i + 1..)?)),
+            '\\' => value.push(chars.next()?.1),
+            c => value.push(c),
+        }
     }
-    (scheme.to_ascii_lowercase(), params)
+    None
+}
+
+/// Why a `Link` header could not be read.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    #[error("it is not visible ASCII text")]
+    NotText,
+    #[error("a link does not start with '<': {0:?}")]
+    NoTarget(String),
+    #[error("a link's '<' is never closed by '>'")]
+    Unclosed,
+    #[error("a link parameter has no name: {0:?}")]
+    ParameterWithoutName(String),
+    #[error("a link parameter has no value after '=', or its quotes are never closed: {0:?}")]
+    ParameterWithoutValue(String),
+    #[error("unexpected text after a link: {0:?}")]
+    Trailing(String),
+    #[error("the next page's URL {target:?} is not a URL: {reason}")]
+    BadTarget { target: String, reason: String },
+}
+
+/// The target of the first link with relation `next` in one `Link` header value (RFC 8288:
+/// `<uri-reference>; rel="next"`, relations compared without case, `rel` possibly a
+/// space-separated list or an unquoted token), as written: relative references are resolved
+/// by the caller against the page's URL. Ok(None) when no link is `next`, the header empty
+/// included.
+///
+/// Anything else is an error, not None: the header is the only way a registry says that more
+/// pages follow, so reading an unreadable one as "no next page" would take a partial tag list
+/// for a complete one, and the digests of the tags it leaves out would look untagged.
+pub fn next_link(value: &str) -> Result<Option<String>, LinkError> {
+    let mut next = None;
+    let mut rest = value;
+    loop {
+        // `#link-value`: empty list elements are allowed.
+        rest = rest.trim_start_matches([',', ' ', '\t']);
+        if rest.is_empty() {
+            return Ok(next);
+        }
+        let after = rest
+            .strip_prefix('<')
+            .ok_or_else(|| LinkError::NoTarget(excerpt(rest)))?;
+        let (target, after) = after.split_once('>').ok_or(LinkError::Unclosed)?;
+        rest = after;
+        let mut is_next = false;
+        while let Some(param) = rest.trim_start_matches(OWS).strip_prefix(';') {
+            let param = param.trim_start_matches(OWS);
+            let (name, after) = split_token(param);
+            if name.is_empty() {
+                return Err(LinkError::ParameterWithoutName(excerpt(param)));
+            }
+            let after = after.trim_start_matches(OWS);
+            rest = match after.strip_prefix('=') {
+                None => after,
+                Some(v) => {
+                    let v = v.trim_start_matches(OWS);
+                    let (value, after) = match v.strip_prefix('"') {
+                        Some(q) => quoted(q)
+                            .ok_or_else(|| LinkError::ParameterWithoutValue(excerpt(param)))?,
+                        None => match split_token(v) {
+                            ("", _) => {
+                                return Err(LinkError::ParameterWithoutValue(excerpt(param)));
+                            }
+                            (t, after) => (t.to_string(), after),
+                        },
+                    };
+                    if name.eq_ignore_ascii_case("rel")
+                        && value
+                            .split_ascii_whitespace()
+                            .any(|r| r.eq_ignore_ascii_case("next"))
+                    {
+                        is_next = true;
+                    }
+                    after
+                }
+            };
+        }
+        rest = rest.trim_start_matches(OWS);
+        if !rest.is_empty() && !rest.starts_with(',') {
+            return Err(LinkError::Trailing(excerpt(rest)));
+        }
+        if is_next && next.is_none() {
+            next = Some(target.to_string());
+        }
+    }
+}
+
+/// The next page's URL from a response's `Link` headers (each field line read on its own, all
+/// of them checked), resolved against the URL of the page that carries them, its link context.
+fn next_page(headers: &HeaderMap, page: &reqwest::Url) -> Result<Option<String>, LinkError> {
+    let mut next = None;
+    for value in headers.get_all(LINK) {
+        let text = value.to_str().map_err(|_| LinkError::NotText)?;
+        if let Some(target) = next_link(text)? {
+            next.get_or_insert(target);
+        }
+    }
+    next.map(|target| {
+        page.join(&target)
+            .map(String::from)
+            .map_err(|e| LinkError::BadTarget {
+                target: excerpt(&target),
+                reason: e.to_string(),
+            })
+    })
+    .transpose()
+}
+
+/// One challenge of a `WWW-Authenticate` header: its scheme and its parameters, both lowercased
+/// (parameter values as sent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Challenge {
+    pub scheme: String,
+    pub params: HashMap<String, String>,
+}
+
+/// The challenges of one `WWW-Authenticate` value (RFC 9110, section 11.6.1), such as
+/// `Bearer realm="..",service="..",scope=".."`: a header may carry several, `Basic realm="a",
+/// Bearer realm="b"`. Lenient, as registries are: an unquoted value runs to the next comma (a
+/// scope's `:` and `/` are not token characters), an unclosed quote to the end; parts that are
+/// neither a scheme nor a parameter are skipped.
+pub fn parse_challenges(header: &str) -> Vec<Challenge> {
+    let mut out: Vec<Challenge> = Vec::new();
+    let mut rest = header;
+    loop {
+        rest = rest.trim_start_matches([',', ' ', '\t']);
+        if rest.is_empty() {
+            return out;
+        }
+        let (name, after) = split_token(rest);
+        if name.is_empty() {
+            // Every turn consumes something: `rest` starts with neither a comma nor a token.
+            rest = rest.split_once(',').map_or("", |(_, after)| after);
+            continue;
+        }
+        // A token followed by `=` is a parameter of the challenge before it; otherwise it
+        // starts a challenge.
+        let Some(v) = after.trim_start_matches(OWS).strip_prefix('=') else {
+            out.push(Challenge {
+                scheme: name.to_ascii_lowercase(),
+                params: HashMap::new(),
+            });
+            rest = after;
+            continue;
+        };
+        let v = v.trim_start_matches(OWS);
+        let (value, after) = match v.strip_prefix('"') {
+            Some(q) => quoted(q).unwrap_or_else(|| (q.to_string(), "")),
+            None => {
+                let (value, after) = v.split_once(',').unwrap_or((v, ""));
+                (value.trim().to_string(), after)
+            }
+        };
+        if let Some(c) = out.last_mut() {
+            c.params.entry(name.to_ascii_lowercase()).or_insert(value);
+        }
+        rest = after;
+    }
+}
+
+/// Whether `s` is a digest as the OCI image spec writes them, `algorithm:encoded`, with the
+/// registered sha256 and sha512 in lowercase hex of their length. Digests a registry sends end
+/// up in URLs, a DELETE's included, so nothing else passes: a `/`, `..` or `?` in one could
+/// address another object.
+pub fn valid_digest(s: &str) -> bool {
+    let Some((algorithm, encoded)) = s.split_once(':') else {
+        return false;
+    };
+    let component = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    let hex = |len: usize| {
+        encoded.len() == len
+            && encoded
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    algorithm.split(['+', '.', '_', '-']).all(component)
+        && match algorithm {
+            "sha256" => hex(64),
+            "sha512" => hex(128),
+            _ => {
+                !encoded.is_empty()
+                    && encoded
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
+            }
+        }
+}
+
+/// A response's `Docker-Content-Digest`: Ok(None) when it has none, Err with what it says when
+/// that is not a digest.
+fn content_digest(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(value) = headers.get("docker-content-digest") else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::trim) {
+        Ok(d) if valid_digest(d) => Ok(Some(d.to_string())),
+        Ok(d) => Err(excerpt(d)),
+        Err(_) => Err(excerpt(&String::from_utf8_lossy(value.as_bytes()))),
+    }
 }
 
 impl RegistryClient {
@@ -623,14 +846,16 @@ impl RegistryClient {
         if first.status() != StatusCode::UNAUTHORIZED {
             return Ok(first);
         }
+        // The first challenge this client can answer, of all the header lines.
         let challenge = first
             .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let (scheme, params) = challenge_params(&challenge);
-        let auth = match scheme.as_str() {
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_challenges)
+            .find(|c| c.scheme == "basic" || c.scheme == "bearer")
+            .unwrap_or_default();
+        let auth = match challenge.scheme.as_str() {
             "basic" => match &self.creds {
                 Some(c) => {
                     self.basic.store(true, Ordering::Relaxed);
@@ -639,7 +864,7 @@ impl RegistryClient {
                 None => return Err(self.http_error(req.action, first).await),
             },
             "bearer" => {
-                let token = self.token(req.action, &params, req.scope).await?;
+                let token = self.token(req.action, &challenge.params, req.scope).await?;
                 if let Ok(mut t) = self.tokens.lock() {
                     t.insert(req.scope.to_string(), token.clone());
                 }
@@ -712,7 +937,7 @@ impl RegistryClient {
         let mut seen_urls = BTreeSet::new();
         let mut seen_items = BTreeSet::new();
         let mut url = self.url(first);
-        for _ in 0..MAX_PAGES {
+        for page in 1..=MAX_PAGES {
             let req = Req {
                 action,
                 kind,
@@ -728,7 +953,14 @@ impl RegistryClient {
             if !resp.status().is_success() {
                 return Err(self.http_error(action, resp).await);
             }
-            let next = next_link(resp.headers());
+            let next = next_page(resp.headers(), resp.url()).map_err(|e| {
+                RegistryError::MalformedLink {
+                    action: action.into(),
+                    registry: self.host.clone(),
+                    page,
+                    reason: e.to_string(),
+                }
+            })?;
             let body: Json = resp.json().await.map_err(|e| RegistryError::Protocol {
                 action: action.into(),
                 message: e.to_string(),
@@ -751,7 +983,7 @@ impl RegistryClient {
             match next {
                 // A registry that ignores `n`/`last` repeats itself: stop when a page adds
                 // nothing or a link comes round again.
-                Some(n) if added > 0 && !seen_urls.contains(&self.url(&n)) => url = self.url(&n),
+                Some(n) if added > 0 && !seen_urls.contains(&n) => url = n,
                 _ => return Ok(out),
             }
         }
@@ -812,14 +1044,16 @@ impl RegistryClient {
         let Some(resp) = self.optional(&req).await? else {
             return Ok(None);
         };
-        match resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(d) => Ok(Some(d.to_string())),
+        match content_digest(resp.headers()) {
+            Ok(Some(d)) => Ok(Some(d)),
             // Without the header the body tells: fetch it.
-            None => Ok(self.manifest(repo, reference).await?.map(|m| m.digest)),
+            Ok(None) => Ok(self.manifest(repo, reference).await?.map(|m| m.digest)),
+            // A digest that is not one must not end up in a URL; the body's digest is the
+            // manifest's own, whatever the header says.
+            Err(bad) => {
+                tracing::warn!(action, registry = %self.host, header = bad, "ignoring a Docker-Content-Digest that is not a digest");
+                Ok(self.manifest(repo, reference).await?.map(|m| m.digest))
+            }
         }
     }
 
@@ -939,6 +1173,14 @@ impl RegistryClient {
     /// Deletes a manifest by digest.
     pub async fn delete(&self, repo: &str, digest: &str) -> Result<Deleted, RegistryError> {
         let action = format!("deleting {repo}@{digest}");
+        // A DELETE is the one request that cannot be taken back: never to a URL that a
+        // malformed digest could point elsewhere.
+        if !valid_digest(digest) {
+            return Err(RegistryError::Protocol {
+                action,
+                message: format!("{:?} is not a digest", excerpt(digest)),
+            });
+        }
         let url = self.url(&format!("/v2/{repo}/manifests/{digest}"));
         let scope = format!("repository:{repo}:pull,delete");
         let req = Req {
@@ -1119,28 +1361,211 @@ mod tests {
         assert_eq!(c.snapshot().to_string(), "none");
     }
 
+    fn link(value: &str) -> Result<Option<String>, LinkError> {
+        next_link(value)
+    }
+
     #[test]
-    fn parses_challenges_and_links() {
-        let (scheme, p) = challenge_params(
+    fn next_links_well_formed() {
+        let ok = |v: &str| link(v).unwrap_or_else(|e| panic!("{v:?}: {e}"));
+        assert_eq!(
+            ok(r#"</v2/x/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/x/tags/list?n=2&last=b")
+        );
+        assert_eq!(
+            ok(r#"<https://r.example.com/v2/x/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("https://r.example.com/v2/x/tags/list?last=b&n=2")
+        );
+        assert_eq!(ok("</p2>;rel=next").as_deref(), Some("/p2"), "unquoted");
+        assert_eq!(ok("</p2> ; REL = \"Next\"").as_deref(), Some("/p2"));
+        assert_eq!(ok(r#"</p2>; rel="prev next""#).as_deref(), Some("/p2"));
+        assert_eq!(
+            ok(r#"</p0>; rel="prev", </p2>; rel="next", </p3>; rel="next""#).as_deref(),
+            Some("/p2"),
+            "several links: the first next"
+        );
+        assert_eq!(
+            ok(r#"</p?a=1,2>; title="a, \"b\"; c"; rel="next""#).as_deref(),
+            Some("/p?a=1,2"),
+            "commas and semicolons inside the target and quotes"
+        );
+        assert_eq!(ok(r#"</p0>; rel="prev""#), None);
+        assert_eq!(ok(r#"</p0>; rel="nextpage"; anchor"#), None);
+        assert_eq!(ok(""), None, "empty");
+        assert_eq!(ok(" , ,"), None, "empty list elements");
+    }
+
+    #[test]
+    fn next_links_malformed() {
+        for (v, want) in [
+            ("<", LinkError::Unclosed),
+            ("</p2", LinkError::Unclosed),
+            ("/p2; rel=next", LinkError::NoTarget("/p2; rel=next".into())),
+            (
+                "</p2>; =next",
+                LinkError::ParameterWithoutName("=next".into()),
+            ),
+            (
+                "</p2>; rel=",
+                LinkError::ParameterWithoutValue("rel=".into()),
+            ),
+            (
+                r#"</p2>; rel="next"#,
+                LinkError::ParameterWithoutValue(r#"rel="next"#.into()),
+            ),
+            ("</p2> rel=next", LinkError::Trailing("rel=next".into())),
+            (
+                r#"</p1>; rel="prev", garbage"#,
+                LinkError::NoTarget("garbage".into()),
+            ),
+        ] {
+            assert_eq!(link(v), Err(want), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn next_pages_resolve_against_the_page() {
+        let page: reqwest::Url = "http://127.0.0.1:5000/v2/x/tags/list?n=2".parse().unwrap();
+        let next = |values: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(LINK, reqwest::header::HeaderValue::from_bytes(v).unwrap());
+            }
+            next_page(&h, &page)
+        };
+        assert_eq!(next(&[]), Ok(None));
+        assert_eq!(
+            next(&[b"</v2/x/tags/list?n=2&last=b>; rel=\"next\""])
+                .unwrap()
+                .as_deref(),
+            Some("http://127.0.0.1:5000/v2/x/tags/list?n=2&last=b")
+        );
+        assert_eq!(
+            next(&[b"<?n=2&last=b>; rel=next"]).unwrap().as_deref(),
+            Some("http://127.0.0.1:5000/v2/x/tags/list?n=2&last=b"),
+            "a relative reference"
+        );
+        assert_eq!(
+            next(&[b"</a>; rel=prev", b"<https://other.example/b>; rel=next"])
+                .unwrap()
+                .as_deref(),
+            Some("https://other.example/b"),
+            "several header lines"
+        );
+        assert_eq!(
+            next(&[b"</b>; rel=next", b"<"]),
+            Err(LinkError::Unclosed),
+            "every line is checked"
+        );
+        assert_eq!(next(&[b"</\xff>; rel=next"]), Err(LinkError::NotText));
+        assert!(matches!(
+            next(&[b"<http://[::1>; rel=next"]),
+            Err(LinkError::BadTarget { .. })
+        ));
+    }
+
+    #[test]
+    fn parses_challenges() {
+        let one = |h: &str| {
+            let mut c = parse_challenges(h);
+            assert_eq!(c.len(), 1, "{h:?}: {c:?}");
+            c.remove(0)
+        };
+        let c = one(
             r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull""#,
         );
-        assert_eq!(scheme, "bearer");
-        assert_eq!(p["realm"], "https://auth.example.com/token");
-        assert_eq!(p["service"], "registry.example.com");
-        assert_eq!(p["scope"], "repository:a/b:pull");
-        let (scheme, p) = challenge_params(r#"Basic realm="Registry Realm""#);
+        assert_eq!(c.scheme, "bearer");
+        assert_eq!(c.params["realm"], "https://auth.example.com/token");
+        assert_eq!(c.params["service"], "registry.example.com");
+        assert_eq!(c.params["scope"], "repository:a/b:pull");
+        let c = one(r#"Basic realm="Registry Realm""#);
         assert_eq!(
-            (scheme.as_str(), p["realm"].as_str()),
+            (c.scheme.as_str(), c.params["realm"].as_str()),
             ("basic", "Registry Realm")
         );
-        let mut h = HeaderMap::new();
-        h.insert(
-            LINK,
-            r#"</v2/app/tags/list?last=v9&n=2>; rel="next""#.parse().unwrap(),
-        );
+        let c = one(r#"BEARER Realm=https://a/t , scope="repository:a:pull,push",error="x\"y""#);
+        assert_eq!(c.params["realm"], "https://a/t", "unquoted, to the comma");
+        assert_eq!(c.params["scope"], "repository:a:pull,push");
+        assert_eq!(c.params["error"], r#"x"y"#, "an escaped quote");
+        let c = one(r#"Bearer realm="unclosed"#);
+        assert_eq!(c.params["realm"], "unclosed");
+        let both = parse_challenges(r#"Basic realm="a", Bearer realm="b",service="s""#);
+        assert_eq!(both.len(), 2);
         assert_eq!(
-            next_link(&h).as_deref(),
-            Some("/v2/app/tags/list?last=v9&n=2")
+            (both[0].scheme.as_str(), both[0].params.len()),
+            ("basic", 1)
+        );
+        assert_eq!(both[1].scheme, "bearer");
+        assert_eq!(both[1].params["service"], "s");
+        assert_eq!(parse_challenges(""), vec![]);
+        assert_eq!(parse_challenges(r#"realm="orphan", "x"#), vec![]);
+        assert_eq!(one("Bearer").params.len(), 0);
+    }
+
+    #[test]
+    fn digests_are_checked() {
+        let hex64 = "a".repeat(64);
+        for good in [
+            format!("sha256:{hex64}"),
+            format!("sha512:{}", "0".repeat(128)),
+            "multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8".to_string(),
+            "sha256+b64u:LCa0a2j_xo_5m0U8HTBBNBNCLXBkg7-g-YpeiGJm564".to_string(),
+        ] {
+            assert!(valid_digest(&good), "{good}");
+        }
+        for bad in [
+            String::new(),
+            "sha256".to_string(),
+            format!("sha256:{}", &hex64[1..]),
+            format!("sha256:{}", hex64.to_uppercase()),
+            format!("sha256:{hex64}/../../other"),
+            format!("SHA256:{hex64}"),
+            format!(":{hex64}"),
+            "sha256..x:abc".to_string(),
+            "x:a/b".to_string(),
+            "x:a?b".to_string(),
+            "x:".to_string(),
+            format!("sha256: {hex64}"),
+        ] {
+            assert!(!valid_digest(&bad), "{bad}");
+        }
+        let mut h = HeaderMap::new();
+        assert_eq!(content_digest(&h), Ok(None));
+        h.insert(
+            "docker-content-digest",
+            format!("sha256:{hex64}").parse().unwrap(),
+        );
+        assert_eq!(content_digest(&h), Ok(Some(format!("sha256:{hex64}"))));
+        h.insert("docker-content-digest", "sha256:../x".parse().unwrap());
+        assert_eq!(content_digest(&h), Err("sha256:../x".into()));
+        h.insert(
+            "docker-content-digest",
+            reqwest::header::HeaderValue::from_bytes(b"sha256:\xff").unwrap(),
+        );
+        assert!(content_digest(&h).is_err());
+    }
+
+    #[test]
+    fn retry_after_is_total() {
+        let now: jiff::Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Mon, 01 Jun 2026 12:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "18446744073709551616",
+            "Mon, 99 Jun 2026",
+            "\u{e9}",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_retry_after(&u64::MAX.to_string(), now),
+            Some(Duration::from_secs(u64::MAX))
         );
     }
 }
