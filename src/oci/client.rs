@@ -21,8 +21,18 @@ use super::auth::Credentials;
 use super::ca::ExtraRoots;
 
 pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
-/// The most a manifest or config may weigh before we refuse to read it.
+/// The most a manifest or config may weigh before we refuse to read it: the size the OCI
+/// distribution spec says registries should accept manifests up to.
 const MAX_DOCUMENT: usize = 4 << 20;
+/// The most a page of a tag, catalog or referrers listing may weigh. 1000 tags (the page size
+/// asked for) of the longest names allowed take some 130 KiB; a referrers index carries
+/// annotations, so it is given far more room, but not without end.
+const MAX_LIST_PAGE: usize = 8 << 20;
+/// A token response is a token, some KiB of JWT at most, and a few fields.
+const MAX_TOKEN_RESPONSE: usize = 1 << 20;
+/// An error body is read only for the message in it: what follows this much is dropped, and
+/// the error stays the registry's own, not one about its size.
+const MAX_ERROR_BODY: usize = 64 << 10;
 /// A registry that ignores paging would loop forever: stop after this many pages.
 const MAX_PAGES: usize = 10_000;
 
@@ -72,6 +82,16 @@ pub enum RegistryError {
     },
     #[error("{action}: {message}")]
     Protocol { action: String, message: String },
+    /// The registry sent or announced a body larger than this client reads for that kind of
+    /// response: reading on could exhaust memory.
+    #[error("{action} at {registry}: the response{} is larger than the {limit} bytes this client reads", declared_size(*declared))]
+    TooLarge {
+        action: String,
+        registry: String,
+        limit: usize,
+        /// Its Content-Length, when it had one.
+        declared: Option<u64>,
+    },
     /// A page's `Link` header cannot be read: whether more pages follow is unknown, so the
     /// listing cannot be taken as complete.
     #[error(
@@ -83,6 +103,12 @@ pub enum RegistryError {
         page: usize,
         reason: String,
     },
+}
+
+fn declared_size(declared: Option<u64>) -> String {
+    declared
+        .map(|n| format!(" of {n} bytes"))
+        .unwrap_or_default()
 }
 
 /// How an error says that retries did not help.
@@ -393,6 +419,54 @@ pub struct Fetched {
     pub digest: String,
     pub media_type: String,
     pub body: Vec<u8>,
+}
+
+/// What to do with a body that goes on past its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Overflow {
+    /// Fail: the body is what the caller needs, and a part of it would mislead.
+    Refuse,
+    /// Keep what came before the limit: enough of an error body to say what went wrong.
+    Truncate,
+}
+
+/// Why a body could not be read.
+enum ReadError {
+    Transport(reqwest::Error),
+    TooLarge { declared: Option<u64> },
+}
+
+/// Reads a response's body chunk by chunk, never holding more than `limit` bytes and one chunk:
+/// a broken or hostile registry can send an endless body, and reading it whole before checking
+/// its size would hold all of it in memory. A Content-Length over the limit is refused before
+/// anything is read. What is beyond the limit is never read; dropping the response closes the
+/// connection.
+async fn read_body(
+    mut resp: Response,
+    limit: usize,
+    overflow: Overflow,
+) -> Result<Vec<u8>, ReadError> {
+    let declared = resp.content_length();
+    if overflow == Overflow::Refuse && declared.is_some_and(|n| n > limit as u64) {
+        return Err(ReadError::TooLarge { declared });
+    }
+    // The declared length sizes the buffer only up to the limit: the header may lie.
+    let capacity = declared.map_or(0, |n| n.min(limit as u64) as usize);
+    let mut body = Vec::with_capacity(capacity);
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Transport)? {
+        let room = limit.saturating_sub(body.len());
+        if chunk.len() > room {
+            return match overflow {
+                Overflow::Refuse => Err(ReadError::TooLarge { declared }),
+                Overflow::Truncate => {
+                    body.extend_from_slice(chunk.get(..room).unwrap_or_default());
+                    Ok(body)
+                }
+            };
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn sha256_digest(bytes: &[u8]) -> String {
@@ -733,9 +807,47 @@ impl RegistryClient {
         }
     }
 
+    /// A response body of at most `limit` bytes, or an error saying why not.
+    async fn body(
+        &self,
+        action: &str,
+        resp: Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, RegistryError> {
+        read_body(resp, limit, Overflow::Refuse)
+            .await
+            .map_err(|e| match e {
+                ReadError::Transport(e) => self.unreachable(action, e),
+                ReadError::TooLarge { declared } => RegistryError::TooLarge {
+                    action: action.into(),
+                    registry: self.host.clone(),
+                    limit,
+                    declared,
+                },
+            })
+    }
+
+    /// A JSON response body of at most `limit` bytes.
+    async fn json(
+        &self,
+        action: &str,
+        resp: Response,
+        limit: usize,
+    ) -> Result<Json, RegistryError> {
+        let body = self.body(action, resp, limit).await?;
+        serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+            action: action.into(),
+            message: format!("the response is not JSON: {e}"),
+        })
+    }
+
     async fn http_error(&self, action: &str, resp: Response) -> RegistryError {
         let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
+        // The status is the error; a body that cannot be read only leaves the message empty.
+        let body = match read_body(resp, MAX_ERROR_BODY, Overflow::Truncate).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(_) => String::new(),
+        };
         let parsed: Option<Json> = serde_json::from_str(&body).ok();
         let first = parsed
             .as_ref()
@@ -902,10 +1014,7 @@ impl RegistryClient {
         if !resp.status().is_success() {
             return Err(self.http_error(&format!("{action} (token)"), resp).await);
         }
-        let body: Json = resp.json().await.map_err(|e| RegistryError::Protocol {
-            action: action.into(),
-            message: e.to_string(),
-        })?;
+        let body = self.json(action, resp, MAX_TOKEN_RESPONSE).await?;
         body.get("token")
             .or_else(|| body.get("access_token"))
             .and_then(Json::as_str)
@@ -961,10 +1070,7 @@ impl RegistryClient {
                     reason: e.to_string(),
                 }
             })?;
-            let body: Json = resp.json().await.map_err(|e| RegistryError::Protocol {
-                action: action.into(),
-                message: e.to_string(),
-            })?;
+            let body = self.json(action, resp, MAX_LIST_PAGE).await?;
             let mut added = 0;
             for v in body
                 .get(field)
@@ -1082,17 +1188,7 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.unreachable(&action, e))?
-            .to_vec();
-        if body.len() > MAX_DOCUMENT {
-            return Err(RegistryError::Protocol {
-                action,
-                message: format!("manifest of {} bytes is too large", body.len()),
-            });
-        }
+        let body = self.body(&action, resp, MAX_DOCUMENT).await?;
         let digest = sha256_digest(&body);
         if reference.starts_with("sha256:") && digest != reference {
             return Err(RegistryError::Protocol {
@@ -1122,14 +1218,13 @@ impl RegistryClient {
         let Some(resp) = self.optional(&req).await? else {
             return Ok(None);
         };
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.unreachable(&action, e))?;
-        if body.len() > MAX_DOCUMENT {
-            return Ok(None);
+        // A config too large to read is one this client takes nothing from, as one that is not
+        // JSON: the artifact is still listed, without what its config would have added.
+        match read_body(resp, MAX_DOCUMENT, Overflow::Refuse).await {
+            Ok(body) => Ok(serde_json::from_slice(&body).ok()),
+            Err(ReadError::TooLarge { .. }) => Ok(None),
+            Err(ReadError::Transport(e)) => Err(self.unreachable(&action, e)),
         }
-        Ok(serde_json::from_slice(&body).ok())
     }
 
     /// Digests of the artifacts that refer to `digest`: the referrers API, else the
@@ -1148,10 +1243,7 @@ impl RegistryClient {
         };
         let resp = self.send(&req).await?.resp;
         let index: Json = if resp.status().is_success() {
-            resp.json().await.map_err(|e| RegistryError::Protocol {
-                action: action.clone(),
-                message: e.to_string(),
-            })?
+            self.json(&action, resp, MAX_LIST_PAGE).await?
         } else if resp.status() == StatusCode::NOT_FOUND {
             let tag = digest.replacen(':', "-", 1);
             match self.manifest(repo, &tag).await? {
@@ -1567,5 +1659,179 @@ mod tests {
             parse_retry_after(&u64::MAX.to_string(), now),
             Some(Duration::from_secs(u64::MAX))
         );
+    }
+
+    /// How the test registry answers one connection.
+    enum Answer {
+        /// These bytes, then it closes the connection.
+        Raw(String),
+        /// This head, then a chunked body of `fill` bytes for as long as the client reads.
+        Endless(String, u8),
+    }
+
+    /// What a test registry saw and sent.
+    struct Seen {
+        requests: Mutex<Vec<String>>,
+        /// Bytes of endless bodies written.
+        written: AtomicU64,
+    }
+
+    /// A registry on 127.0.0.1 that answers one request per connection with the next of
+    /// `answers`: its base URL, and what it saw.
+    async fn registry(answers: Vec<Answer>) -> (String, std::sync::Arc<Seen>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(Seen {
+            requests: Mutex::new(Vec::new()),
+            written: AtomicU64::new(0),
+        });
+        let s = seen.clone();
+        tokio::spawn(async move {
+            for answer in answers {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                s.requests.lock().unwrap().push(line);
+                match answer {
+                    Answer::Raw(text) => {
+                        let _ = conn.write_all(text.as_bytes()).await;
+                    }
+                    Answer::Endless(head, fill) => {
+                        if conn.write_all(head.as_bytes()).await.is_err() {
+                            continue;
+                        }
+                        let chunk = vec![fill; 64 << 10];
+                        let framed =
+                            [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                        while conn.write_all(&framed).await.is_ok() {
+                            s.written.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+        (base, seen)
+    }
+
+    fn client(base: &str) -> RegistryClient {
+        RegistryClient::new(base, None, Duration::from_secs(20))
+            .unwrap()
+            .with_retry(RetryPolicy {
+                attempts: 1,
+                ..RetryPolicy::default()
+            })
+    }
+
+    fn chunked(status: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+    }
+
+    /// Whatever the client does with an endless body must end, well within this.
+    async fn promptly<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(60), f)
+            .await
+            .expect("the client stopped reading")
+    }
+
+    #[tokio::test]
+    async fn an_endless_manifest_stops_at_the_limit() {
+        let (base, seen) = registry(vec![Answer::Endless(chunked("200 OK"), b' ')]).await;
+        let err = promptly(client(&base).manifest("app", "latest"))
+            .await
+            .err()
+            .expect("an endless manifest is an error");
+        assert!(
+            matches!(
+                &err,
+                RegistryError::TooLarge { limit, declared: None, action, .. }
+                    if *limit == MAX_DOCUMENT && action == "fetching manifest app@latest"
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("larger than the 4194304 bytes"),
+            "{err}"
+        );
+        // The limit, plus what the two sockets' buffers held when the client hung up.
+        let written = seen.written.load(Ordering::Relaxed);
+        assert!(written < 64 << 20, "the registry wrote {written} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_before_reading() {
+        // Nothing follows the head: a client that read the body would fail on the closed
+        // connection instead.
+        let (base, _) = registry(vec![Answer::Raw(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\nConnection: close\r\n\r\n".into(),
+        )])
+        .await;
+        let err = promptly(client(&base).manifest("app", "latest"))
+            .await
+            .err()
+            .expect("too large");
+        assert!(
+            matches!(
+                err,
+                RegistryError::TooLarge {
+                    declared: Some(1073741824),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_list_page_stops_at_the_limit() {
+        let (base, _) = registry(vec![Answer::Endless(chunked("200 OK"), b' ')]).await;
+        let err = promptly(client(&base).tags("app"))
+            .await
+            .err()
+            .expect("too large");
+        assert!(
+            matches!(err, RegistryError::TooLarge { limit, .. } if limit == MAX_LIST_PAGE),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_error_body_is_cut_short_not_fatal() {
+        let (base, seen) = registry(vec![Answer::Endless(chunked("400 Bad Request"), b'x')]).await;
+        let err = promptly(client(&base).catalog())
+            .await
+            .err()
+            .expect("an error");
+        match &err {
+            RegistryError::Http {
+                status: 400,
+                message,
+                ..
+            } => assert_eq!(message.len(), 200, "the start of the body"),
+            other => panic!("{other:?}"),
+        }
+        assert!(seen.written.load(Ordering::Relaxed) < 64 << 20);
+    }
+
+    #[tokio::test]
+    async fn a_config_too_large_is_no_config() {
+        let (base, _) = registry(vec![Answer::Endless(chunked("200 OK"), b' ')]).await;
+        let blob = promptly(client(&base).blob_json("app", "sha256:0")).await;
+        assert_eq!(blob, Ok(None));
     }
 }
