@@ -33,7 +33,8 @@ const MAX_TOKEN_RESPONSE: usize = 1 << 20;
 /// An error body is read only for the message in it: what follows this much is dropped, and
 /// the error stays the registry's own, not one about its size.
 const MAX_ERROR_BODY: usize = 64 << 10;
-/// A registry that ignores paging would loop forever: stop after this many pages.
+/// A registry that ignores paging would loop forever: a listing of more pages than this is an
+/// error (ten million tags at the 1000 a page asked for).
 const MAX_PAGES: usize = 10_000;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -91,6 +92,28 @@ pub enum RegistryError {
         limit: usize,
         /// Its Content-Length, when it had one.
         declared: Option<u64>,
+    },
+    /// A later page of a listing failed after earlier pages were read. Taking what was read for
+    /// the whole would make the tags left out look gone, and their digests untagged.
+    #[error(
+        "{action} at {registry}: page {page} answered HTTP {status} {code}: {message}; the listing is incomplete"
+    )]
+    IncompleteListing {
+        action: String,
+        registry: String,
+        page: usize,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The listing went on for more pages than this client follows.
+    #[error(
+        "{action} at {registry}: more than {pages} pages; the listing is incomplete (does the registry honour `n` and `last`?)"
+    )]
+    TooManyPages {
+        action: String,
+        registry: String,
+        pages: usize,
     },
     /// A page's `Link` header cannot be read: whether more pages follow is unknown, so the
     /// listing cannot be taken as complete.
@@ -715,6 +738,47 @@ fn content_digest(headers: &HeaderMap) -> Result<Option<String>, String> {
     }
 }
 
+/// The names in a tag list or catalog page's `field` array (`tags`, `repositories`); an
+/// element that is not a string is not a name, and a page without the array (distribution
+/// answers `"tags": null` for a repository without tags) lists none.
+pub fn page_names(page: &Json, field: &str) -> Vec<String> {
+    page.get(field)
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
+/// The digests an image index lists in `manifests`: what a referrers response, or the
+/// `sha256-<hex>` fallback index, says refers to its subject. Descriptors without a string
+/// digest are left out; whether the rest are digests is for the caller to check.
+pub fn index_digests(index: &Json) -> Vec<String> {
+    index
+        .get("manifests")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("digest").and_then(Json::as_str).map(String::from))
+        .collect()
+}
+
+/// A list endpoint that `paged` reads.
+struct Listing<'a> {
+    action: &'a str,
+    kind: RequestKind,
+    /// The first page's path.
+    first: &'a str,
+    scope: &'a str,
+    accept: Option<&'a str>,
+    /// A 404 for the first page means "there is no such list" (a repository without tags,
+    /// a registry without the referrers API): `paged` answers None for the caller to decide.
+    /// Otherwise it is an error, as for any other page.
+    absent_ok: bool,
+    /// The items of one page.
+    items: fn(&Json) -> Vec<String>,
+}
+
 impl RegistryClient {
     /// `url` is the registry's base URL, http:// or https://.
     pub fn new(
@@ -1033,89 +1097,114 @@ impl RegistryClient {
         }
     }
 
-    /// Follows `Link` pages of a list endpoint, collecting `field` arrays.
-    async fn paged(
-        &self,
-        action: &str,
-        kind: RequestKind,
-        first: &str,
-        field: &str,
-        scope: &str,
-    ) -> Result<Vec<String>, RegistryError> {
+    /// Follows the `Link` pages of a list endpoint, collecting their items, each once. None
+    /// when the first page is absent and `absent_ok`. Every later page must be there: a page
+    /// that fails, or whose `Link` cannot be read, is an error naming it, never the end of the
+    /// list.
+    async fn paged(&self, list: &Listing<'_>) -> Result<Option<Vec<String>>, RegistryError> {
         let mut out: Vec<String> = Vec::new();
         let mut seen_urls = BTreeSet::new();
         let mut seen_items = BTreeSet::new();
-        let mut url = self.url(first);
+        let mut url = self.url(list.first);
         for page in 1..=MAX_PAGES {
+            // The first page keeps the plain action, so that its errors read as before.
+            let action = match page {
+                1 => list.action.to_string(),
+                n => format!("{} (page {n})", list.action),
+            };
             let req = Req {
-                action,
-                kind,
+                action: &action,
+                kind: list.kind,
                 method: Method::GET,
                 url: &url,
-                accept: None,
-                scope,
+                accept: list.accept,
+                scope: list.scope,
             };
             let resp = self.send(&req).await?.resp;
-            if resp.status() == StatusCode::NOT_FOUND && field == "tags" {
-                return Ok(out);
+            let status = resp.status();
+            if page == 1 && status == StatusCode::NOT_FOUND && list.absent_ok {
+                return Ok(None);
             }
-            if !resp.status().is_success() {
-                return Err(self.http_error(action, resp).await);
+            if !status.is_success() {
+                return Err(match self.http_error(&action, resp).await {
+                    // A page an earlier page linked to is gone: most likely the list changed
+                    // while it was read. Whatever the cause, what was read is not the list.
+                    RegistryError::Http {
+                        action,
+                        registry,
+                        status: 404,
+                        code,
+                        message,
+                        ..
+                    } if page > 1 => RegistryError::IncompleteListing {
+                        action,
+                        registry,
+                        page,
+                        status: 404,
+                        code,
+                        message,
+                    },
+                    other => other,
+                });
             }
             let next = next_page(resp.headers(), resp.url()).map_err(|e| {
                 RegistryError::MalformedLink {
-                    action: action.into(),
+                    action: action.clone(),
                     registry: self.host.clone(),
                     page,
                     reason: e.to_string(),
                 }
             })?;
-            let body = self.json(action, resp, MAX_LIST_PAGE).await?;
+            seen_urls.insert(resp.url().to_string());
+            seen_urls.insert(url.clone());
+            let body = self.json(&action, resp, MAX_LIST_PAGE).await?;
             let mut added = 0;
-            for v in body
-                .get(field)
-                .and_then(Json::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(s) = v.as_str()
-                    && seen_items.insert(s.to_string())
-                {
-                    out.push(s.to_string());
+            for item in (list.items)(&body) {
+                if seen_items.insert(item.clone()) {
+                    out.push(item);
                     added += 1;
                 }
             }
-            seen_urls.insert(url.clone());
             match next {
                 // A registry that ignores `n`/`last` repeats itself: stop when a page adds
                 // nothing or a link comes round again.
                 Some(n) if added > 0 && !seen_urls.contains(&n) => url = n,
-                _ => return Ok(out),
+                _ => return Ok(Some(out)),
             }
         }
-        Ok(out)
+        Err(RegistryError::TooManyPages {
+            action: list.action.into(),
+            registry: self.host.clone(),
+            pages: MAX_PAGES,
+        })
     }
 
     pub async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
-        self.paged(
-            "listing the catalog",
-            RequestKind::Catalog,
-            "/v2/_catalog?n=1000",
-            "repositories",
-            "registry:catalog:*",
-        )
-        .await
+        let listing = Listing {
+            action: "listing the catalog",
+            kind: RequestKind::Catalog,
+            first: "/v2/_catalog?n=1000",
+            scope: "registry:catalog:*",
+            accept: None,
+            absent_ok: false,
+            items: |page| page_names(page, "repositories"),
+        };
+        // Not absent_ok: never None.
+        Ok(self.paged(&listing).await?.unwrap_or_default())
     }
 
+    /// The repository's tags; none when the registry does not know the repository.
     pub async fn tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
-        self.paged(
-            &format!("listing tags of {repo}"),
-            RequestKind::TagList,
-            &format!("/v2/{repo}/tags/list?n=1000"),
-            "tags",
-            &pull(repo),
-        )
-        .await
+        let listing = Listing {
+            action: &format!("listing tags of {repo}"),
+            kind: RequestKind::TagList,
+            first: &format!("/v2/{repo}/tags/list?n=1000"),
+            scope: &pull(repo),
+            accept: None,
+            absent_ok: true,
+            items: |page| page_names(page, "tags"),
+        };
+        Ok(self.paged(&listing).await?.unwrap_or_default())
     }
 
     /// Sends a request for which 404 means "not there": None.
@@ -1227,39 +1316,45 @@ impl RegistryClient {
         }
     }
 
-    /// Digests of the artifacts that refer to `digest`: the referrers API, else the
+    /// Digests of the artifacts that refer to `digest`: the referrers API, all its `Link`
+    /// pages (the OCI distribution spec lets a registry page the index), else the
     /// `sha256-<hex>` tag-schema index.
     pub async fn referrers(&self, repo: &str, digest: &str) -> Result<Vec<String>, RegistryError> {
         let action = format!("listing referrers of {repo}@{digest}");
-        let url = self.url(&format!("/v2/{repo}/referrers/{digest}"));
-        let scope = pull(repo);
-        let req = Req {
+        let listing = Listing {
             action: &action,
             kind: RequestKind::Referrers,
-            method: Method::GET,
-            url: &url,
+            first: &format!("/v2/{repo}/referrers/{digest}"),
+            scope: &pull(repo),
             accept: Some("application/vnd.oci.image.index.v1+json"),
-            scope: &scope,
+            absent_ok: true,
+            items: index_digests,
         };
-        let resp = self.send(&req).await?.resp;
-        let index: Json = if resp.status().is_success() {
-            self.json(&action, resp, MAX_LIST_PAGE).await?
-        } else if resp.status() == StatusCode::NOT_FOUND {
-            let tag = digest.replacen(':', "-", 1);
-            match self.manifest(repo, &tag).await? {
-                Some(f) => serde_json::from_slice(&f.body).unwrap_or(Json::Null),
-                None => return Ok(Vec::new()),
+        let digests = match self.paged(&listing).await? {
+            Some(digests) => digests,
+            // No referrers API.
+            None => {
+                let tag = digest.replacen(':', "-", 1);
+                match self.manifest(repo, &tag).await? {
+                    Some(f) => {
+                        index_digests(&serde_json::from_slice(&f.body).unwrap_or(Json::Null))
+                    }
+                    None => return Ok(Vec::new()),
+                }
             }
-        } else {
-            return Err(self.http_error(&action, resp).await);
         };
-        Ok(index
-            .get("manifests")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m.get("digest").and_then(Json::as_str).map(String::from))
-            .collect())
+        // Referrers become requests, and a sweep keeps a subject for each of them: one that is
+        // not a digest can be neither fetched nor safely left out.
+        if let Some(bad) = digests.iter().find(|d| !valid_digest(d)) {
+            return Err(RegistryError::Protocol {
+                action,
+                message: format!(
+                    "the registry lists a referrer {:?} that is not a digest",
+                    excerpt(bad)
+                ),
+            });
+        }
+        Ok(digests)
     }
 
     /// Deletes a manifest by digest.
@@ -1742,6 +1837,13 @@ mod tests {
         )
     }
 
+    fn json_answer(status: &str, extra_headers: &str, body: &str) -> Answer {
+        Answer::Raw(format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
     /// Whatever the client does with an endless body must end, well within this.
     async fn promptly<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::time::timeout(Duration::from_secs(60), f)
@@ -1833,5 +1935,254 @@ mod tests {
         let (base, _) = registry(vec![Answer::Endless(chunked("200 OK"), b' ')]).await;
         let blob = promptly(client(&base).blob_json("app", "sha256:0")).await;
         assert_eq!(blob, Ok(None));
+    }
+
+    fn not_found() -> Answer {
+        json_answer(
+            "404 Not Found",
+            "",
+            r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#,
+        )
+    }
+
+    fn requests(seen: &Seen) -> Vec<String> {
+        seen.requests.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn tag_pages_are_followed_and_merged() {
+        let (base, seen) = registry(vec![
+            json_answer(
+                "200 OK",
+                "Link: </v2/app/tags/list?n=1000&last=b>; rel=\"next\"\r\n",
+                r#"{"name":"app","tags":["a","b"]}"#,
+            ),
+            json_answer(
+                "200 OK",
+                "Link: <?n=1000&last=c>; rel=next\r\n",
+                r#"{"name":"app","tags":["b","c",7]}"#,
+            ),
+            json_answer("200 OK", "", r#"{"name":"app","tags":["d"]}"#),
+        ])
+        .await;
+        assert_eq!(
+            client(&base).tags("app").await,
+            Ok(vec!["a".into(), "b".into(), "c".into(), "d".into()])
+        );
+        assert_eq!(
+            requests(&seen),
+            [
+                "GET /v2/app/tags/list?n=1000 HTTP/1.1",
+                "GET /v2/app/tags/list?n=1000&last=b HTTP/1.1",
+                "GET /v2/app/tags/list?n=1000&last=c HTTP/1.1",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tag_list_whose_later_page_is_gone_is_an_error() {
+        let (base, _) = registry(vec![
+            json_answer(
+                "200 OK",
+                "Link: </v2/app/tags/list?n=1000&last=b>; rel=\"next\"\r\n",
+                r#"{"name":"app","tags":["a","b"]}"#,
+            ),
+            not_found(),
+        ])
+        .await;
+        let err = client(&base).tags("app").await.err().expect("incomplete");
+        assert_eq!(
+            err,
+            RegistryError::IncompleteListing {
+                action: "listing tags of app (page 2)".into(),
+                registry: base.trim_start_matches("http://").into(),
+                page: 2,
+                status: 404,
+                code: "NAME_UNKNOWN".into(),
+                message: "repository name not known to registry".into(),
+            }
+        );
+        assert!(
+            err.to_string().contains("the listing is incomplete"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_later_page_failing_otherwise_names_the_page() {
+        let (base, _) = registry(vec![
+            json_answer(
+                "200 OK",
+                "Link: </v2/app/tags/list?n=1000&last=b>; rel=\"next\"\r\n",
+                r#"{"tags":["a","b"]}"#,
+            ),
+            json_answer("503 Service Unavailable", "", r#"{"errors":[]}"#),
+        ])
+        .await;
+        let err = client(&base).tags("app").await.err().expect("an error");
+        assert!(
+            matches!(&err, RegistryError::Http { status: 503, action, .. } if action == "listing tags of app (page 2)"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_repository_has_no_tags_and_a_missing_catalog_is_an_error() {
+        let (base, _) = registry(vec![not_found(), not_found()]).await;
+        let c = client(&base);
+        assert_eq!(c.tags("app").await, Ok(vec![]));
+        assert!(matches!(
+            c.catalog().await,
+            Err(RegistryError::Http { status: 404, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_link_is_an_error_not_the_last_page() {
+        let (base, _) = registry(vec![
+            json_answer("200 OK", "Link: </p2>; rel=next\r\n", r#"{"tags":["a"]}"#),
+            json_answer("200 OK", "Link: <\r\n", r#"{"tags":["b"]}"#),
+        ])
+        .await;
+        let err = client(&base).tags("app").await.err().expect("an error");
+        assert!(
+            matches!(&err, RegistryError::MalformedLink { page: 2, action, .. } if action == "listing tags of app (page 2)"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_link_that_comes_round_again_ends_the_list() {
+        let (base, seen) = registry(vec![
+            json_answer("200 OK", "Link: </p2>; rel=next\r\n", r#"{"tags":["a"]}"#),
+            json_answer(
+                "200 OK",
+                "Link: </v2/app/tags/list?n=1000>; rel=next\r\n",
+                r#"{"tags":["b"]}"#,
+            ),
+        ])
+        .await;
+        assert_eq!(
+            client(&base).tags("app").await,
+            Ok(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(requests(&seen).len(), 2);
+    }
+
+    fn index(digests: &[String]) -> String {
+        let manifests: Vec<Json> = digests
+            .iter()
+            .map(|d| serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": 1}))
+            .collect();
+        serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}).to_string()
+    }
+
+    fn digest(n: u8) -> String {
+        format!("sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    #[tokio::test]
+    async fn referrer_pages_are_followed_and_merged() {
+        let subject = digest(0);
+        let (base, seen) = registry(vec![
+            json_answer(
+                "200 OK",
+                &format!("Link: </v2/app/referrers/{subject}?n=2&last=x>; rel=\"next\"\r\n"),
+                &index(&[digest(1), digest(2)]),
+            ),
+            json_answer("200 OK", "", &index(&[digest(3)])),
+        ])
+        .await;
+        assert_eq!(
+            client(&base).referrers("app", &subject).await,
+            Ok(vec![digest(1), digest(2), digest(3)])
+        );
+        assert_eq!(
+            requests(&seen)[1],
+            format!("GET /v2/app/referrers/{subject}?n=2&last=x HTTP/1.1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_referrers_listing_whose_later_page_is_gone_is_an_error() {
+        let subject = digest(0);
+        let (base, _) = registry(vec![
+            json_answer(
+                "200 OK",
+                "Link: <?last=x>; rel=\"next\"\r\n",
+                &index(&[digest(1)]),
+            ),
+            not_found(),
+        ])
+        .await;
+        let err = client(&base)
+            .referrers("app", &subject)
+            .await
+            .err()
+            .expect("incomplete");
+        assert!(
+            matches!(err, RegistryError::IncompleteListing { page: 2, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_the_referrers_api_the_fallback_tag_is_read() {
+        let subject = digest(0);
+        let hex = subject.trim_start_matches("sha256:");
+        let (base, seen) = registry(vec![
+            not_found(),
+            json_answer("200 OK", "", &index(&[digest(4)])),
+            not_found(),
+            not_found(),
+        ])
+        .await;
+        let c = client(&base);
+        assert_eq!(c.referrers("app", &subject).await, Ok(vec![digest(4)]));
+        assert_eq!(c.referrers("app", &subject).await, Ok(vec![]));
+        assert_eq!(
+            requests(&seen)[1],
+            format!("GET /v2/app/manifests/sha256-{hex} HTTP/1.1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_referrer_that_is_not_a_digest_is_an_error() {
+        let (base, _) = registry(vec![json_answer(
+            "200 OK",
+            "",
+            &index(&["sha256:../../other".into()]),
+        )])
+        .await;
+        assert!(matches!(
+            client(&base).referrers("app", &digest(0)).await,
+            Err(RegistryError::Protocol { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_invalid_content_digest_is_not_trusted() {
+        let body = r#"{"schemaVersion":2}"#;
+        let (base, seen) = registry(vec![
+            json_answer("200 OK", "Docker-Content-Digest: sha256:../../x\r\n", ""),
+            json_answer("200 OK", "", body),
+        ])
+        .await;
+        assert_eq!(
+            client(&base).resolve("app", "v1").await,
+            Ok(Some(sha256_digest(body.as_bytes())))
+        );
+        assert_eq!(requests(&seen)[1], "GET /v2/app/manifests/v1 HTTP/1.1");
+    }
+
+    #[tokio::test]
+    async fn only_digests_are_deleted() {
+        let err = client("http://127.0.0.1:9")
+            .delete("app", "sha256:abc/../../other")
+            .await;
+        assert!(
+            matches!(err, Err(RegistryError::Protocol { .. })),
+            "{err:?}"
+        );
     }
 }
