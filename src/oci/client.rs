@@ -1904,8 +1904,7 @@ mod tests {
         let (base, _) = registry(vec![Answer::Endless(chunked("200 OK"), b' ')]).await;
         let err = promptly(client(&base).tags("app"))
             .await
-            .err()
-            .expect("too large");
+            .expect_err("too large");
         assert!(
             matches!(err, RegistryError::TooLarge { limit, .. } if limit == MAX_LIST_PAGE),
             "{err:?}"
@@ -1917,8 +1916,7 @@ mod tests {
         let (base, seen) = registry(vec![Answer::Endless(chunked("400 Bad Request"), b'x')]).await;
         let err = promptly(client(&base).catalog())
             .await
-            .err()
-            .expect("an error");
+            .expect_err("an error");
         match &err {
             RegistryError::Http {
                 status: 400,
@@ -1990,7 +1988,7 @@ mod tests {
             not_found(),
         ])
         .await;
-        let err = client(&base).tags("app").await.err().expect("incomplete");
+        let err = client(&base).tags("app").await.expect_err("incomplete");
         assert_eq!(
             err,
             RegistryError::IncompleteListing {
@@ -2019,7 +2017,7 @@ mod tests {
             json_answer("503 Service Unavailable", "", r#"{"errors":[]}"#),
         ])
         .await;
-        let err = client(&base).tags("app").await.err().expect("an error");
+        let err = client(&base).tags("app").await.expect_err("an error");
         assert!(
             matches!(&err, RegistryError::Http { status: 503, action, .. } if action == "listing tags of app (page 2)"),
             "{err:?}"
@@ -2044,7 +2042,7 @@ mod tests {
             json_answer("200 OK", "Link: <\r\n", r#"{"tags":["b"]}"#),
         ])
         .await;
-        let err = client(&base).tags("app").await.err().expect("an error");
+        let err = client(&base).tags("app").await.expect_err("an error");
         assert!(
             matches!(&err, RegistryError::MalformedLink { page: 2, action, .. } if action == "listing tags of app (page 2)"),
             "{err:?}"
@@ -2118,8 +2116,7 @@ mod tests {
         let err = client(&base)
             .referrers("app", &subject)
             .await
-            .err()
-            .expect("incomplete");
+            .expect_err("incomplete");
         assert!(
             matches!(err, RegistryError::IncompleteListing { page: 2, .. }),
             "{err:?}"
