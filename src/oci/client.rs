@@ -4,7 +4,9 @@
 //! Every request is idempotent, so each is retried with jittered exponential backoff while the
 //! registry is unreachable, times out, answers 429 (honouring `Retry-After` up to a cap) or 500,
 //! 502, 503, 504; requests are counted by kind, so that tests and benchmarks can say what a
-//! sweep costs.
+//! sweep costs. A registry is not trusted to be well-behaved: bodies are read up to a limit per
+//! kind of response, headers are parsed without assumptions, and a listing is complete or an
+//! error.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
