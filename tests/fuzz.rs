@@ -1,7 +1,9 @@
 //! Property-based fuzzing of everything a user or a cluster can feed the pure core: policy
 //! specs, CEL expressions (grammar-shaped and random), objects of any shape, and `check`'s input
-//! files. Properties: nothing panics; bad input is an error, never a crash; the summary adds
-//! up; and the guards hold whatever the expressions say (an object labelled
+//! files, and what a hostile or broken registry can send the OCI client (`Link`,
+//! `WWW-Authenticate`, `Docker-Content-Digest` and `Retry-After` headers, list pages and
+//! manifests). Properties: nothing panics; bad input is an error, never a crash; the summary
+//! adds up; and the guards hold whatever the expressions say (an object labelled
 //! `retainer.dev/keep=true`, a Job that has not finished, or an object being deleted is never a
 //! candidate).
 //!
@@ -19,6 +21,10 @@ use retainer::api::{PolicyView, RetentionPolicySpec};
 use retainer::engine::incremental::{Changes, IncrementalEvaluation, ObjectChange, World};
 use retainer::engine::{CompiledPolicy, ObjectId, Snapshot, Verdict, evaluate_within};
 use retainer::expr::{Compiled, Field};
+use retainer::oci::client::{
+    index_digests, next_link, page_names, parse_challenges, parse_retry_after, valid_digest,
+};
+use retainer::oci::inventory::{ChartInfo, subject_of_tag};
 use retainer::refs::RefIndex;
 use serde_json::{Value as Json, json};
 
@@ -526,4 +532,178 @@ fn check_input_files_parse_or_fail_cleanly() {
             Ok(())
         },
     );
+}
+
+/// `Link` values: links with targets, relations and parameters, well-formed or nearly, cut
+/// short anywhere.
+fn link_value() -> impl Strategy<Value = String> {
+    let param = prop_oneof![
+        4 => prop::sample::select(vec![
+            "rel=next",
+            "rel=\"next\"",
+            "REL = \"prev next\"",
+            "rel=\"prev\"",
+            "title=\"a, \\\"b\\\"; c\"",
+            "anchor",
+        ]),
+        1 => prop::sample::select(vec!["rel=\"next", "rel=", "=next", "", "rel=next>"]),
+    ];
+    let sep = prop_oneof![
+        4 => Just("; "),
+        1 => prop::sample::select(vec![";", " ; ", " ", ""]),
+    ];
+    let link = ("[a-z0-9/?=&.:,;\\ -]{0,16}", param, sep)
+        .prop_map(|(target, param, sep)| format!("<{target}>{sep}{param}"));
+    (
+        prop::collection::vec(link, 0..4),
+        prop::sample::select(vec![", ", ",", " , ,"]),
+        prop::option::weighted(0.2, any::<prop::sample::Index>()),
+    )
+        .prop_map(|(links, sep, cut)| {
+            let v = links.join(sep);
+            match cut {
+                Some(at) if !v.is_empty() => v.chars().take(at.index(v.chars().count())).collect(),
+                _ => v,
+            }
+        })
+}
+
+static NEXT_LINKS: AtomicUsize = AtomicUsize::new(0);
+static VALID_DIGESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Header text a registry could send: any characters, any bytes (as a client that reads them
+/// leniently would see them), or the pieces `Link`, `WWW-Authenticate` and digest values are
+/// made of, shuffled.
+fn header_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => link_value(),
+        1 => "\\PC{0,60}",
+        1 => prop::collection::vec(any::<u8>(), 0..80)
+            .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        1 => "(((Bearer|Basic|Negotiate) )?((realm|service|scope|REALM|error)=(\"[^\"]{0,12}\"?|[a-z:/,]{0,8})|[a-z68=]{0,6})(,? ?)){0,5}",
+        1 => "(<|>|;|,|=|\"|\\\\| |\t|rel|REL|next|prev|/v2/x/tags/list\\?n=2&last=b|https://r.example/v2/|Bearer|Basic|realm|scope|service|repository:a/b:pull|sha256|sha512|:|[0-9a-f]{4}|\\.\\.|/|\u{e9}){0,24}",
+        1 => "(sha256|sha512|[a-z0-9+._-]{0,8}):[0-9a-fA-Z=_./?-]{0,130}",
+        1 => "(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}|[a-z0-9]{1,6}([+._-][a-z0-9]{1,4})?:[a-zA-Z0-9=_-]{1,20})",
+        1 => "(Mon|Sun), [0-9]{1,2} (Jun|Nov) [0-9]{1,4} [0-9:]{0,8} (GMT|UTC|\\+0100)?",
+        1 => "-?[0-9]{0,24}",
+    ]
+}
+
+#[test]
+fn registry_headers_parse_without_panics() {
+    let now: jiff::Timestamp = NOW.parse().expect("a valid timestamp");
+    run("registry headers", header_text(), |text| {
+        if let Ok(Some(target)) = next_link(&text) {
+            NEXT_LINKS.fetch_add(1, Ordering::Relaxed);
+            prop_assert!(!target.contains('>'), "{target:?} from {text:?}");
+            prop_assert!(
+                text.contains(&format!("<{target}>")),
+                "{target:?} from {text:?}"
+            );
+        }
+        for c in parse_challenges(&text) {
+            prop_assert!(!c.scheme.is_empty(), "{text:?}");
+            prop_assert_eq!(c.scheme.to_ascii_lowercase(), c.scheme.clone());
+            prop_assert!(c.params.keys().all(|k| *k == k.to_ascii_lowercase()));
+        }
+        if valid_digest(&text) {
+            VALID_DIGESTS.fetch_add(1, Ordering::Relaxed);
+            // What passes ends up in URL paths: nothing in it may leave its path segment.
+            prop_assert!(
+                !text.contains(['/', '?', '#', '%', ' ', '\\']) && !text.contains(".."),
+                "{text:?}"
+            );
+            if text.starts_with("sha256:") {
+                prop_assert_eq!(text.len(), 71);
+            }
+        }
+        let _ = parse_retry_after(&text, now);
+        let _ = subject_of_tag(&text);
+        Ok(())
+    });
+    // The properties mean little unless next links and digests occur.
+    let (links, digests) = (
+        NEXT_LINKS.load(Ordering::Relaxed),
+        VALID_DIGESTS.load(Ordering::Relaxed),
+    );
+    eprintln!("registry headers: {links} next links, {digests} valid digests");
+    assert!(
+        links > 5 && digests > 2,
+        "{links} next links, {digests} digests"
+    );
+}
+
+/// Registry JSON: list pages, image indexes and manifests of any shape, right or wrong.
+fn registry_json() -> impl Strategy<Value = Json> {
+    let descriptor = prop_oneof![
+        any_json(),
+        (any_json(), any_json()).prop_map(|(digest, annotations)| json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": 1, "annotations": annotations})),
+        "[0-9a-f]{64}".prop_map(|h| json!({"digest": format!("sha256:{h}"), "size": 1})),
+    ];
+    prop_oneof![
+        any_json(),
+        (prop::collection::vec(descriptor.clone(), 0..6), any_json()).prop_map(
+            |(manifests, subject)| json!({"schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": manifests, "subject": subject})
+        ),
+        (any_json(), prop::collection::vec(descriptor, 0..4)).prop_map(|(config, layers)| {
+            json!({"schemaVersion": 2, "config": config, "layers": layers,
+                   "name": "chart", "version": config, "apiVersion": "v2"})
+        }),
+        (any_json(), prop::collection::vec(any_json(), 0..6))
+            .prop_map(|(name, tags)| json!({"name": name, "tags": tags, "repositories": tags})),
+    ]
+}
+
+/// Bytes a registry could send as a page or manifest: JSON of the shapes above, cut short or
+/// with a byte changed, or any bytes at all.
+fn registry_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        2 => (registry_json(), any::<prop::sample::Index>(), any::<u8>(), 0u8..3).prop_map(
+            |(j, at, byte, how)| {
+                let mut b = serde_json::to_vec(&j).expect("serializable");
+                if !b.is_empty() {
+                    let i = at.index(b.len());
+                    match how {
+                        0 => b.truncate(i),
+                        1 => b[i] = byte,
+                        _ => {}
+                    }
+                }
+                b
+            }
+        ),
+        1 => prop::collection::vec(any::<u8>(), 0..200),
+    ]
+}
+
+#[test]
+fn registry_bodies_parse_without_panics() {
+    run("registry bodies", registry_body(), |body| {
+        let Ok(j) = serde_json::from_slice::<Json>(&body) else {
+            return Ok(());
+        };
+        let listed = j
+            .get("manifests")
+            .and_then(Json::as_array)
+            .map_or(0, Vec::len);
+        prop_assert!(index_digests(&j).len() <= listed);
+        for field in ["tags", "repositories"] {
+            let names = page_names(&j, field);
+            let strings = j[field]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|v| v.is_string()).count());
+            prop_assert_eq!(names.len(), strings);
+        }
+        let _ = ChartInfo::from_config(&j);
+        Ok(())
+    });
+    // Nesting beyond serde_json's recursion limit is an error, not a stack overflow.
+    let deep = "[".repeat(100_000);
+    assert!(serde_json::from_str::<Json>(&deep).is_err());
+    let deep = format!("{}1{}", "{\"manifests\":[".repeat(1000), "]}".repeat(1000));
+    assert!(serde_json::from_str::<Json>(&deep).is_err());
 }
