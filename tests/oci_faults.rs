@@ -437,3 +437,69 @@ async fn a_registry_down_at_sweep_time_deletes_nothing_and_says_why() {
     assert!(exists(&reg, &repo, &sig, None).await);
     bed.cleanup().await;
 }
+
+/// Subject before referrers: when the subject's DELETE fails, its signature stays with it, so
+/// that a kept image never loses its signature; the next sweep deletes both, signature last.
+#[tokio::test]
+async fn a_signature_stays_when_its_subjects_delete_fails() {
+    let bed = setup("faults-subject").await;
+    let reg = registry("olareg");
+    let proxy = Proxy::start(&reg).await;
+    let repo = unique("faults/subject-");
+    let mut d = BTreeMap::new();
+    for tag in ["1.0.0", "2.0.0", "2.1.0"] {
+        d.insert(
+            tag.to_string(),
+            push_image(&reg, &repo, tag, &unique(tag), OLD, None).await,
+        );
+    }
+    let sig = push_image(
+        &reg,
+        &repo,
+        "",
+        &unique("sig"),
+        OLD,
+        Some((&d["1.0.0"], 100)),
+    )
+    .await;
+    apply_policy(&bed, "subject", spec(&proxy, &repo)).await;
+    let st = summary(&bed, "subject", 4).await;
+    assert_eq!(
+        st["summary"]["candidates"], 2,
+        "1.0.0 and its signature: {st}"
+    );
+    // Not a transient status: the subject's delete fails for good in this sweep.
+    proxy.script(Kind::Delete, Fault::Status(403), 1);
+    let swept = sweep(&bed, "subject").await;
+    assert_eq!(swept["reason"], "Failed", "{swept}");
+    assert!(
+        swept["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("deleted 0, failed 1, skipped 1"),
+        "{swept}"
+    );
+    assert_eq!(
+        proxy.seen(Kind::Delete),
+        1,
+        "only the subject's DELETE was sent"
+    );
+    assert!(exists(&reg, &repo, &d["1.0.0"], None).await);
+    assert!(
+        exists(&reg, &repo, &sig, None).await,
+        "the signature stays with its subject"
+    );
+
+    let swept = sweep(&bed, "subject").await;
+    assert!(
+        swept["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("deleted 2, failed 0, skipped 0"),
+        "{swept}"
+    );
+    for gone in [&d["1.0.0"], &sig] {
+        assert!(!exists(&reg, &repo, gone, None).await, "{gone} deleted");
+    }
+    bed.cleanup().await;
+}
