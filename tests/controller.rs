@@ -511,3 +511,62 @@ async fn a_candidate_changed_after_evaluation_survives() {
     assert_eq!(out[0].1, Outcome::Deleted);
     bed.cleanup().await;
 }
+
+/// A CRD for a custom `referencedBy` kind installed after the policy: the policy says the kind
+/// is not served, then picks it up within 30 s, without a restart.
+#[tokio::test]
+async fn a_referrer_kind_installed_later_is_picked_up() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let bed = setup("later").await;
+    let group = format!("{}.example.dev", unique("w"));
+    apply_policy(
+        &bed,
+        "later",
+        json!({"target": {"kind": "Secret", "selector": {"matchLabels": {"app": "later"}}},
+            "referencedBy": [{"apiVersion": format!("{group}/v1"), "kind": "Widget", "refs": "[object.spec.secret]"}],
+            "keep": "referencedBy.size() > 0", "schedule": "0 0 29 2 *"}),
+    )
+    .await;
+    let c = ready_condition(&bed, "later").await;
+    assert_eq!(c["reason"], "TargetUnavailable", "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not serve kind Widget"),
+        "{c}"
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(bed.client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": format!("widgets.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let installed = std::time::Instant::now();
+    let api = policies(&bed);
+    wait_for(
+        "the policy to pick up the new kind",
+        Duration::from_secs(30),
+        || async {
+            let p = api.get("later").await.ok()?;
+            let ready = p.data["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            (ready["status"] == "True").then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "a referrer kind installed later was picked up after {:?}",
+        installed.elapsed()
+    );
+    let _ = crds
+        .delete(&format!("widgets.{group}"), &Default::default())
+        .await;
+    bed.cleanup().await;
+}

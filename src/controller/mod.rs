@@ -164,7 +164,7 @@ type VersionedRefs = (Vec<(Kind, u64)>, Arc<RefIndex>);
 
 /// How soon a custom referrer kind that was not served is looked up again (and a policy that
 /// needs it evaluated again): well within the 30 s a CRD installed later may take to count.
-pub(crate) const DISCOVERY_RETRY: Duration = Duration::from_secs(10);
+pub(crate) const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
 /// What every policy's worker shares.
 struct Shared {

@@ -399,9 +399,11 @@ impl Worker {
                 }
                 Err(r) => {
                     self.write_not_ready(obj, &r, now).await;
-                    // A kind not served yet may be installed later: look again.
+                    // A kind not served yet may be installed later: look again once the
+                    // negative answer is old enough to be asked again (`now` is whole seconds).
                     let again = jiff::SignedDuration::try_from(super::DISCOVERY_RETRY)
-                        .unwrap_or(jiff::SignedDuration::from_secs(10));
+                        .unwrap_or(jiff::SignedDuration::from_secs(5))
+                        + jiff::SignedDuration::from_secs(2);
                     return Next::Wait(now_secs().checked_add(again).ok());
                 }
             };
@@ -1466,5 +1468,19 @@ mod tests {
         for (name, obj, want) in table {
             assert_eq!(interruption_by_edit(&obj, "u", Some(3)), want, "{name}");
         }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_starts_over_after_a_success() {
+        let cap = Duration::from_secs(15);
+        let mut b = Backoff::default();
+        assert_eq!(b.current(cap), Duration::ZERO);
+        let waits: Vec<u64> = (0..6).map(|_| b.failed(cap).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 15, 15]);
+        assert_eq!(b.current(cap), cap);
+        b.reset();
+        assert_eq!(b.current(cap), Duration::ZERO);
+        assert_eq!(b.failed(cap), Duration::from_secs(1));
+        assert_eq!(b.current(cap), Duration::from_secs(1));
     }
 }
