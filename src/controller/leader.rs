@@ -232,9 +232,7 @@ impl LeaderElector {
         let started = self.clock.now();
         let held = self.acquire_or_renew().await;
         match held {
-            Ok(true) => self
-                .leadership
-                .set_until(started + self.renew_deadline()),
+            Ok(true) => self.leadership.set_until(started + self.renew_deadline()),
             Ok(false) => self.leadership.set_until(started),
             // A failed renewal leaves the deadline as it was: it runs out on its own.
             Err(_) => {}
@@ -424,7 +422,13 @@ mod tests {
             (
                 "(a) a holder an hour behind that keeps renewing is never taken over",
                 (0..=30)
-                    .map(|i: i32| read(f64::from(i) * 2.0, renewed_at(far_past, i64::from(i) * 2), false))
+                    .map(|i: i32| {
+                        read(
+                            f64::from(i) * 2.0,
+                            renewed_at(far_past, i64::from(i) * 2),
+                            false,
+                        )
+                    })
                     .collect(),
             ),
             (
@@ -492,14 +496,8 @@ mod tests {
         let b_wall = ts("2030-06-01T12:00:00Z");
         let mut observed = None;
         let released = record("", ts("2030-06-01T11:00:00Z"), 4);
-        let Step::Write(spec) = step(
-            &mut observed,
-            &released,
-            "b",
-            LEASE,
-            Instant::now(),
-            b_wall,
-        ) else {
+        let Step::Write(spec) = step(&mut observed, &released, "b", LEASE, Instant::now(), b_wall)
+        else {
             panic!("a released lease is taken");
         };
         assert_eq!(spec.holder_identity.as_deref(), Some("b"));

@@ -268,7 +268,8 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
     let server = metrics::serve(opts.metrics_addr, metrics.clone(), ready.clone()).await?;
     tracing::info!(addr = %server, "serving /metrics, /healthz and /readyz");
 
-    let clock: Arc<dyn leader::Clock> = Arc::new(leader::SystemClock::with_offset(opts.clock_offset));
+    let clock: Arc<dyn leader::Clock> =
+        Arc::new(leader::SystemClock::with_offset(opts.clock_offset));
     let leadership = Arc::new(if opts.leader_elect {
         Leadership::elected(clock.clone())
     } else {
