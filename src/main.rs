@@ -140,6 +140,11 @@ struct RunArgs {
     /// How long a Lease holds without renewal.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     lease_duration: std::time::Duration,
+    // A test aid, hidden from --help: shifts every wall-clock time this process writes into
+    // the Lease (e.g. -10m, +2m), so that a test can run replicas whose clocks disagree and
+    // show that the election does not depend on them.
+    #[arg(long, hide = true, default_value = "0s", allow_hyphen_values = true, value_parser = parse_signed_duration)]
+    clock_offset: jiff::SignedDuration,
     /// Deletes in flight at once during a sweep.
     #[arg(long, default_value_t = 10)]
     delete_concurrency: usize,
@@ -196,6 +201,18 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     retainer::engine::parse_go_duration(s)
 }
 
+/// A Go duration with an optional sign: `-90s`, `+2m`, `1h`.
+fn parse_signed_duration(s: &str) -> Result<jiff::SignedDuration, String> {
+    let t = s.trim();
+    let (negative, rest) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let d = jiff::SignedDuration::try_from(parse_duration(rest)?)
+        .map_err(|e| format!("invalid duration '{s}': {e}"))?;
+    Ok(if negative { -d } else { d })
+}
+
 async fn run_controller(args: RunArgs) -> Result<String, String> {
     let config = kube::Config::infer()
         .await
@@ -211,6 +228,7 @@ async fn run_controller(args: RunArgs) -> Result<String, String> {
         lease_name: args.lease_name,
         identity,
         lease_duration: args.lease_duration,
+        clock_offset: args.clock_offset,
         delete_concurrency: args.delete_concurrency,
         delete_qps: args.delete_qps,
         metrics_addr: args.metrics_addr,

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value as Json;
 
 use super::ControllerError;
+use super::leader::Leadership;
 use crate::api::{PolicyView, TargetKind};
 use crate::engine::Counts;
 use crate::oci::{RequestKind, RequestTally};
@@ -105,6 +106,10 @@ pub struct Metrics {
     /// Policies with per-policy gauges, so that those of a deleted policy can be dropped: a
     /// stale `policy_ready` 0 would keep an alert firing for a policy that no longer exists.
     known: Mutex<HashSet<PolicyLabels>>,
+    leader: Gauge,
+    /// Read at each scrape, so that the gauge drops the moment the lease runs out rather than
+    /// when the elector notices.
+    leadership: OnceLock<Arc<Leadership>>,
 }
 
 fn labels(p: &PolicyView) -> PolicyLabels {
@@ -137,6 +142,8 @@ impl Metrics {
             last_sweep_blocked: Family::default(),
             last_sweep_failed: Family::default(),
             known: Mutex::new(HashSet::new()),
+            leader: Gauge::default(),
+            leadership: OnceLock::new(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register("sweeps", "Sweeps by result", m.sweeps.clone());
@@ -201,8 +208,18 @@ impl Metrics {
                 "1 when the policy's last sweep failed or failed in part",
                 m.last_sweep_failed.clone(),
             );
+            r.register(
+                "leader",
+                "1 while this process may act as the leader (always without leader election)",
+                m.leader.clone(),
+            );
         }
         m
+    }
+
+    /// Makes `retainer_leader` follow this process's leadership.
+    pub fn track_leadership(&self, leadership: Arc<Leadership>) {
+        let _ = self.leadership.set(leadership);
     }
 
     pub fn sweep(&self, p: &PolicyView, result: SweepResult) {
@@ -340,6 +357,9 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
+        if let Some(l) = self.leadership.get() {
+            self.leader.set(i64::from(l.still_leading()));
+        }
         let mut out = String::new();
         if let Ok(r) = self.registry.lock() {
             let _ = prometheus_client::encoding::text::encode(&mut out, &r);
@@ -419,6 +439,18 @@ mod tests {
                 "target": {"kind": "Job"}, "keep": "true", "schedule": "@daily"}))
             .expect("spec"),
         }
+    }
+
+    #[test]
+    fn leader_gauge_follows_leadership_at_each_scrape() {
+        let m = Metrics::new();
+        m.track_leadership(Arc::new(Leadership::default()));
+        assert!(m.encode().contains("retainer_leader 1"));
+        let waiting = Metrics::new();
+        waiting.track_leadership(Arc::new(Leadership::elected(Arc::new(
+            super::super::leader::SystemClock::default(),
+        ))));
+        assert!(waiting.encode().contains("retainer_leader 0"));
     }
 
     #[test]

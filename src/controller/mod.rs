@@ -74,6 +74,9 @@ pub struct Options {
     pub lease_name: String,
     pub identity: String,
     pub lease_duration: Duration,
+    /// Added to every wall-clock time leader election writes; zero but in tests, which use it
+    /// to run replicas whose clocks disagree.
+    pub clock_offset: jiff::SignedDuration,
     pub delete_concurrency: usize,
     pub delete_qps: f64,
     pub metrics_addr: SocketAddr,
@@ -105,6 +108,7 @@ impl Default for Options {
             lease_name: "retainer-leader".into(),
             identity: "retainer".into(),
             lease_duration: Duration::from_secs(15),
+            clock_offset: jiff::SignedDuration::ZERO,
             delete_concurrency: 10,
             delete_qps: 50.0,
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
@@ -273,7 +277,14 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
     let server = metrics::serve(opts.metrics_addr, metrics.clone(), ready.clone()).await?;
     tracing::info!(addr = %server, "serving /metrics, /healthz and /readyz");
 
-    let leadership = Arc::new(Leadership::default());
+    let clock: Arc<dyn leader::Clock> =
+        Arc::new(leader::SystemClock::with_offset(opts.clock_offset));
+    let leadership = Arc::new(if opts.leader_elect {
+        Leadership::elected(clock.clone())
+    } else {
+        Leadership::default()
+    });
+    metrics.track_leadership(leadership.clone());
     let elector = opts.leader_elect.then(|| {
         leader::LeaderElector::new(
             client.clone(),
@@ -281,6 +292,7 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
             &opts.lease_name,
             &opts.identity,
             opts.lease_duration,
+            clock,
             leadership.clone(),
         )
     });
@@ -295,7 +307,7 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
                 Err(err) => tracing::warn!(error = %err, "leader election attempt failed"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(e.renew_interval()) => {}
+                _ = tokio::time::sleep(e.retry_period()) => {}
                 _ = &mut shutdown => {
                     tracing::info!("shutting down");
                     return Ok(());
@@ -340,21 +352,20 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
     let (lost_tx, mut lost_rx) = watch::channel(false);
     let elector = elector.map(Arc::new);
     if let Some(e) = elector.clone() {
-        let renew = e.renew_interval();
-        let deadline = opts.lease_duration;
+        let retry = e.retry_period();
+        let leadership = leadership.clone();
         tokio::spawn(async move {
-            let mut last_ok = tokio::time::Instant::now();
             loop {
-                tokio::time::sleep(renew).await;
+                tokio::time::sleep(retry).await;
                 match e.try_acquire_or_renew().await {
-                    Ok(true) => last_ok = tokio::time::Instant::now(),
+                    Ok(true) => {}
                     Ok(false) => break,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "renewing the leader lease failed");
-                        if last_ok.elapsed() >= deadline {
-                            break;
-                        }
-                    }
+                    Err(err) => tracing::warn!(error = %err, "renewing the leader lease failed"),
+                }
+                // Past the renew deadline (failed attempts, or one that succeeded too late)
+                // another replica may take over soon: stop, as client-go's elector does.
+                if !leadership.still_leading() {
+                    break;
                 }
             }
             let _ = lost_tx.send(true);
