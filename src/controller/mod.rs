@@ -170,6 +170,9 @@ type VersionedRefs = (Vec<(Kind, u64)>, Arc<RefIndex>);
 /// needs it evaluated again): well within the 30 s a CRD installed later may take to count.
 pub(crate) const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
+/// A custom kind as discovery answered, and when it asked.
+type Discovered = (Option<Kind>, std::time::Instant);
+
 /// What every policy's worker shares.
 struct Shared {
     /// Requests (not watches): short read timeout.
@@ -187,7 +190,7 @@ struct Shared {
     /// Custom referrer kinds by (apiVersion, kind), and when each was looked up: a kind not
     /// served (or a failed lookup) is asked again after DISCOVERY_RETRY, so a CRD installed
     /// after the policy is picked up without a restart.
-    discovered: Mutex<HashMap<(String, String), (Option<Kind>, std::time::Instant)>>,
+    discovered: Mutex<HashMap<(String, String), Discovered>>,
     registry: RegistryOptions,
     manifests: Arc<ManifestCache>,
     stop: Stop,

@@ -1177,6 +1177,10 @@ impl Worker {
             self.state.last_written = Some(desired_json);
             return;
         }
+        // Past the lease deadline another replica may lead: it writes status, not this one.
+        if !self.shared.executor.leadership.still_leading() {
+            return;
+        }
         let name = obj
             .pointer("/metadata/name")
             .and_then(Json::as_str)
