@@ -721,8 +721,28 @@ impl RepoSweep<'_> {
         let mut decided: BTreeMap<DigestKey, Outcome> = BTreeMap::new();
         let gone =
             |d: &BTreeMap<DigestKey, Outcome>, k: &DigestKey| d.get(k).is_some_and(Outcome::gone);
+        // A subject goes only with every artifact that refers to it: one that stays (kept by a
+        // guard, left by maxPerSweep) would be left without its subject.
+        let staying = |view: &RepoView, repo: &str, digest: &str| -> Option<Outcome> {
+            let left: Vec<String> = view
+                .subject_of
+                .keys()
+                .filter(|r| view.root_subject(r).as_deref() == Some(digest))
+                .filter(|r| !target_keys.contains(&(repo.to_string(), (*r).clone())))
+                .cloned()
+                .collect();
+            (!left.is_empty()).then(|| {
+                Outcome::Skipped(format!(
+                    "{} refer to it and stay; kept with them",
+                    left.join(", ")
+                ))
+            })
+        };
         for k in first {
-            let o = self.delete_checked(&k).await;
+            let o = match staying(self.view(&k.0), &k.0, &k.1) {
+                Some(o) => o,
+                None => self.delete_checked(&k).await,
+            };
             decided.insert(k, o);
         }
         for k in children {
@@ -730,7 +750,10 @@ impl RepoSweep<'_> {
                 .into_iter()
                 .filter(|i| !gone(&decided, &(k.0.clone(), i.clone())))
                 .collect();
-            let o = if holding.is_empty() {
+            let left = staying(self.view(&k.0), &k.0, &k.1);
+            let o = if let Some(o) = left {
+                o
+            } else if holding.is_empty() {
                 self.delete_checked(&k).await
             } else {
                 Outcome::Skipped(format!(
