@@ -12,6 +12,8 @@
 //!   is the one every evaluation would compute.
 //! - `matches` calls retainer's own function, which compiles its pattern once (cached by text)
 //!   and reads it as RE2 does, as Kubernetes does (`find` and `findAll` already did).
+//! - `duration` and `timestamp` call retainer's own functions, which read a string as Go's
+//!   `time.ParseDuration` and `time.Parse(time.RFC3339, ...)` do, as cel-go does.
 //!
 //! The static checks and the field projection run on the tree as written; only evaluation uses
 //! the rewritten one.
@@ -27,6 +29,10 @@ const PREFIX: &str = "@c";
 
 /// The function `matches` is rewritten to (`library::matches_re2`).
 pub const MATCHES: &str = "@matches";
+/// The functions global `duration` and `timestamp` are rewritten to (`library::duration_go`,
+/// `library::timestamp_go`): strings read as Go reads them.
+pub const DURATION: &str = "@duration";
+pub const TIMESTAMP: &str = "@timestamp";
 
 /// An expression rewritten for evaluation and the constants it refers to.
 #[derive(Debug, Clone)]
@@ -82,6 +88,13 @@ fn fold(e: &IdedExpr, consts: &mut Vec<Box<dyn Val>>) -> IdedExpr {
             call.args = call.args.iter().map(|a| fold(a, consts)).collect();
             if call.func_name == "matches" {
                 call.func_name = MATCHES.to_string();
+            }
+            if call.target.is_none() && call.args.len() == 1 {
+                match call.func_name.as_str() {
+                    "duration" => call.func_name = DURATION.to_string(),
+                    "timestamp" => call.func_name = TIMESTAMP.to_string(),
+                    _ => {}
+                }
             }
             Expr::Call(call)
         }
