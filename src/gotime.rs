@@ -77,9 +77,7 @@ pub fn parse_duration(input: &str) -> Result<i64, GoTimeError> {
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
             _ => {
-                return Err(err(&format!(
-                    "unknown unit '{u}' (ns, us, ms, s, m or h)"
-                )));
+                return Err(err(&format!("unknown unit '{u}' (ns, us, ms, s, m or h)")));
             }
         };
         if v > MAX / unit {
@@ -110,7 +108,10 @@ pub fn parse_duration(input: &str) -> Result<i64, GoTimeError> {
 /// Go's `leadingInt`: the leading digits, or None past 2^63.
 fn leading_int(s: &str) -> Option<(u64, &str)> {
     let mut x: u64 = 0;
-    let end = s.bytes().position(|c| !c.is_ascii_digit()).unwrap_or(s.len());
+    let end = s
+        .bytes()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(s.len());
     for c in s[..end].bytes() {
         if x > MAX / 10 {
             return None;
@@ -126,7 +127,10 @@ fn leading_int(s: &str) -> Option<(u64, &str)> {
 /// Go's `leadingFraction`: the leading digits and their scale, keeping only as many as fit.
 fn leading_fraction(s: &str) -> (u64, f64, &str) {
     let (mut x, mut scale, mut overflow) = (0u64, 1f64, false);
-    let end = s.bytes().position(|c| !c.is_ascii_digit()).unwrap_or(s.len());
+    let end = s
+        .bytes()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(s.len());
     for c in s[..end].bytes() {
         if overflow {
             continue;
@@ -148,9 +152,7 @@ fn leading_fraction(s: &str) -> (u64, f64, &str) {
 
 /// An instant as `time.Parse(time.RFC3339, s)` reads it, within CEL's range (years 1 to
 /// 9999 in UTC, as cel-go checks), with the offset the text gave.
-pub fn parse_rfc3339(
-    input: &str,
-) -> Result<chrono::DateTime<chrono::FixedOffset>, GoTimeError> {
+pub fn parse_rfc3339(input: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, GoTimeError> {
     let err = |reason: &str| GoTimeError::Timestamp {
         input: input.to_string(),
         reason: reason.to_string(),
@@ -226,10 +228,7 @@ pub fn parse_rfc3339(
         signed
     };
     if !v.is_empty() {
-        return Err(err(&format!(
-            "extra text '{}'",
-            String::from_utf8_lossy(v)
-        )));
+        return Err(err(&format!("extra text '{}'", String::from_utf8_lossy(v))));
     }
     if day < 1 || day > days_in(month, year) {
         return Err(err("day out of range"));
@@ -296,7 +295,13 @@ mod tests {
 
     #[test]
     fn civil_days_match_chrono() {
-        for (y, m, d) in [(1970, 1, 1), (2024, 2, 29), (1, 1, 1), (9999, 12, 31), (1900, 3, 1)] {
+        for (y, m, d) in [
+            (1970, 1, 1),
+            (2024, 2, 29),
+            (1, 1, 1),
+            (9999, 12, 31),
+            (1900, 3, 1),
+        ] {
             let want = chrono::NaiveDate::from_ymd_opt(y as i32, m as u32, d as u32)
                 .unwrap()
                 .and_hms_opt(0, 0, 0)
@@ -311,15 +316,33 @@ mod tests {
     #[test]
     fn errors_name_the_input_and_the_reason() {
         let cases = [
-            (parse_duration("24hours").unwrap_err(), "duration '24hours': unknown unit 'hours'"),
+            (
+                parse_duration("24hours").unwrap_err(),
+                "duration '24hours': unknown unit 'hours'",
+            ),
             (parse_duration("1h-30m").unwrap_err(), "unknown unit 'h-'"),
-            (parse_duration("-").unwrap_err(), "duration '-': want Go syntax"),
+            (
+                parse_duration("-").unwrap_err(),
+                "duration '-': want Go syntax",
+            ),
             (parse_duration("10").unwrap_err(), "missing unit"),
             (parse_duration("2562048h").unwrap_err(), "out of range"),
-            (parse_rfc3339("2024-01-02t03:04:05Z").unwrap_err(), "timestamp '2024-01-02t03:04:05Z': want RFC 3339"),
-            (parse_rfc3339("2023-02-29T00:00:00Z").unwrap_err(), "day out of range"),
-            (parse_rfc3339("2024-01-02T03:04:05Z ").unwrap_err(), "extra text ' '"),
-            (parse_rfc3339("0000-12-31T23:59:59Z").unwrap_err(), "years 1 to 9999"),
+            (
+                parse_rfc3339("2024-01-02t03:04:05Z").unwrap_err(),
+                "timestamp '2024-01-02t03:04:05Z': want RFC 3339",
+            ),
+            (
+                parse_rfc3339("2023-02-29T00:00:00Z").unwrap_err(),
+                "day out of range",
+            ),
+            (
+                parse_rfc3339("2024-01-02T03:04:05Z ").unwrap_err(),
+                "extra text ' '",
+            ),
+            (
+                parse_rfc3339("0000-12-31T23:59:59Z").unwrap_err(),
+                "years 1 to 9999",
+            ),
         ];
         for (e, want) in cases {
             assert!(e.to_string().contains(want), "{e} lacks {want}");

@@ -180,8 +180,16 @@ mod tests {
             ("  @midnight ", None, "2026-05-14T00:00:00Z"),
             // New York is at UTC-4 in May and UTC-5 in January.
             ("@yearly", Some("America/New_York"), "2027-01-01T05:00:00Z"),
-            ("@annually", Some("America/New_York"), "2027-01-01T05:00:00Z"),
-            ("@midnight", Some("America/New_York"), "2026-05-14T04:00:00Z"),
+            (
+                "@annually",
+                Some("America/New_York"),
+                "2027-01-01T05:00:00Z",
+            ),
+            (
+                "@midnight",
+                Some("America/New_York"),
+                "2026-05-14T04:00:00Z",
+            ),
             ("@daily", Some("America/New_York"), "2026-05-14T04:00:00Z"),
             // 14:25 UTC is 23:25 in Tokyo (UTC+9): its midnight comes 35 minutes later.
             ("@midnight", Some("Asia/Tokyo"), "2026-05-13T15:00:00Z"),

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use cel::common::types::{
-    BOOL_TYPE, CelBool, CelDuration, CelString, CelTimestamp, DYN_TYPE, INT_TYPE, LIST_TYPE, STRING_TYPE,
+    BOOL_TYPE, CelBool, CelDuration, CelString, CelTimestamp, DYN_TYPE, INT_TYPE, LIST_TYPE,
+    STRING_TYPE,
 };
 use cel::common::value::{CowVal, Val};
 use cel::objects::OptionalValue;
@@ -618,9 +619,9 @@ fn duration_go<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     if let Some(s) = args.first().and_then(|a| a.downcast_ref::<CelString>()) {
         let nanos = crate::gotime::parse_duration(s.inner())
             .map_err(|e| ExecutionError::function_error("duration", e))?;
-        return Ok(CowVal::owned(CelDuration::from(chrono::Duration::nanoseconds(
-            nanos,
-        ))));
+        return Ok(CowVal::owned(CelDuration::from(
+            chrono::Duration::nanoseconds(nanos),
+        )));
     }
     stdlib_overload("duration", args)
 }
@@ -640,7 +641,9 @@ fn stdlib_overload<'b, 'v>(name: &str, args: Args<'b, 'v>) -> Ret<'b, 'v> {
         Some(f) => f(args),
         None => Err(ExecutionError::no_such_overload(
             name,
-            args.iter().map(|a| a.get_type().name().to_owned()).collect(),
+            args.iter()
+                .map(|a| a.get_type().name().to_owned())
+                .collect(),
         )),
     }
 }
