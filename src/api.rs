@@ -63,7 +63,7 @@ pub struct RetentionPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub referenced_by: Vec<ReferrerSource>,
-    /// When sweeps run: a five-field cron expression, or @hourly, @daily, @weekly, @monthly.
+    /// When sweeps run: a five-field cron expression, or @yearly (@annually), @monthly, @weekly, @daily (@midnight), @hourly.
     #[schemars(length(min = 1, max = 128))]
     pub schedule: String,
     /// IANA time zone the schedule is read in, e.g. Europe/Berlin. Default UTC.

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod engine;
 pub mod explain;
 pub mod expr;
+pub mod gotime;
 pub mod json;
 pub mod oci;
 pub mod refs;

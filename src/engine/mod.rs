@@ -104,39 +104,17 @@ impl CompiledPolicy {
     }
 }
 
-/// Parses a Go-style duration such as `1h30m` or `90s`.
+/// Parses a Go duration such as `1h30m` or `90s` exactly as Go's `time.ParseDuration` does,
+/// for settings that are durations of time to wait: not negative, at most ten years.
 pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("invalid duration '{s}': use Go syntax such as 90m, 1h30m or 168h");
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
+    let nanos = crate::gotime::parse_duration(s).map_err(|e| e.to_string())?;
+    let nanos = u64::try_from(nanos)
+        .map_err(|_| format!("invalid duration '{s}': must not be negative"))?;
+    let d = std::time::Duration::from_nanos(nanos);
+    if d > std::time::Duration::from_secs(10 * 365 * 86400) {
+        return Err(format!("invalid duration '{s}': must be at most ten years"));
     }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += n * secs;
-        rest = &rest[unit_len..];
-    }
-    if !total.is_finite() || total > 10.0 * 365.0 * 86400.0 {
-        return Err(bad());
-    }
-    Ok(std::time::Duration::from_secs_f64(total))
+    Ok(d)
 }
 
 impl CompiledPolicy {

@@ -6,17 +6,21 @@
 //! expression:
 //!
 //! - every call whose arguments are all constants is evaluated, and the node is replaced by a
-//!   reference to the value (a name no expression can spell, resolved from the expression's own
+//!   reference to the value (only a value a constant holds exactly: not a type value, which
+//!   would become its name as a string, nor an optional or a struct) (a name no expression can spell, resolved from the expression's own
 //!   constants); so are list literals of constants. A call that fails is left as it is, so the
 //!   error is reported when the expression runs, as before. CEL functions are pure: the value
 //!   is the one every evaluation would compute.
 //! - `matches` calls retainer's own function, which compiles its pattern once (cached by text)
 //!   and reads it as RE2 does, as Kubernetes does (`find` and `findAll` already did).
+//! - `duration` and `timestamp` call retainer's own functions, which read a string as Go's
+//!   `time.ParseDuration` and `time.Parse(time.RFC3339, ...)` do, as cel-go does.
 //!
 //! The static checks and the field projection run on the tree as written; only evaluation uses
 //! the rewritten one.
 
 use cel::common::ast::{Expr, IdedExpr};
+use cel::common::types::{CelList, CelMap, CelOptional, Kind};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Value};
@@ -27,6 +31,10 @@ const PREFIX: &str = "@c";
 
 /// The function `matches` is rewritten to (`library::matches_re2`).
 pub const MATCHES: &str = "@matches";
+/// The functions global `duration` and `timestamp` are rewritten to (`library::duration_go`,
+/// `library::timestamp_go`): strings read as Go reads them.
+pub const DURATION: &str = "@duration";
+pub const TIMESTAMP: &str = "@timestamp";
 
 /// An expression rewritten for evaluation and the constants it refers to.
 #[derive(Debug, Clone)]
@@ -83,6 +91,13 @@ fn fold(e: &IdedExpr, consts: &mut Vec<Box<dyn Val>>) -> IdedExpr {
             if call.func_name == "matches" {
                 call.func_name = MATCHES.to_string();
             }
+            if call.target.is_none() && call.args.len() == 1 {
+                match call.func_name.as_str() {
+                    "duration" => call.func_name = DURATION.to_string(),
+                    "timestamp" => call.func_name = TIMESTAMP.to_string(),
+                    _ => {}
+                }
+            }
             Expr::Call(call)
         }
         Expr::List(list) => {
@@ -121,25 +136,54 @@ fn fold(e: &IdedExpr, consts: &mut Vec<Box<dyn Val>>) -> IdedExpr {
     if !foldable {
         return folded;
     }
-    let value = {
-        let no_vars = WithConsts {
-            consts,
-            vars: &NoVars,
-        };
-        let mut ctx = Context::with_env(super::env());
-        ctx.set_variable_resolver(&no_vars);
-        Value::resolve(&folded, &ctx)
+    let no_vars = WithConsts {
+        consts,
+        vars: &NoVars,
     };
-    match value.map(Box::<dyn Val>::try_from) {
-        Ok(Ok(v)) => {
+    let mut ctx = Context::with_env(super::env());
+    ctx.set_variable_resolver(&no_vars);
+    // Only a value the constant can hold as it is: the conversion through `Value` turns a
+    // type value into a string, so `type(1) == int` would fold to `'int' == int`.
+    let value = match Value::resolve_val(&folded, &ctx) {
+        Ok(v) if exact(v.as_ref()) => Value::try_from(v.as_ref()),
+        // Left to fail, or to produce a value no constant can hold, at evaluation.
+        _ => return folded,
+    };
+    drop(ctx);
+    match value.and_then(Box::<dyn Val>::try_from) {
+        Ok(v) => {
             consts.push(v);
             IdedExpr {
                 id: e.id,
                 expr: Expr::Ident(format!("{PREFIX}{}", consts.len() - 1)),
             }
         }
-        // Left to fail, or to produce a value no constant can hold, at evaluation.
-        _ => folded,
+        Err(_) => folded,
+    }
+}
+
+/// Whether `v` survives the round trip `dyn Val` → `Value` → `Box<dyn Val>` unchanged: the
+/// plain values, lists and maps of them, and opaque values (held by the same `Arc`). Not type
+/// values (they become strings), optionals, structs or anything else: those stay unfolded.
+fn exact(v: &dyn Val) -> bool {
+    match v.get_type().kind() {
+        Kind::Boolean
+        | Kind::Int
+        | Kind::UInt
+        | Kind::Double
+        | Kind::String
+        | Kind::NullType
+        | Kind::Bytes
+        | Kind::Duration
+        | Kind::Timestamp => true,
+        Kind::List => v
+            .downcast_ref::<CelList>()
+            .is_some_and(|l| l.inner().iter().all(|i| exact(i.as_ref()))),
+        Kind::Map => v
+            .downcast_ref::<CelMap>()
+            .is_some_and(|m| m.inner().values().all(|i| exact(i.as_ref()))),
+        Kind::Opaque => v.downcast_ref::<CelOptional>().is_none(),
+        _ => false,
     }
 }
 

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use cel::common::types::{
-    BOOL_TYPE, CelBool, CelString, DYN_TYPE, INT_TYPE, LIST_TYPE, STRING_TYPE,
+    BOOL_TYPE, CelBool, CelDuration, CelString, CelTimestamp, DYN_TYPE, INT_TYPE, LIST_TYPE,
+    STRING_TYPE,
 };
 use cel::common::value::{CowVal, Val};
 use cel::objects::OptionalValue;
@@ -97,6 +98,21 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
         "retainer_matches_global",
         vec![DYN_TYPE, DYN_TYPE],
         matches_global,
+    )?;
+    // `duration` and `timestamp`, as the evaluation tree calls them (fold.rs): a string is read
+    // as Go reads it (gotime.rs), where the cel crate's parser is laxer (`24hours`, `1h-30m`,
+    // a space for `T`); other arguments go to the cel crate's own overloads.
+    env.add_overload(
+        super::fold::DURATION,
+        "retainer_duration",
+        vec![DYN_TYPE],
+        duration_go,
+    )?;
+    env.add_overload(
+        super::fold::TIMESTAMP,
+        "retainer_timestamp",
+        vec![DYN_TYPE],
+        timestamp_go,
     )?;
     env.add_member_overload(
         "find",
@@ -597,6 +613,39 @@ fn matches_re2<'b, 'v>(args: Args<'b, 'v>, member: bool) -> Ret<'b, 'v> {
     };
     let re = compile_regex("matches", p.inner())?;
     Ok(CowVal::owned(CelBool::from(re.is_match(s.inner()))))
+}
+
+fn duration_go<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    if let Some(s) = args.first().and_then(|a| a.downcast_ref::<CelString>()) {
+        let nanos = crate::gotime::parse_duration(s.inner())
+            .map_err(|e| ExecutionError::function_error("duration", e))?;
+        return Ok(CowVal::owned(CelDuration::from(
+            chrono::Duration::nanoseconds(nanos),
+        )));
+    }
+    stdlib_overload("duration", args)
+}
+
+fn timestamp_go<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    if let Some(s) = args.first().and_then(|a| a.downcast_ref::<CelString>()) {
+        let t = crate::gotime::parse_rfc3339(s.inner())
+            .map_err(|e| ExecutionError::function_error("timestamp", e))?;
+        return Ok(CowVal::owned(CelTimestamp::from(t)));
+    }
+    stdlib_overload("timestamp", args)
+}
+
+/// The cel crate's overload of `name` for these arguments, or its usual error when none fits.
+fn stdlib_overload<'b, 'v>(name: &str, args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    match super::env().find_overload(name, &args) {
+        Some(f) => f(args),
+        None => Err(ExecutionError::no_such_overload(
+            name,
+            args.iter()
+                .map(|a| a.get_type().name().to_owned())
+                .collect(),
+        )),
+    }
 }
 
 fn find<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {

@@ -154,6 +154,16 @@ pub enum CompileError {
         line: usize,
         column: usize,
     },
+    /// `duration('...')` or `timestamp('...')` of a literal that can never parse: refused
+    /// when the policy is compiled, as kube-apiserver's environment refuses it.
+    #[error("{field}: {function} literal at line {line}, column {column}: {message}")]
+    InvalidLiteral {
+        field: String,
+        function: &'static str,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error(
         "{field}: the expression is {chars} characters long; at most {MAX_SOURCE_CHARS} are accepted"
     )]
@@ -325,6 +335,7 @@ impl Compiled {
         let program = parse(field, source)?;
         check_references(field, source, &program, keep_extra)?;
         check_nesting(field, source, &program)?;
+        check_time_literals(field, source, &program)?;
         if let Some(got) = static_type(&program.expression().expr)
             && !got.satisfies(field.expected())
         {
@@ -645,6 +656,49 @@ fn check_nesting(field: Field, source: &str, program: &Program) -> Result<(), Co
         line,
         column,
     })
+}
+
+/// cel-go's `ValidateDurationLiterals` and `ValidateTimestampLiterals`, which Kubernetes'
+/// environment enables: a constant argument that Go cannot read fails the compilation rather
+/// than every evaluation.
+fn check_time_literals(field: Field, source: &str, program: &Program) -> Result<(), CompileError> {
+    let mut stack = vec![program.expression()];
+    while let Some(e) = stack.pop() {
+        stack.extend(children(e));
+        let Expr::Call(call) = &e.expr else { continue };
+        let ([arg], None) = (call.args.as_slice(), &call.target) else {
+            continue;
+        };
+        let Expr::Literal(LiteralValue::String(text)) = &arg.expr else {
+            continue;
+        };
+        let (function, result) = match call.func_name.as_str() {
+            "duration" => (
+                "duration",
+                crate::gotime::parse_duration(text.inner()).map(|_| ()),
+            ),
+            "timestamp" => (
+                "timestamp",
+                crate::gotime::parse_rfc3339(text.inner()).map(|_| ()),
+            ),
+            _ => continue,
+        };
+        if let Err(e) = result {
+            let (line, column) = program
+                .source_info()
+                .offset_for(arg.id)
+                .map(|(start, _)| line_column(source, start as usize))
+                .unwrap_or((1, 1));
+            return Err(CompileError::InvalidLiteral {
+                field: field.path(),
+                function,
+                line,
+                column,
+                message: e.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn line_column(source: &str, char_offset: usize) -> (usize, usize) {

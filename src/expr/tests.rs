@@ -605,7 +605,7 @@ fn folded_constants_answer_as_unfolded() {
         ),
         // RE2, as Kubernetes reads patterns: \d is ASCII only.
         ("'١٢٣'.matches('^\\\\d+$')", Ok(Value::Bool(false))),
-        ("duration('nonsense') > age", Err("duration")),
+        ("duration(object.metadata.name) > age", Err("duration")),
         ("1 / 0 == 1", Err("division by zero")),
         ("object.metadata.name.matches('(')", Err("regex")),
         ("object.status.succeeded.matches('1')", Err("matches")),
@@ -717,5 +717,170 @@ fn comprehensions_bind_only_what_they_read_of_each_element() {
             == node(&whole_tree, "spec", "containers")
             || node(&c.fields, "metadata", "labels") == node(&whole_tree, "metadata", "labels");
         assert_eq!(list_whole, *whole_list, "{src}: {:?}", c.fields);
+    }
+}
+
+/// `duration()` and `timestamp()` of a string accept, refuse and mean what kube-apiserver's
+/// environment does (Go's `time.ParseDuration` and `time.Parse(time.RFC3339, ...)`): the
+/// "parsing" sections of tests/k8s-cel-library, whose expected values cel-go computed. Each
+/// case runs as written (a literal, checked at compile time) and on a string read from the
+/// object (checked when evaluated), and must refuse or answer the same either way.
+#[test]
+fn durations_and_timestamps_parse_as_go_does() {
+    let expected: serde_json::Value =
+        serde_json::from_str(include_str!("../../tests/k8s-cel-library/expected.json")).unwrap();
+    let mut compared = 0;
+    for case in expected["cases"].as_array().unwrap() {
+        if !case["section"].as_str().unwrap().starts_with("parsing:") {
+            continue;
+        }
+        let src = case["expr"].as_str().unwrap();
+        // `duration('…')` → the function and the text between the quotes.
+        let (func, rest) = src.split_once("('").unwrap();
+        let text = rest.strip_suffix("')").unwrap();
+        let want: Option<Value> = if let Some(d) = case["value"].get("duration") {
+            Some(Value::Duration(
+                chrono::Duration::seconds(d["seconds"].as_i64().unwrap())
+                    + chrono::Duration::nanoseconds(d["nanos"].as_i64().unwrap()),
+            ))
+        } else if let Some(t) = case["value"].get("timestamp") {
+            Some(Value::Timestamp(
+                chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap()).unwrap(),
+            ))
+        } else {
+            assert!(
+                case.get("error").is_some(),
+                "{src}: neither value nor error"
+            );
+            None
+        };
+        let literal = Compiled::compile(Field::Keep, &format!("[{src}][0] == {src}"));
+        match (&want, &literal) {
+            (Some(_), Err(e)) => panic!("{src}: cel-go accepts it, retainer refuses: {e}"),
+            (None, Ok(_)) => panic!("{src}: cel-go refuses it at compile time, retainer accepts"),
+            (None, Err(e)) => assert!(
+                matches!(e, CompileError::InvalidLiteral { .. }),
+                "{src}: {e}"
+            ),
+            (Some(_), Ok(_)) => {
+                let got = eval_with(Field::Keep, src, &object());
+                assert_eq!(got.as_ref().ok(), want.as_ref(), "{src}");
+            }
+        }
+        let obj = json!({"metadata": {"annotations": {"t": text}}});
+        let got = eval_with(
+            Field::Keep,
+            &format!("{func}(object.metadata.annotations.t)"),
+            &obj,
+        );
+        match (&want, &got) {
+            (Some(w), Ok(g)) => {
+                assert_eq!(g, w, "{src} read from the object");
+                // The same instant in the same offset, not only an equal one.
+                if let (Value::Timestamp(g), Some(t)) = (g, case["value"].get("timestamp")) {
+                    assert_eq!(
+                        g.to_utc().to_rfc3339(),
+                        chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap())
+                            .unwrap()
+                            .to_utc()
+                            .to_rfc3339(),
+                        "{src}"
+                    );
+                }
+            }
+            (None, Err(_)) => {}
+            _ => panic!("{src} read from the object: want {want:?}, got {got:?}"),
+        }
+        compared += 1;
+    }
+    assert!(compared >= 80, "only {compared} cases compared");
+}
+
+/// Expressions from a small grammar of constants, variables and the operators folding meets
+/// most: `==`, `!=`, `<`, `+`, `size`, `type`, lists and `?:`.
+fn small_expr() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        (-2i64..3).prop_map(|n| n.to_string()),
+        Just("'a'".to_string()),
+        Just("''".to_string()),
+        Just("true".to_string()),
+        Just("false".to_string()),
+        Just("[]".to_string()),
+        Just("int".to_string()),
+        Just("string".to_string()),
+        Just("bool".to_string()),
+        Just("list".to_string()),
+        Just("rank".to_string()),
+        Just("group".to_string()),
+        Just("object.status.succeeded".to_string()),
+    ];
+    leaf.prop_recursive(4, 32, 3, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("[{a}, {b}]")),
+            inner.clone().prop_map(|a| format!("[{a}]")),
+            inner.clone().prop_map(|a| format!("type({a})")),
+            inner.clone().prop_map(|a| format!("size({a})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} == {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} != {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} < {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} + {b})")),
+            (inner.clone(), inner.clone(), inner.clone())
+                .prop_map(|(a, b, c)| format!("({a} ? {b} : {c})")),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+    /// Folding decides when constant parts are computed, never what an expression answers:
+    /// the tree as parsed and the folded tree give the same value, or both fail.
+    #[test]
+    fn folding_never_changes_an_answer(src in small_expr()) {
+        let wrapped = format!("[{src}][0]");
+        let c = Compiled::compile(Field::Keep, &wrapped)
+            .unwrap_or_else(|e| panic!("{src}: {e}"));
+        let obj = object();
+        let bound = project(&obj, &c.fields);
+        let vars = Vars {
+            object: bound.as_ref(),
+            now: now(),
+            age: chrono::Duration::hours(2),
+            group: Some("g1"),
+            rank: Some(1),
+            group_size: Some(7),
+            referenced_by: None,
+        };
+        let folded = c.eval(&vars).ok();
+        let mut ctx = Context::with_env(env());
+        ctx.set_variable_resolver(&vars);
+        let unfolded = Value::resolve(c.program.expression(), &ctx).ok();
+        proptest::prop_assert_eq!(folded, unfolded, "{}", src);
+    }
+}
+
+/// The cases that made folding change answers: type values folded into their names.
+#[test]
+fn type_values_are_not_folded_into_strings() {
+    let obj = object();
+    let cases: &[(&str, Value)] = &[
+        ("type(1) == int", Value::Bool(true)),
+        ("type(1) == type(2)", Value::Bool(true)),
+        (
+            "type(object.status.succeeded) == type(1)",
+            Value::Bool(true),
+        ),
+        ("type('a') == string", Value::Bool(true)),
+        ("type(1) == 'int'", Value::Bool(false)),
+        ("[type(1)][0] == int", Value::Bool(true)),
+        ("type([1]) == list", Value::Bool(true)),
+    ];
+    for (src, want) in cases {
+        assert_eq!(
+            eval_with(Field::Keep, src, &obj).as_ref(),
+            Ok(want),
+            "{src}"
+        );
     }
 }
