@@ -99,7 +99,7 @@ async fn policies_read_as_gitops_tools_expect() {
 
     // An invalid schedule: Ready=False with Stalled=True, which kstatus calls Failed. Applied
     // while the controller is down, so the first status it writes is the stalled one.
-    apply_policy(&bed, "broken", spec("@yearly")).await;
+    apply_policy(&bed, "broken", spec("@fortnightly")).await;
     let _controller = start_controller();
     let message = wait_kstatus(&bed, "good", "Current").await;
     assert_eq!(message, "Resource is Ready");

@@ -63,6 +63,11 @@ impl Tracked {
     pub fn evaluation(&self) -> Evaluation {
         self.state.evaluation()
     }
+
+    /// Equal after two evaluations when no verdict changed in between.
+    pub fn generation(&self) -> u64 {
+        self.state.generation()
+    }
 }
 
 /// Everything one evaluation reads, as the worker gathered it.
@@ -74,6 +79,9 @@ pub struct Inputs<'a> {
     pub custom_referrers: &'a [&'a Json],
     pub namespace_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
     pub now: Timestamp,
+    /// The generation (`Tracked::generation`) of the verdicts the caller holds from the last
+    /// evaluation, if it holds them: when nothing changed they are not copied again.
+    pub held: Option<u64>,
 }
 
 /// How an evaluation was done, for logs and tests.
@@ -88,7 +96,8 @@ pub enum Mode {
 /// One evaluation: the verdicts, how they were reached, and the state to keep for the next
 /// one (None when the evaluation gave up: the next one starts over).
 pub struct Outcome {
-    pub result: Result<Evaluation, OverBudget>,
+    /// None: the verdicts are those the caller holds (`Inputs::held`), unchanged.
+    pub result: Result<Option<Evaluation>, OverBudget>,
     pub mode: Mode,
     pub tracked: Option<Tracked>,
 }
@@ -155,8 +164,12 @@ pub fn evaluate(
             tracked.seq = changes.seq;
             tracked.refs = inputs.refs.clone();
             tracked.namespace_labels = inputs.namespace_labels.clone();
+            // Copying every verdict is what a change costs most at scale; skipped when none
+            // changed.
+            let result =
+                (inputs.held != Some(tracked.generation())).then(|| tracked.state.evaluation());
             Outcome {
-                result: Ok(tracked.state.evaluation()),
+                result: Ok(result),
                 mode: Mode::Changes(n),
                 tracked: Some(tracked),
             }
@@ -199,7 +212,7 @@ fn full(inputs: &Inputs<'_>, over_budget: &dyn Fn() -> bool, why: &'static str) 
     let mode = Mode::Full(why);
     match applied {
         Ok(_) => Outcome {
-            result: Ok(state.evaluation()),
+            result: Ok(Some(state.evaluation())),
             mode,
             tracked: Some(Tracked {
                 state,

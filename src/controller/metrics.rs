@@ -94,6 +94,9 @@ pub struct Metrics {
     errors: Family<PolicyLabels, Gauge>,
     sweep_seconds: Family<PolicyLabels, Histogram>,
     evaluation_seconds: Family<PolicyLabels, Histogram>,
+    /// Steps of a policy's worker: what a change costs the policies it does not concern shows
+    /// here as nothing.
+    wakes: Family<PolicyLabels, Counter>,
     status_writes: Counter,
     registry_requests: Family<RegistryLabels, Counter>,
     registry_retries: Family<RegistryLabels, Counter>,
@@ -135,6 +138,7 @@ impl Metrics {
             errors: Family::default(),
             sweep_seconds: Family::new_with_constructor(seconds_histogram),
             evaluation_seconds: Family::new_with_constructor(seconds_histogram),
+            wakes: Family::default(),
             status_writes: Counter::default(),
             registry_requests: Family::default(),
             registry_retries: Family::default(),
@@ -181,6 +185,11 @@ impl Metrics {
                 "evaluation_duration_seconds",
                 "Duration of evaluations",
                 m.evaluation_seconds.clone(),
+            );
+            r.register(
+                "policy_wakes",
+                "Steps of the policy's worker: its edits, changes of the caches it reads, its timers",
+                m.wakes.clone(),
             );
             r.register("status_writes", "Status writes", m.status_writes.clone());
             r.register(
@@ -296,6 +305,10 @@ impl Metrics {
             .observe(d.as_secs_f64());
     }
 
+    pub fn wake(&self, p: &PolicyView) {
+        self.wakes.get_or_create(&labels(p)).inc();
+    }
+
     /// Drops every series of a deleted policy, so that its last values do not linger and the
     /// label set stays bounded by the policies that exist.
     pub fn forget(&self, policy: &str, namespace: &str) {
@@ -334,6 +347,7 @@ impl Metrics {
         }
         self.sweep_seconds.remove(&l);
         self.evaluation_seconds.remove(&l);
+        self.wakes.remove(&l);
     }
 
     pub fn status_write(&self) {

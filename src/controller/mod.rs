@@ -264,7 +264,18 @@ struct WorkerHandle {
     tx: watch::Sender<Json>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// The kinds the worker's last step read, set by the worker; None until it knows.
+    reads: Reads,
+    /// What the worker was last woken with: its policy's resourceVersion and the versions of
+    /// the caches it reads. A change elsewhere does not wake it.
+    sent: Option<(String, Vec<u64>)>,
 }
+
+/// The caches a worker reads, shared between it and the supervisor.
+pub(crate) type Reads = Arc<Mutex<Option<Vec<Kind>>>>;
+
+/// Parsed policies of one policy kind, and the cache version they were parsed at.
+type Policies = HashMap<Kind, (u64, Arc<Vec<Json>>)>;
 
 /// How long the workers get to report interrupted sweeps at shutdown.
 const DRAIN: Duration = Duration::from_millis(2500);
@@ -377,9 +388,10 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
 
     let changed = shared.caches.changed.clone();
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    let mut policies = Policies::new();
     loop {
         ready.set(shared.caches.all_ready());
-        sync_workers(&shared, &mut workers);
+        sync_workers(&shared, &mut workers, &mut policies);
         ready.set(shared.caches.all_ready());
         tokio::select! {
             _ = changed.notified() => {
@@ -407,10 +419,15 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
     }
 }
 
-/// One worker per policy in the caches: new policies get one, every worker gets the current
-/// version of its policy (which wakes it), deleted policies' workers are stopped and their
-/// metric series dropped.
-fn sync_workers(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle>) {
+/// One worker per policy in the caches: new policies get one, a worker is woken with the
+/// current version of its policy when that changed or a cache it reads did (a change to a kind
+/// it does not read costs it nothing), deleted policies' workers are stopped and their metric
+/// series dropped.
+fn sync_workers(
+    shared: &Arc<Shared>,
+    workers: &mut HashMap<String, WorkerHandle>,
+    policies: &mut Policies,
+) {
     let mut seen = HashSet::new();
     let mut listed = Vec::new();
     for k in policy_kinds() {
@@ -419,26 +436,48 @@ fn sync_workers(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle
             continue;
         }
         listed.push(k.clone());
-        for obj in cache.snapshot() {
-            let key = policy_key(&obj);
+        // Parsed again only when a policy of this kind changed, not at every change of any
+        // cache: policies' statuses can be large.
+        let version = cache.version.load(Ordering::Acquire);
+        let objs = match policies.get(&k) {
+            Some((v, objs)) if *v == version => objs.clone(),
+            _ => {
+                let objs = Arc::new(cache.snapshot());
+                policies.insert(k.clone(), (version, objs.clone()));
+                objs
+            }
+        };
+        for obj in objs.iter() {
+            let key = policy_key(obj);
             let uid = obj
                 .pointer("/metadata/uid")
                 .and_then(Json::as_str)
                 .unwrap_or("")
                 .to_string();
             seen.insert(key.clone());
-            match workers.get(&key) {
+            match workers.get_mut(&key) {
                 Some(w) if w.uid == uid && !w.tx.is_closed() => {
-                    w.tx.send_replace(obj);
+                    let wake = wake_with(shared, obj, &w.reads);
+                    if wake.is_none() || wake != w.sent {
+                        w.tx.send_replace(obj.clone());
+                        w.sent = wake;
+                    }
                 }
                 _ => {
                     if let Some(old) = workers.remove(&key) {
                         old.cancel.cancel();
                     }
-                    let (tx, rx) = watch::channel(obj);
+                    let (tx, rx) = watch::channel(obj.clone());
                     let cancel = shared.stop.token.child_token();
-                    let worker =
-                        Worker::new(shared.clone(), k.clone(), key.clone(), rx, cancel.clone());
+                    let reads: Reads = Arc::new(Mutex::new(None));
+                    let worker = Worker::new(
+                        shared.clone(),
+                        k.clone(),
+                        key.clone(),
+                        rx,
+                        cancel.clone(),
+                        reads.clone(),
+                    );
                     let task = tokio::spawn(worker.run());
                     workers.insert(
                         key,
@@ -448,6 +487,8 @@ fn sync_workers(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle
                             tx,
                             cancel,
                             task,
+                            reads,
+                            sent: None,
                         },
                     );
                 }
@@ -463,6 +504,22 @@ fn sync_workers(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle
         shared.metrics.forget(name, namespace);
         false
     });
+}
+
+/// What a worker is woken with: its policy's resourceVersion and the versions of the caches
+/// it reads; None when it has not said what it reads (it is then woken by every change).
+fn wake_with(shared: &Shared, obj: &Json, reads: &Reads) -> Option<(String, Vec<u64>)> {
+    let kinds = reads.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+    let rv = obj
+        .pointer("/metadata/resourceVersion")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .to_string();
+    let versions = kinds
+        .iter()
+        .map(|k| shared.caches.get(k).version.load(Ordering::Acquire))
+        .collect();
+    Some((rv, versions))
 }
 
 /// SIGTERM: stops every sweep before its next delete, gives the workers `DRAIN` to report, and

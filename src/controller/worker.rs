@@ -120,6 +120,11 @@ struct PolicyState {
     /// A sweep that started and did not complete waits to be finished.
     resume: bool,
     last_written: Option<Json>,
+    /// Moves whenever `evaluation` is replaced.
+    evaluation_version: u64,
+    /// What the last status written (or found equal) was computed from: equal inputs give an
+    /// equal status (`desired_status`), so it is not built again.
+    last_inputs: Option<WriteInputs>,
     /// OCI: the registry's artifacts as last read, and when the read started.
     inventory: Option<(Timestamp, Arc<Vec<Json>>)>,
     registry: Option<Arc<RegistryClient>>,
@@ -136,6 +141,19 @@ struct PolicyState {
     carried: Carried,
 }
 
+/// What a status is computed from, besides the policy's own status (its resourceVersion
+/// stands for that).
+#[derive(Clone, Debug, PartialEq)]
+struct WriteInputs {
+    resource_version: String,
+    readiness: Readiness,
+    evaluation: Option<u64>,
+    sweep: Option<SweepStatus>,
+    next_sweep: Option<Timestamp>,
+    sweep_started: Option<Timestamp>,
+    marks: Option<u64>,
+}
+
 /// Custom referrers as parsed, and the versions of the caches they were parsed from.
 type ParsedReferrers = (Vec<(Kind, u64)>, Arc<Vec<Json>>);
 
@@ -145,6 +163,8 @@ type ParsedReferrers = (Vec<(Kind, u64)>, Arc<Vec<Json>>);
 struct Carried {
     tracked: Option<Tracked>,
     custom: Option<ParsedReferrers>,
+    /// The generation of the verdicts the worker holds (`Tracked::generation`).
+    held: Option<u64>,
 }
 
 impl PolicyState {
@@ -189,6 +209,8 @@ pub(super) struct Worker {
     pub rx: watch::Receiver<Json>,
     /// Cancelled by the supervisor on shutdown, a lost lease or the policy's deletion.
     pub cancel: CancellationToken,
+    /// The caches this worker reads, for the supervisor to wake it only for their changes.
+    reads: super::Reads,
     state: PolicyState,
 }
 
@@ -207,6 +229,7 @@ impl Worker {
         key: String,
         rx: watch::Receiver<Json>,
         cancel: CancellationToken,
+        reads: super::Reads,
     ) -> Worker {
         Worker {
             shared,
@@ -214,8 +237,15 @@ impl Worker {
             key,
             rx,
             cancel,
+            reads,
             state: PolicyState::default(),
         }
+    }
+
+    /// Says which caches this worker reads: from now on only their changes (and edits of its
+    /// policy) wake it.
+    fn set_reads(&self, kinds: Vec<Kind>) {
+        *self.reads.lock().unwrap_or_else(|p| p.into_inner()) = Some(kinds);
     }
 
     pub async fn run(mut self) {
@@ -336,6 +366,8 @@ impl Worker {
         let view = match view_of(&self.kind, obj) {
             Ok(v) => v,
             Err(e) => {
+                // Nothing is read until the policy is edited.
+                self.set_reads(Vec::new());
                 let r = Readiness {
                     ready: false,
                     reason: status::ready::INVALID_TARGET,
@@ -345,6 +377,7 @@ impl Worker {
                 return Next::Wait(None);
             }
         };
+        self.shared.metrics.wake(&view);
         if self.state.compiled.as_ref().map(|c| c.0) != Some(generation) {
             let old_registry = self
                 .state
@@ -369,6 +402,7 @@ impl Worker {
         let compiled = match self.state.compiled.as_ref().map(|c| &c.1) {
             Some(Ok(c)) => c.clone(),
             Some(Err(e)) => {
+                self.set_reads(Vec::new());
                 let r = Readiness::invalid(e);
                 self.state.evaluation = None;
                 self.state.next_sweep = None;
@@ -398,6 +432,8 @@ impl Worker {
                     kinds
                 }
                 Err(r) => {
+                    // Looked at again by its timer below, or when the policy is edited.
+                    self.set_reads(Vec::new());
                     self.write_not_ready(obj, &r, now).await;
                     // A kind not served yet may be installed later: look again once the
                     // negative answer is old enough to be asked again (`now` is whole seconds).
@@ -408,6 +444,7 @@ impl Worker {
                 }
             };
         let custom: Vec<Kind> = discovered.into_values().flatten().collect();
+        self.set_reads(needed.clone());
         let caches: Vec<Arc<Cache>> = needed.iter().map(|k| self.shared.caches.get(k)).collect();
         let fields: Vec<FieldTree> = caches
             .iter()
@@ -539,7 +576,10 @@ impl Worker {
         {
             let started = std::time::Instant::now();
             let inventory = self.state.inventory.as_ref().map(|(_, d)| d.clone());
-            let carried = std::mem::take(&mut self.state.carried);
+            let mut carried = std::mem::take(&mut self.state.carried);
+            if self.state.evaluation.is_none() {
+                carried.held = None;
+            }
             let Some((result, carried)) = self
                 .evaluate(
                     compiled.clone(),
@@ -555,10 +595,14 @@ impl Worker {
             };
             self.state.carried = carried;
             match result {
-                Ok(e) => {
+                Ok(Some(e)) => {
                     self.state.evaluation = Some(e);
+                    self.state.evaluation_version += 1;
                     self.state.over_budget = None;
                 }
+                // The verdicts held are still right: nothing to copy, and status compares
+                // equal without being built.
+                Ok(None) => self.state.over_budget = None,
                 Err(e) => {
                     tracing::warn!(policy = %self.key, error = %e, budget = ?self.shared.eval_budget, "evaluation gave up");
                     self.state.evaluation = None;
@@ -709,7 +753,7 @@ impl Worker {
         inventory: Option<Arc<Vec<Json>>>,
         now: Timestamp,
         carried: Carried,
-    ) -> Option<(Result<Evaluation, OverBudget>, Carried)> {
+    ) -> Option<(Result<Option<Evaluation>, OverBudget>, Carried)> {
         let permit = tokio::select! {
             p = self.shared.evaluations.clone().acquire_owned() => p.ok()?,
             _ = self.cancel.cancelled() => return None,
@@ -1051,7 +1095,8 @@ impl Worker {
                         Carried::default(),
                         false,
                     );
-                    r.map(|e| Fresh::of(&e, p.view.spec.deletion.as_ref()))
+                    // Evaluated whole with no verdicts held: always Some.
+                    r.map(|e| Fresh::of(&e.unwrap_or_default(), p.view.spec.deletion.as_ref()))
                 });
                 match task.await {
                     Ok(Ok(fresh)) => fresh,
@@ -1139,6 +1184,30 @@ impl Worker {
         now: Timestamp,
     ) {
         self.shared.metrics.set_ready(obj, readiness.ready);
+        let inputs = WriteInputs {
+            resource_version: obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string(),
+            readiness: readiness.clone(),
+            evaluation: eval.map(|_| self.state.evaluation_version),
+            sweep: sweep.cloned(),
+            next_sweep,
+            sweep_started,
+            marks: self
+                .state
+                .marks_current
+                .then(|| marks_fingerprint(&self.state.marks)),
+        };
+        // Parsing the current status and building and serializing the desired one costs as
+        // much as the verdicts are many; with the same inputs the answer is the same.
+        if self.state.last_written.is_some()
+            && self.state.last_inputs.as_ref() == Some(&inputs)
+            && self.state.write_retry.is_none()
+        {
+            return;
+        }
         let current: Option<RetentionPolicyStatus> = obj
             .get("status")
             .and_then(|s| serde_json::from_value(s.clone()).ok());
@@ -1175,6 +1244,7 @@ impl Worker {
             || self.state.last_written.as_ref() == Some(&desired_json)
         {
             self.state.last_written = Some(desired_json);
+            self.state.last_inputs = Some(inputs);
             return;
         }
         // Past the lease deadline another replica may lead: it writes status, not this one.
@@ -1205,6 +1275,7 @@ impl Worker {
                 self.shared.metrics.status_write();
                 tracing::debug!(policy = %self.key, "status written");
                 self.state.last_written = Some(desired_json);
+                self.state.last_inputs = Some(inputs);
                 self.state.write_retry = None;
                 self.state.write_backoff.reset();
             }
@@ -1217,6 +1288,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// The same for equal sets of marks, whatever order the map holds them in.
+fn marks_fingerprint(marks: &HashMap<String, Timestamp>) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    marks.iter().fold(marks.len() as u64, |acc, m| {
+        acc.wrapping_add(hasher.hash_one(m))
+    })
 }
 
 /// How a sweep ended.
@@ -1342,7 +1422,7 @@ fn evaluate_now(
     cancel: &CancellationToken,
     carried: Carried,
     incremental: bool,
-) -> (Result<Evaluation, OverBudget>, Carried) {
+) -> (Result<Option<Evaluation>, OverBudget>, Carried) {
     let namespace_labels: BTreeMap<String, BTreeMap<String, String>> = caches
         .iter()
         .find(|c| c.kind == Kind::namespaces())
@@ -1379,7 +1459,7 @@ fn evaluate_now(
     let deadline = std::time::Instant::now() + shared.eval_budget;
     let over_budget = || cancel.is_cancelled() || std::time::Instant::now() > deadline;
 
-    let (result, tracked) = match inventory {
+    let (result, tracked, held) = match inventory {
         Some(docs) => {
             let snap = Snapshot {
                 objects: docs.iter().collect(),
@@ -1388,13 +1468,17 @@ fn evaluate_now(
                 namespace_labels: &namespace_labels,
                 now,
             };
-            (evaluate_within(policy, &snap, &over_budget), None)
+            (
+                evaluate_within(policy, &snap, &over_budget).map(Some),
+                None,
+                None,
+            )
         }
         None => {
             let target = target_kind(policy.target);
             let Some(cache) = caches.iter().find(|c| c.kind == target) else {
                 // Every policy's caches include its target's (inputs::needs): nothing to read.
-                return (Ok(Evaluation::default()), Carried::default());
+                return (Ok(Some(Evaluation::default())), Carried::default());
             };
             if !incremental {
                 // Only the selected objects are held parsed, and only for this evaluation.
@@ -1408,12 +1492,13 @@ fn evaluate_now(
                     namespace_labels: &namespace_labels,
                     now,
                 };
-                let result = evaluate_within(policy, &snap, &over_budget);
+                let result = evaluate_within(policy, &snap, &over_budget).map(Some);
                 drop(snap);
                 drop(custom_refs);
                 let carried = Carried {
                     tracked: None,
                     custom: Some((versions, custom_objs)),
+                    held: None,
                 };
                 return (result, carried);
             }
@@ -1426,6 +1511,7 @@ fn evaluate_now(
                     custom_referrers: &custom_refs,
                     namespace_labels: &namespace_labels,
                     now,
+                    held: carried.held,
                 },
                 &over_budget,
             );
@@ -1437,13 +1523,15 @@ fn evaluate_now(
                     tracing::debug!(policy = %policy.view.key(), changed = n, "evaluated the changes")
                 }
             }
-            (out.result, out.tracked)
+            let held = out.tracked.as_ref().map(Tracked::generation);
+            (out.result, out.tracked, held)
         }
     };
     drop(custom_refs);
     let carried = Carried {
         tracked,
         custom: Some((versions, custom_objs)),
+        held,
     };
     (result, carried)
 }

@@ -237,6 +237,9 @@ pub struct IncrementalEvaluation {
     /// The cached placements, ranks and results may not match the objects (nothing evaluated
     /// yet, or the last call ran out of budget): the next call evaluates everything.
     stale: bool,
+    /// Moves whenever a result or the summary may have changed: equal generations mean equal
+    /// verdicts, so a caller holding a copy of them need not copy them again.
+    generation: u64,
 }
 
 impl IncrementalEvaluation {
@@ -258,7 +261,14 @@ impl IncrementalEvaluation {
             summary: Counts::default(),
             whole: None,
             stale: true,
+            generation: 0,
         }
+    }
+
+    /// See the field: equal between two calls exactly when no result changed in between
+    /// (a change that cancels out may still move it).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Applies `changes` and brings every result up to date with `world`. `over_budget` is
@@ -293,6 +303,7 @@ impl IncrementalEvaluation {
         if self.kind == TargetKind::OciArtifact {
             let eval = evaluate_within(policy, &self.snapshot(world), over_budget)?;
             self.whole = Some(eval);
+            self.generation += 1;
             self.stale = false;
             return Ok(Work {
                 placed: total,
@@ -470,7 +481,7 @@ impl IncrementalEvaluation {
         if let Some(group) = e.placement.as_ref().and_then(Placement::ranked_in) {
             self.leave(group, pos, pending);
         }
-        set_result(&mut self.summary, &mut e, None);
+        set_result(&mut self.summary, &mut self.generation, &mut e, None);
         pending.place.remove(pos);
         pending.decide.remove(pos);
     }
@@ -491,6 +502,7 @@ impl IncrementalEvaluation {
             e.result = None;
             pending.place.insert(pos.clone());
         }
+        self.generation += 1;
         self.groups.clear();
         self.summary = Counts::default();
     }
@@ -544,7 +556,7 @@ impl IncrementalEvaluation {
         if e.placement.is_some() {
             pending.decide.insert(pos);
         } else {
-            set_result(&mut self.summary, e, None);
+            set_result(&mut self.summary, &mut self.generation, e, None);
             pending.decide.remove(&pos);
         }
     }
@@ -646,7 +658,7 @@ impl IncrementalEvaluation {
         drop(row);
         if let Some(e) = self.entries.get_mut(pos) {
             e.referrers = referrers;
-            set_result(&mut self.summary, e, Some(result));
+            set_result(&mut self.summary, &mut self.generation, e, Some(result));
         }
     }
 }
@@ -692,7 +704,16 @@ fn referrers_seen(policy: &CompiledPolicy, referrers: &[&Json]) -> Option<Vec<[S
     Some(seen)
 }
 
-fn set_result(summary: &mut Counts, e: &mut Entry, result: Option<ObjectResult>) {
+fn set_result(
+    summary: &mut Counts,
+    generation: &mut u64,
+    e: &mut Entry,
+    result: Option<ObjectResult>,
+) {
+    if e.result == result {
+        return;
+    }
+    *generation += 1;
     let mut count = |r: &ObjectResult, by: i64| {
         summary.governed += by;
         match r.verdict {
