@@ -23,10 +23,11 @@ use thiserror::Error;
 
 use super::{
     Basis, CompiledPolicy, Counts, CustomRefs, Evaluation, ObjectResult, OverBudget, Row, Snapshot,
-    SortKey, Verdict, custom_references, decide, evaluate_within, place, rank_group, referrers_of,
-    selects, sort_name, str_at, to_chrono,
+    SortKey, Verdict, custom_references, decide, evaluate_within, guard, place, rank_group,
+    referrers_of, selects_itself, selects_namespace, sort_name, str_at, to_chrono,
 };
 use crate::api::{PolicyView, TargetKind};
+use crate::expr::FieldTree;
 use crate::refs::{RefIndex, Referrer};
 
 /// One change to the objects of the policy's target kind.
@@ -193,7 +194,13 @@ enum Ranked {
 }
 
 struct Entry {
+    /// The object as far as anything after `store` reads it (`kept_fields`): what identifies
+    /// it and what the expressions read. The whole object for OCI artifacts.
     obj: Json,
+    /// `selects_itself` of the whole object.
+    selected: bool,
+    /// `guard` of the whole object.
+    guard: Option<&'static str>,
     /// None while the policy does not govern it (not selected, or match is false).
     placement: Option<Placement>,
     /// None while it is not in a ranked group.
@@ -237,6 +244,8 @@ pub struct IncrementalEvaluation {
     /// The cached placements, ranks and results may not match the objects (nothing evaluated
     /// yet, or the last call ran out of budget): the next call evaluates everything.
     stale: bool,
+    /// What each object is kept with; None: whole.
+    kept: Option<FieldTree>,
     /// Moves whenever a result or the summary may have changed: equal generations mean equal
     /// verdicts, so a caller holding a copy of them need not copy them again.
     generation: u64,
@@ -262,6 +271,7 @@ impl IncrementalEvaluation {
             whole: None,
             stale: true,
             generation: 0,
+            kept: kept_fields(policy),
         }
     }
 
@@ -288,7 +298,7 @@ impl IncrementalEvaluation {
         }
         let mut pending = Pending::default();
         for change in changes.objects {
-            self.store(change, &mut pending);
+            self.store(policy, change, &mut pending);
         }
         let was_stale = std::mem::replace(&mut self.stale, true);
         let total = self.entries.len();
@@ -321,8 +331,9 @@ impl IncrementalEvaluation {
         }
         if world.namespace_labels != &self.namespace_labels {
             for (pos, e) in &self.entries {
-                if selects(policy, &e.obj, &self.namespace_labels)
-                    != selects(policy, &e.obj, world.namespace_labels)
+                if e.selected
+                    && selects_namespace(policy, &pos.0, &self.namespace_labels)
+                        != selects_namespace(policy, &pos.0, world.namespace_labels)
                 {
                     pending.place.insert(pos.clone());
                 }
@@ -437,16 +448,19 @@ impl IncrementalEvaluation {
         }
     }
 
-    fn store(&mut self, change: ObjectChange, pending: &mut Pending) {
+    fn store(&mut self, policy: &CompiledPolicy, change: ObjectChange, pending: &mut Pending) {
         match change {
-            ObjectChange::Upsert(obj) => {
+            ObjectChange::Upsert(mut obj) => {
                 let id = identity(&obj);
+                let selected = selects_itself(policy, &obj);
+                let guarded = guard(self.kind, &obj);
+                if let Some(kept) = &self.kept {
+                    kept.prune(&mut obj);
+                }
                 if let Some(old) = self.positions.get(&id).cloned() {
-                    if self
-                        .entries
-                        .get(&old)
-                        .is_some_and(|e| unchanged(&e.obj, &obj))
-                    {
+                    if self.entries.get(&old).is_some_and(|e| {
+                        e.selected == selected && e.guard == guarded && unchanged(&e.obj, &obj)
+                    }) {
                         return;
                     }
                     self.forget(&old, pending);
@@ -457,6 +471,8 @@ impl IncrementalEvaluation {
                     pos.clone(),
                     Entry {
                         obj,
+                        selected,
+                        guard: guarded,
                         placement: None,
                         ranked: None,
                         referrers: Vec::new(),
@@ -520,7 +536,7 @@ impl IncrementalEvaluation {
         let Some(e) = self.entries.get(&pos) else {
             return;
         };
-        let placement = if selects(policy, &e.obj, world.namespace_labels) {
+        let placement = if e.selected && selects_namespace(policy, &pos.0, world.namespace_labels) {
             let mut row = Row::new(policy, &e.obj, world.now);
             place(policy, &mut row, now).then(|| Placement {
                 group: row.group,
@@ -639,6 +655,7 @@ impl IncrementalEvaluation {
             return;
         };
         let mut row = Row::new(policy, &e.obj, world.now);
+        row.guarded = e.guard;
         row.group = placement.group.clone();
         row.decided = placement.decided.clone();
         match &e.ranked {
@@ -663,8 +680,28 @@ impl IncrementalEvaluation {
     }
 }
 
+/// What an object is kept with between changes: what identifies it, its creation time, and the
+/// fields the expressions read; None (whole) for OCI artifacts, which are evaluated whole.
+/// Selection and guards read more, but are worked out in `store` from the whole object.
+fn kept_fields(policy: &CompiledPolicy) -> Option<FieldTree> {
+    if policy.target == crate::api::TargetKind::OciArtifact {
+        return None;
+    }
+    let mut tree = FieldTree::of(&[
+        &["apiVersion"],
+        &["kind"],
+        &["metadata", "name"],
+        &["metadata", "namespace"],
+        &["metadata", "uid"],
+        &["metadata", "resourceVersion"],
+        &["metadata", "creationTimestamp"],
+    ]);
+    tree.merge(&policy.fields);
+    Some(tree)
+}
+
 /// Kubernetes gives a changed object a new resourceVersion; documents without one are compared
-/// whole.
+/// whole (as kept).
 fn unchanged(old: &Json, new: &Json) -> bool {
     match (resource_version(old), resource_version(new)) {
         (Some(a), Some(b)) => a == b,

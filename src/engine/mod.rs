@@ -498,6 +498,18 @@ pub fn selects(
     obj: &Json,
     namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> bool {
+    selects_itself(policy, obj)
+        && selects_namespace(
+            policy,
+            str_at(obj, "/metadata/namespace").unwrap_or(""),
+            namespace_labels,
+        )
+}
+
+/// The part of `selects` that reads only the object: its kind, namespace against the policy's
+/// own, labels and fields. What is left, the namespaceSelector, depends on the namespace's
+/// labels (`selects_namespace`).
+pub fn selects_itself(policy: &CompiledPolicy, obj: &Json) -> bool {
     let spec = &policy.view.spec;
     if obj.get("kind").and_then(Json::as_str) != Some(policy.target.as_str()) {
         return false;
@@ -516,18 +528,8 @@ pub fn selects(
             && repos.iter().any(|p| repository_matches(p, repo));
     }
     let ns = str_at(obj, "/metadata/namespace").unwrap_or("");
-    match &policy.view.namespace {
-        Some(own) if own != ns => return false,
-        Some(_) => {}
-        None => {
-            if let Some(sel) = &spec.target.namespace_selector {
-                let empty = BTreeMap::new();
-                let labels = namespace_labels.get(ns).unwrap_or(&empty);
-                if !matches_label_selector(sel, labels) {
-                    return false;
-                }
-            }
-        }
+    if policy.view.namespace.as_ref().is_some_and(|own| own != ns) {
+        return false;
     }
     if let Some(sel) = &spec.target.selector {
         // Validated when the policy compiled.
@@ -546,6 +548,25 @@ pub fn selects(
         return false;
     }
     true
+}
+
+/// The namespaceSelector of a ClusterRetentionPolicy against the labels of namespace `ns`;
+/// true for every other policy and for OCI artifacts.
+pub fn selects_namespace(
+    policy: &CompiledPolicy,
+    ns: &str,
+    namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
+) -> bool {
+    if policy.target == TargetKind::OciArtifact || policy.view.namespace.is_some() {
+        return true;
+    }
+    match &policy.view.spec.target.namespace_selector {
+        Some(sel) => {
+            let empty = BTreeMap::new();
+            matches_label_selector(sel, namespace_labels.get(ns).unwrap_or(&empty))
+        }
+        None => true,
+    }
 }
 
 /// An object's `metadata.labels` as a map.
@@ -586,6 +607,9 @@ struct Row<'a> {
     referrers: Vec<Referrer>,
     /// OCI: a Pod or workload in the cluster that runs or names this artifact (the mark).
     in_use: Option<Referrer>,
+    /// What `guard` says of the object: read when the row is made, from the whole object (an
+    /// incremental evaluation keeps the answer, not the fields it came from).
+    guarded: Option<&'static str>,
 }
 
 impl<'a> Row<'a> {
@@ -614,6 +638,7 @@ impl<'a> Row<'a> {
             group_size: 0,
             referrers: Vec::new(),
             in_use: None,
+            guarded: guard(policy.target, obj),
         }
     }
 
@@ -756,7 +781,7 @@ fn decide(
     if let Some(d) = &row.decided {
         return d.clone();
     }
-    if let Some(g) = guard(kind, row.obj) {
+    if let Some(g) = row.guarded {
         return (Basis::Guard, g.to_string());
     }
     if let Some(who) = &row.in_use {

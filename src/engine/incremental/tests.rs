@@ -195,14 +195,42 @@ struct Outside {
     now: Timestamp,
 }
 
+/// The objects applied so far, whole, by uid: the state keeps only parts of them.
+type Applied = BTreeMap<String, Json>;
+
+fn applied(objects: impl IntoIterator<Item = Json>) -> Applied {
+    objects.into_iter().map(|o| (identity(&o), o)).collect()
+}
+
+/// The snapshot a full evaluation is given for the objects applied: in the order of the
+/// incremental results (namespace, name, identity).
+fn snapshot_of<'a>(applied: &'a Applied, world: &World<'a>) -> Snapshot<'a> {
+    let mut objects: Vec<&Json> = applied.values().collect();
+    objects.sort_by_key(|o| {
+        (
+            str_at(o, "/metadata/namespace").unwrap_or("").to_string(),
+            str_at(o, "/metadata/name").unwrap_or("").to_string(),
+            identity(o),
+        )
+    });
+    Snapshot {
+        objects,
+        refs: world.refs,
+        custom_referrers: world.custom_referrers.to_vec(),
+        namespace_labels: world.namespace_labels,
+        now: world.now,
+    }
+}
+
 fn check_equal(
     name: &str,
     step: usize,
     state: &IncrementalEvaluation,
+    applied: &Applied,
     world: &World<'_>,
     policy: &CompiledPolicy,
 ) {
-    let full = evaluate(policy, &state.snapshot(world));
+    let full = evaluate(policy, &snapshot_of(applied, world));
     let incremental = state.evaluation();
     if incremental != full {
         let diff: Vec<_> = incremental
@@ -243,6 +271,7 @@ fn random_changes_evaluate_as_a_full_evaluation_does() {
             now: Timestamp::from_second(T0).unwrap(),
         };
         let mut state = IncrementalEvaluation::new(&policy);
+        let mut applied = Applied::new();
         let mut seen = (0, 0, 0);
         for step in 0..750 {
             version += 1;
@@ -265,6 +294,8 @@ fn random_changes_evaluate_as_a_full_evaluation_does() {
                             *uid = format!("uid-{next_uid}");
                         }
                         let uid = uid.clone();
+                        // Each write its own resourceVersion, as the API server gives them.
+                        version += 1;
                         let obj = object(&mut rng, kind, (ns, n, &uid), version, outside.now);
                         live.insert(key, (uid, version));
                         changes.objects.push(ObjectChange::Upsert(obj));
@@ -304,8 +335,14 @@ fn random_changes_evaluate_as_a_full_evaluation_does() {
                 namespace_labels: &outside.namespaces,
                 now: outside.now,
             };
+            for c in &changes.objects {
+                match c {
+                    ObjectChange::Upsert(o) => applied.insert(identity(o), o.clone()),
+                    ObjectChange::Delete(id) => applied.remove(id),
+                };
+            }
             state.apply(&policy, &world, changes, &|| false).unwrap();
-            check_equal(name, step, &state, &world, &policy);
+            check_equal(name, step, &state, &applied, &world, &policy);
             steps += 1;
             let summary = state.summary();
             seen.0 += usize::from(summary.kept > 0);
@@ -378,7 +415,7 @@ fn a_change_to_one_object_places_it_and_decides_only_its_group() {
     newest["metadata"]["labels"]["app"] = json!("app-7");
     newest["metadata"]["creationTimestamp"] = json!(timestamp(T0 + 60));
     let work = state
-        .apply(policy, &world, upserts([newest]), &|| false)
+        .apply(policy, &world, upserts([newest.clone()]), &|| false)
         .unwrap();
     assert_eq!(
         work,
@@ -389,7 +426,8 @@ fn a_change_to_one_object_places_it_and_decides_only_its_group() {
             whole: false
         }
     );
-    check_equal("one new job", 1, &state, &world, policy);
+    let all = applied(fleet(1000).into_iter().chain([newest.clone()]));
+    check_equal("one new job", 1, &state, &all, &world, policy);
 
     // The same object again is no change at all, and neither is a new `now` for a policy
     // that never reads the clock.
@@ -399,7 +437,7 @@ fn a_change_to_one_object_places_it_and_decides_only_its_group() {
         .apply(policy, &later, upserts([again]), &|| false)
         .unwrap();
     assert_eq!(work, Work::default());
-    check_equal("nothing changed", 2, &state, &later, policy);
+    check_equal("nothing changed", 2, &state, &all, &later, policy);
 }
 
 #[test]
@@ -424,10 +462,11 @@ fn a_new_rank_decides_nothing_again_when_keep_does_not_read_it() {
     newest["metadata"]["labels"]["app"] = json!("app-7");
     newest["metadata"]["creationTimestamp"] = json!(timestamp(T0 + 60));
     let work = state
-        .apply(&policy, &world, upserts([newest]), &|| false)
+        .apply(&policy, &world, upserts([newest.clone()]), &|| false)
         .unwrap();
     assert_eq!((work.placed, work.ranked, work.decided), (1, 1, 1));
-    check_equal("rank not read", 1, &state, &world, &policy);
+    let all = applied(fleet(1000).into_iter().chain([newest.clone()]));
+    check_equal("rank not read", 1, &state, &all, &world, &policy);
 }
 
 #[test]
@@ -449,7 +488,14 @@ fn a_new_now_evaluates_again_only_what_reads_the_clock() {
         .unwrap();
     // keep runs again everywhere; match, groupBy and orderBy do not read the clock.
     assert_eq!((work.placed, work.ranked, work.decided), (0, 0, 200));
-    check_equal("an hour later", 1, &state, &later, &keep_reads_age);
+    check_equal(
+        "an hour later",
+        1,
+        &state,
+        &applied(fleet(200)),
+        &later,
+        &keep_reads_age,
+    );
 }
 
 #[test]
@@ -470,7 +516,14 @@ fn running_out_of_budget_stores_the_changes_and_the_next_call_catches_up() {
         .apply(policy, &world, Changes::default(), &|| false)
         .unwrap();
     assert!(work.whole);
-    check_equal("after running out of budget", 1, &state, &world, policy);
+    check_equal(
+        "after running out of budget",
+        1,
+        &state,
+        &applied(fleet(100)),
+        &world,
+        policy,
+    );
 }
 
 #[test]
@@ -514,13 +567,27 @@ fn oci_policies_are_evaluated_whole() {
         .apply(&policy, &world, upserts(objects.clone()), &|| false)
         .unwrap();
     assert!(work.whole);
-    check_equal("artifacts", 0, &state, &world, &policy);
+    check_equal(
+        "artifacts",
+        0,
+        &state,
+        &applied(objects.clone()),
+        &world,
+        &policy,
+    );
     assert_eq!(state.summary().candidates, 1);
     let gone = Changes {
         objects: vec![ObjectChange::delete(&objects[1])],
         refs_changed: false,
     };
     state.apply(&policy, &world, gone, &|| false).unwrap();
-    check_equal("one artifact deleted", 1, &state, &world, &policy);
+    check_equal(
+        "one artifact deleted",
+        1,
+        &state,
+        &applied([objects[0].clone()]),
+        &world,
+        &policy,
+    );
     assert_eq!(state.summary().candidates, 0);
 }
