@@ -341,7 +341,7 @@ pub fn read_objects(policy: &CompiledPolicy, path: &str, text: &str) -> Result<I
 struct Report<'a> {
     policy: String,
     summary: Counts,
-    results: &'a [crate::engine::ObjectResult],
+    results: &'a [std::sync::Arc<crate::engine::ObjectResult>],
 }
 
 pub fn render_json(policy: &CompiledPolicy, eval: &Evaluation) -> String {
@@ -373,7 +373,7 @@ pub fn render_table(policy: &CompiledPolicy, eval: &Evaluation) -> String {
                 digest,
                 tags,
             } => {
-                let short = digest.get(..19).unwrap_or(digest).to_string();
+                let short = digest.get(..19).unwrap_or(digest.as_str()).to_string();
                 let tags = if tags.is_empty() {
                     "<none>".to_string()
                 } else {

@@ -4,6 +4,7 @@
 //! same evaluation that gives their verdicts, so an explanation never disagrees with them.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -280,7 +281,7 @@ pub fn explain(
         Basis::Guard | Basis::FollowsSubject => out.guard = Some(result.reason.clone()),
         Basis::NoTermHeld | Basis::Error => {}
     }
-    out.result = Some(result);
+    out.result = Some(Arc::unwrap_or_clone(result));
     Ok(out)
 }
 

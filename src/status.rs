@@ -348,7 +348,7 @@ mod tests {
                 errors: 0,
                 ..Default::default()
             },
-            results,
+            results: results.into_iter().map(std::sync::Arc::new).collect(),
         }
     }
 

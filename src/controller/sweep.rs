@@ -1048,6 +1048,7 @@ mod tests {
                 ),
                 referrers: vec![],
             })
+            .map(std::sync::Arc::new)
             .collect();
         Evaluation {
             summary: Counts {
@@ -1248,7 +1249,7 @@ mod tests {
     #[test]
     fn referrers_are_not_counted_against_max_per_sweep() {
         let mut e = eval(10, 3);
-        e.results[0].basis = Basis::FollowsSubject;
+        std::sync::Arc::make_mut(&mut e.results[0]).basis = Basis::FollowsSubject;
         let cap = Deletion {
             max_per_sweep: Some(1),
             ..Default::default()

@@ -16,6 +16,7 @@
 //! events, so they gain little from incremental evaluation anyway.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::Value as Json;
@@ -208,7 +209,7 @@ struct Entry {
     /// As of the last time the reference index or the custom referrers changed.
     referrers: Vec<Referrer>,
     /// Some exactly when it is governed.
-    result: Option<ObjectResult>,
+    result: Option<Arc<ObjectResult>>,
 }
 
 /// The dirty sets of one `apply`.
@@ -410,8 +411,8 @@ impl IncrementalEvaluation {
     /// Every governed object's result, in the order `evaluate` gives them for `objects()`.
     pub fn results(&self) -> Box<dyn Iterator<Item = &ObjectResult> + '_> {
         match &self.whole {
-            Some(eval) => Box::new(eval.results.iter()),
-            None => Box::new(self.entries.values().filter_map(|e| e.result.as_ref())),
+            Some(eval) => Box::new(eval.results.iter().map(|r| r.as_ref())),
+            None => Box::new(self.entries.values().filter_map(|e| e.result.as_deref())),
         }
     }
 
@@ -427,7 +428,14 @@ impl IncrementalEvaluation {
     pub fn evaluation(&self) -> Evaluation {
         Evaluation {
             summary: self.summary(),
-            results: self.results().cloned().collect(),
+            results: match &self.whole {
+                Some(eval) => eval.results.clone(),
+                None => self
+                    .entries
+                    .values()
+                    .filter_map(|e| e.result.clone())
+                    .collect(),
+            },
         }
     }
 
@@ -747,10 +755,11 @@ fn set_result(
     e: &mut Entry,
     result: Option<ObjectResult>,
 ) {
-    if e.result == result {
+    if e.result.as_deref() == result.as_ref() {
         return;
     }
     *generation += 1;
+    let result = result.map(Arc::new);
     let mut count = |r: &ObjectResult, by: i64| {
         summary.governed += by;
         match r.verdict {

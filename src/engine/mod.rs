@@ -9,6 +9,7 @@ mod select;
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use cel::Value;
 use cel::common::value::Val;
@@ -327,12 +328,17 @@ pub struct Counts {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Evaluation {
     pub summary: Counts,
-    pub results: Vec<ObjectResult>,
+    /// Shared with whoever else holds them (an incremental evaluation's state): copying an
+    /// evaluation copies pointers, not results.
+    pub results: Vec<Arc<ObjectResult>>,
 }
 
 impl Evaluation {
     pub fn candidates(&self) -> impl Iterator<Item = &ObjectResult> {
-        self.results.iter().filter(|r| r.verdict == Verdict::Delete)
+        self.results
+            .iter()
+            .map(|r| r.as_ref())
+            .filter(|r| r.verdict == Verdict::Delete)
     }
 }
 
@@ -1134,6 +1140,7 @@ fn evaluate_rows(
             }
         })
         .collect();
+    let results = results.into_iter().map(Arc::new).collect();
     Ok((Evaluation { summary, results }, standings))
 }
 

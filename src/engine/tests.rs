@@ -34,6 +34,7 @@ fn run(p: &CompiledPolicy, objects: &[Json], referrers: &[Json]) -> Vec<(String,
     let mut out: Vec<_> = evaluate(p, &snap)
         .results
         .into_iter()
+        .map(std::sync::Arc::unwrap_or_clone)
         .map(|r| {
             let id = match r.id {
                 ObjectId::Kube {

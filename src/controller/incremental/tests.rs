@@ -125,7 +125,7 @@ fn referrers(rng: &mut StdRng, names: &[String], version: u64) -> (RefIndex, Vec
 /// Results in a fixed order: the controller's caches have none, so neither path's order is
 /// one to compare.
 fn sorted(mut e: Evaluation) -> Evaluation {
-    let key = |r: &ObjectResult| match &r.id {
+    let key = |r: &Arc<ObjectResult>| match &r.id {
         ObjectId::Kube {
             namespace,
             name,
