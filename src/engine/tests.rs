@@ -363,7 +363,7 @@ fn evaluation_errors_keep_the_object() {
     let p = policy(
         Some("ns"),
         json!({"target": {"kind": "Job"},
-        "orderBy": "object.metadata.name == 'a' ? 1 : 'x'", "keep": "rank < 1", "schedule": "@daily"}),
+        "orderBy": "object.metadata.name == 'a' ? dyn(1) : 'x'", "keep": "rank < 1", "schedule": "@daily"}),
     );
     let r = run(
         &p,
