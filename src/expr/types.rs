@@ -894,7 +894,10 @@ impl Checker {
     /// included (`[object.a, 1]` is refused). Literals anywhere inside a `format` call are
     /// exempt, as the strings extension declares.
     fn homogeneous(&self, e: &IdedExpr, in_format: bool) -> Result<(), TypeError> {
-        let in_format = in_format || matches!(&e.expr, Expr::Call(c) if c.func_name == "format");
+        // Retainer's math extension (beyond Kubernetes) mixes numbers in its argument list too.
+        let in_format = in_format
+            || matches!(&e.expr, Expr::Call(c)
+                if matches!(c.func_name.as_str(), "format" | "math.@max" | "math.@min"));
         if !in_format {
             let unwrap = |t: Ty, optional: bool| match t {
                 Ty::Optional(inner) if optional => *inner,
@@ -1331,6 +1334,162 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expr::{CompileError, Compiled, Field};
+
+    /// The type error of `src` as keep (`dyn(...)` around it, so the result type is not the
+    /// subject), or `None` when it type-checks.
+    fn type_error(field: Field, src: &str) -> Option<String> {
+        match Compiled::compile_with(field, src, crate::expr::OCI_KEEP_VARIABLES) {
+            Ok(_) | Err(CompileError::ResultType { .. }) => None,
+            Err(CompileError::TypeCheck {
+                line,
+                column,
+                message,
+                ..
+            }) => Some(format!("{line}:{column}: {message}")),
+            Err(other) => panic!("{src}: not a type error: {other}"),
+        }
+    }
+
+    #[test]
+    fn what_kube_apiserver_compiles_type_checks() {
+        for src in [
+            "rank < 1 || age < duration('1h') || referencedBy.size() > 0",
+            "object.status.?succeeded.orValue(0) > 0",
+            "object.metadata.labels['gitjob.fleet.cattle.io/name']",
+            "object.metadata.name == 'a' && object.x.y.z > 3",
+            "object.spec.containers.exists(c, c.image.startsWith('nginx:'))",
+            "object.spec.containers.map(c, c.name).join(',') != ''",
+            "!('x' in object.metadata.labels)",
+            "1 < 1.5 && 2u > 1 && 1.5 >= 1u",
+            "now - age < timestamp('2026-01-01T00:00:00Z')",
+            "now - timestamp('2026-01-01T00:00:00Z') > duration('1h')",
+            "groupSize > 3 ? rank < 2 : rank < 1",
+            "artifactBytes + groupBytes > 1000",
+            "group.split('-')[0] == 'build'",
+            "[1, 2].map(x, x * 2)[0] + 1 == 3",
+            "[[1], []].size() == 2",
+            "{'a': [1], 'b': []}.size() == 2",
+            "type(rank) == int && type(group) == string",
+            "semver(object.spec.version, true).isGreaterThan(semver('1.0.0'))",
+            "object.tags.filter(t, isSemver(t, true)).size() > 0",
+            "[1, 2].all(i, v, i < v) && {'a': 1}.exists(k, v, k == 'a' && v == 1)",
+            "optional.of(1).optMap(x, x + 1).value() == 2",
+            "[?optional.of(1), ?optional.none()].size() == 1",
+            "'%s-%d'.format(['a', 1]) == 'a-1'",
+            "object.a == null || [object.b, object.c].size() == 2",
+            "sets.contains(['a', 'b'], ['a'])",
+            "lists.range(3).sum() == 3",
+            "[3, 1].sortBy(x, -x)[0] == 3",
+            "quantity(object.spec.memory).isLessThan(quantity('1Gi'))",
+            "url(object.spec.url).getHost() == 'example.com'",
+            "cidr('10.0.0.0/8').containsIP(ip(object.spec.ip))",
+            // Functions outside Kubernetes' environment are not checked, as before.
+            "math.greatest(1, 2.0, 3u) > 0",
+            "'abc'.reverse() == 'cba'",
+            "notAFunction(1) == 2",
+        ] {
+            assert_eq!(type_error(Field::Keep, src), None, "{src}");
+        }
+    }
+
+    #[test]
+    fn what_kube_apiserver_refuses_is_refused_with_its_words() {
+        for (src, want) in [
+            (
+                "'a' + true",
+                "1:5: found no matching overload for '_+_' applied to '(string, bool)'",
+            ),
+            (
+                "!'x' in object.metadata.labels",
+                "1:1: found no matching overload for '!_' applied to '(string)'",
+            ),
+            (
+                "[1, 2].join('/')",
+                "1:12: found no matching overload for 'join' applied to 'list(int).(string)'",
+            ),
+            ("[1, 'a']", "1:5: expected type 'int' but found 'string'"),
+            ("[object.a, 1]", "1:12: expected type 'dyn' but found 'int'"),
+            (
+                "{'a': 1, 'b': 'c'}",
+                "1:15: expected type 'int' but found 'string'",
+            ),
+            (
+                "rank == 'a'",
+                "1:6: found no matching overload for '_==_' applied to '(int, string)'",
+            ),
+            (
+                "rank + 'a'",
+                "1:6: found no matching overload for '_+_' applied to '(int, string)'",
+            ),
+            (
+                "age > 5",
+                "1:5: found no matching overload for '_>_' applied to '(google.protobuf.Duration, int)'",
+            ),
+            (
+                "now - 1",
+                "1:5: found no matching overload for '_-_' applied to '(google.protobuf.Timestamp, int)'",
+            ),
+            (
+                "size(1)",
+                "1:5: found no matching overload for 'size' applied to '(int)'",
+            ),
+            (
+                "object.x.startsWith(1)",
+                "1:20: found no matching overload for 'startsWith' applied to 'dyn.(int)'",
+            ),
+            (
+                "1 == 1.0",
+                "1:3: found no matching overload for '_==_' applied to '(int, double)'",
+            ),
+            (
+                "rank == null",
+                "1:6: found no matching overload for '_==_' applied to '(int, null)'",
+            ),
+            (
+                "true ? 1 : 'a'",
+                "1:6: found no matching overload for '_?_:_' applied to '(bool, int, string)'",
+            ),
+            ("true && 1", "1:9: expected type 'bool' but found 'int'"),
+            (
+                "[1, 2].map(x, x * 2)[0] + 'a'",
+                "1:25: found no matching overload for '_+_' applied to '(int, string)'",
+            ),
+            (
+                "[1, 2].all(i, v, i == 'a')",
+                "1:20: found no matching overload for '_==_' applied to '(int, string)'",
+            ),
+            ("rank.a", "1:5: type 'int' does not support field selection"),
+            ("semver('1.0.0').major", "1:16: undefined field 'major'"),
+            (
+                "semver('1.0.0') < semver('2.0.0')",
+                "1:17: found no matching overload for '_<_' applied to '(kubernetes.Semver, kubernetes.Semver)'",
+            ),
+            (
+                "1.all(x, x > 0)",
+                "1:1: expression of type 'int' cannot be range of a comprehension (must be list, map, or dynamic)",
+            ),
+            (
+                "optional.of(1).orValue('a')",
+                "1:23: found no matching overload for 'orValue' applied to 'optional_type(int).(string)'",
+            ),
+            (
+                "group.matches(1)",
+                "1:14: found no matching overload for 'matches' applied to 'string.(int)'",
+            ),
+        ] {
+            assert_eq!(type_error(Field::Keep, src).as_deref(), Some(want), "{src}");
+        }
+        // Each field sees its own variables with their types.
+        assert_eq!(
+            type_error(Field::GroupBy, "object.x + now").as_deref(),
+            None,
+            "dyn + timestamp resolves"
+        );
+        assert!(
+            type_error(Field::OrderBy, "group + 1").is_some_and(|e| e.contains("'(string, int)'"))
+        );
+    }
 
     #[test]
     fn the_overload_table_parses() {
