@@ -239,6 +239,14 @@ fn cases(registry: &str) -> Vec<(&'static str, Value, Want)> {
             ),
         ),
         (
+            "type-error",
+            jobs(json!({"keep": "rank < 1 || 'a' + true"})),
+            NotReady(
+                "InvalidExpression",
+                "spec.keep: found no matching overload for '_+_' applied to '(string, bool)' at line 1, column 17",
+            ),
+        ),
+        (
             "rank-in-match",
             jobs(json!({"match": "rank < 3"})),
             NotReady(

@@ -158,3 +158,41 @@ fn crds_directory_matches_generated_output() {
         "crds/ has drifted from the types: run `cargo run -- crds > crds/retainer.dev.yaml`"
     );
 }
+
+/// `retainer check` refuses a policy whose expression kube-apiserver's type checker refuses:
+/// exit status 1 and the position and cel-go's wording on stderr.
+#[test]
+fn check_exits_1_on_an_ill_typed_expression() {
+    let dir = std::env::temp_dir().join(format!("retainer-types-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let policy = std::fs::read_to_string(format!("{root}/examples/finished-jobs/policy.yaml"))
+        .unwrap()
+        .replace(
+            "keep: \"age < duration('24h')\"",
+            "keep: \"age > 5 || rank < 1\"",
+        );
+    assert!(
+        policy.contains("age > 5"),
+        "the example's keep line changed"
+    );
+    let policy_path = dir.join("policy.yaml");
+    std::fs::write(&policy_path, policy).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_retainer"))
+        .arg("check")
+        .arg("-f")
+        .arg(&policy_path)
+        .arg("--objects")
+        .arg(format!("{root}/examples/finished-jobs/objects.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "spec.keep: found no matching overload for '_>_' applied to '(google.protobuf.Duration, int)' at line 1, column 5"
+        ),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -364,7 +364,7 @@ fn evaluation_errors_keep_the_object() {
     let p = policy(
         Some("ns"),
         json!({"target": {"kind": "Job"},
-        "orderBy": "object.metadata.name == 'a' ? 1 : 'x'", "keep": "rank < 1", "schedule": "@daily"}),
+        "orderBy": "object.metadata.name == 'a' ? dyn(1) : 'x'", "keep": "rank < 1", "schedule": "@daily"}),
     );
     let r = run(
         &p,
@@ -1149,5 +1149,46 @@ fn images_in_use_and_children_of_indexes_that_stay_are_kept_whatever_keep_says()
                 "{name}: {id} in {v:?}"
             );
         }
+    }
+}
+
+/// An expression kube-apiserver's type checker refuses makes the policy invalid, with the
+/// reason the controller reports as Ready=False InvalidExpression.
+#[test]
+fn ill_typed_expressions_make_the_policy_invalid() {
+    for (spec, says) in [
+        (
+            json!({"target": {"kind": "Job"}, "keep": "rank < 1 || 'a' + true", "schedule": "@daily"}),
+            "spec.keep: found no matching overload for '_+_' applied to '(string, bool)' at line 1, column 17",
+        ),
+        (
+            json!({"target": {"kind": "Job"}, "keep": "false", "match": "object.metadata.name.startsWith(1)", "schedule": "@daily"}),
+            "spec.match: found no matching overload for 'startsWith' applied to 'dyn.(int)'",
+        ),
+        (
+            json!({"target": {"kind": "Job"}, "keep": "false", "groupBy": "[1, 'a'][0]", "schedule": "@daily"}),
+            "spec.groupBy: expected type 'int' but found 'string' at line 1, column 5",
+        ),
+    ] {
+        let spec: RetentionPolicySpec = serde_json::from_value(spec).unwrap();
+        let err = CompiledPolicy::compile(PolicyView {
+            namespace: Some("ns".into()),
+            name: "p".into(),
+            generation: Some(1),
+            spec,
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                PolicyError::InvalidExpression(crate::expr::CompileError::TypeCheck { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(says), "{err}");
+        assert_eq!(
+            crate::status::policy_error_reason(&err),
+            crate::status::ready::INVALID_EXPRESSION
+        );
     }
 }

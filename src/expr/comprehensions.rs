@@ -22,7 +22,7 @@ use cel::objects::{Key, Map};
 use cel::parser::{Macro, MacroExprHelper, ParseError};
 use cel::{DeclarationError, Env, ExecutionError, Value};
 
-const ENTRIES: &str = "@entries";
+pub(super) const ENTRIES: &str = "@entries";
 const MAP_INSERT: &str = "@mapInsert";
 const RESULT: &str = "@result";
 

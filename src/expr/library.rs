@@ -569,7 +569,10 @@ static REGEXES: LazyLock<Mutex<HashMap<String, Arc<regex::Regex>>>> =
     LazyLock::new(Default::default);
 const MAX_CACHED_REGEXES: usize = 256;
 
-fn compile_regex(function: &str, pattern: &str) -> Result<Arc<regex::Regex>, ExecutionError> {
+pub(super) fn compile_regex(
+    function: &str,
+    pattern: &str,
+) -> Result<Arc<regex::Regex>, ExecutionError> {
     // A poisoned lock only means another evaluation panicked while holding it; a map of
     // compiled patterns is valid at every step, so it is used as is.
     let cache = || REGEXES.lock().unwrap_or_else(|e| e.into_inner());

@@ -10,6 +10,7 @@ mod library;
 mod message;
 mod semver;
 mod sets;
+mod types;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
@@ -160,6 +161,16 @@ pub enum CompileError {
     InvalidLiteral {
         field: String,
         function: &'static str,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// An expression kube-apiserver's type checker refuses: an operator or function applied
+    /// to arguments it has no overload for, a heterogeneous list or map literal, a field
+    /// selected from a value that has no fields.
+    #[error("{field}: {message} at line {line}, column {column}")]
+    TypeCheck {
+        field: String,
         line: usize,
         column: usize,
         message: String,
@@ -336,6 +347,8 @@ impl Compiled {
         check_references(field, source, &program, keep_extra)?;
         check_nesting(field, source, &program)?;
         check_time_literals(field, source, &program)?;
+        check_regex_literals(field, source, &program)?;
+        check_types(field, source, &program, keep_extra)?;
         if let Some(got) = static_type(&program.expression().expr)
             && !got.satisfies(field.expected())
         {
@@ -669,7 +682,26 @@ fn check_time_literals(field: Field, source: &str, program: &Program) -> Result<
         let ([arg], None) = (call.args.as_slice(), &call.target) else {
             continue;
         };
-        let Expr::Literal(LiteralValue::String(text)) = &arg.expr else {
+        let Expr::Literal(literal) = &arg.expr else {
+            continue;
+        };
+        let LiteralValue::String(text) = literal else {
+            // cel-go's duration literal validator evaluates the call, and Kubernetes'
+            // environment has no conversion of a number to a duration.
+            if call.func_name == "duration" {
+                let (line, column) = program
+                    .source_info()
+                    .offset_for(arg.id)
+                    .map(|(start, _)| line_column(source, start as usize))
+                    .unwrap_or((1, 1));
+                return Err(CompileError::InvalidLiteral {
+                    field: field.path(),
+                    function: "duration",
+                    line,
+                    column,
+                    message: "invalid duration argument".into(),
+                });
+            }
             continue;
         };
         let (function, result) = match call.func_name.as_str() {
@@ -695,6 +727,75 @@ fn check_time_literals(field: Field, source: &str, program: &Program) -> Result<
                 line,
                 column,
                 message: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The static type check (types.rs), with this field's variables declared.
+fn check_types(
+    field: Field,
+    source: &str,
+    program: &Program,
+    keep_extra: &[&str],
+) -> Result<(), CompileError> {
+    let mut names = field.variables().to_vec();
+    if field == Field::Keep {
+        names.extend_from_slice(keep_extra);
+    }
+    let vars: Vec<(&str, types::Ty)> = names
+        .iter()
+        .map(|n| (*n, types::variable_type(n)))
+        .collect();
+    types::check(program.expression(), &vars)
+        .map(|_| ())
+        .map_err(|e| {
+            let (line, column) = program
+                .source_info()
+                .offset_for(e.id)
+                .map(|(start, _)| line_column(source, start as usize))
+                .unwrap_or((1, 1));
+            CompileError::TypeCheck {
+                field: field.path(),
+                line,
+                column,
+                message: e.message,
+            }
+        })
+}
+
+/// cel-go's `ValidateRegexLiterals`, which Kubernetes' environment enables, and the regex
+/// library's own check of `find` and `findAll`: a literal pattern that cannot compile fails the
+/// compilation. Compiled by the same translation evaluation uses, so nothing refused here could
+/// have matched at run time.
+fn check_regex_literals(field: Field, source: &str, program: &Program) -> Result<(), CompileError> {
+    let mut stack = vec![program.expression()];
+    while let Some(e) = stack.pop() {
+        stack.extend(children(e));
+        let Expr::Call(call) = &e.expr else { continue };
+        let (function, pattern) =
+            match (call.func_name.as_str(), &call.target, call.args.as_slice()) {
+                ("matches", Some(_), [p]) | ("matches", None, [_, p]) => ("matches", p),
+                ("find", Some(_), [p]) => ("find", p),
+                ("findAll", Some(_), [p] | [p, _]) => ("findAll", p),
+                _ => continue,
+            };
+        let Expr::Literal(LiteralValue::String(text)) = &pattern.expr else {
+            continue;
+        };
+        if let Err(e) = library::compile_regex(function, text.inner()) {
+            let (line, column) = program
+                .source_info()
+                .offset_for(pattern.id)
+                .map(|(start, _)| line_column(source, start as usize))
+                .unwrap_or((1, 1));
+            return Err(CompileError::InvalidLiteral {
+                field: field.path(),
+                function,
+                line,
+                column,
+                message: error_message(&e),
             });
         }
     }

@@ -8,7 +8,10 @@
 //	go run . -in ../../tests/k8s-cel-library/cases.txt -out ../../tests/k8s-cel-library/expected.json
 //
 // The input has one expression a line; `# ` starts a comment line and `## name` starts a
-// section. Values carry their CEL type as the JSON key ({"int": 1}, {"uint": 1},
+// section. A section whose first lines include `# declare: keep` compiles its expressions with
+// the variables a policy's keep expression has (object and referencedBy dyn, now timestamp, age
+// duration, group string, rank and groupSize int) and evaluates them with the values
+// tests/cel_k8s_library.rs binds (see keepActivation). Values carry their CEL type as the JSON key ({"int": 1}, {"uint": 1},
 // {"double": "1.5"}, {"string": "a"}, {"bool": true}, {"null": null}, {"bytes": "<base64>"},
 // {"duration": {"seconds": 1, "nanos": 0}}, {"timestamp": "RFC 3339"}, {"list": [...]},
 // {"map": [[k, v], ...]}, {"semver": "1.2.3"}, {"type": "int"}), because JSON alone cannot
@@ -86,8 +89,22 @@ func run(in, out string) error {
 	// version, with its cost limits and AST validators.
 	env := environment.MustBaseEnvSet(kubernetes).NewExpressionsEnv()
 
+	keepEnv, err := env.Extend(
+		cel.Variable("object", cel.DynType),
+		cel.Variable("referencedBy", cel.DynType),
+		cel.Variable("now", cel.TimestampType),
+		cel.Variable("age", cel.DurationType),
+		cel.Variable("group", cel.StringType),
+		cel.Variable("rank", cel.IntType),
+		cel.Variable("groupSize", cel.IntType),
+	)
+	if err != nil {
+		return err
+	}
+
 	var cases []testCase
 	section := ""
+	declared := false
 	sc := bufio.NewScanner(f)
 	line := 0
 	for sc.Scan() {
@@ -98,11 +115,21 @@ func run(in, out string) error {
 			continue
 		case strings.HasPrefix(text, "## "):
 			section = strings.TrimSpace(text[3:])
+			declared = false
 			continue
+		case text == "# declare: keep":
+			declared = true
+			continue
+		case strings.HasPrefix(text, "# declare:"):
+			return fmt.Errorf("line %d: unknown directive %q", line, text)
 		case strings.HasPrefix(text, "#"):
 			continue
 		}
-		cases = append(cases, evaluate(env, section, line, text))
+		if declared {
+			cases = append(cases, evaluate(keepEnv, keepActivation(), section, line, text))
+		} else {
+			cases = append(cases, evaluate(env, cel.NoVars(), section, line, text))
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return err
@@ -141,7 +168,21 @@ func modules() map[string]string {
 	return m
 }
 
-func evaluate(env *cel.Env, section string, line int, expr string) testCase {
+// keepActivation is what tests/cel_k8s_library.rs binds: an empty object, no referrers, the
+// first object of a group of one, created now.
+func keepActivation() map[string]any {
+	return map[string]any{
+		"object":       map[string]any{},
+		"referencedBy": []any{},
+		"now":          time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		"age":          time.Duration(0),
+		"group":        "",
+		"rank":         int64(0),
+		"groupSize":    int64(1),
+	}
+}
+
+func evaluate(env *cel.Env, vars any, section string, line int, expr string) testCase {
 	c := testCase{Section: section, Line: line, Expr: expr}
 	ast, iss := env.Compile(expr)
 	if iss.Err() != nil {
@@ -153,7 +194,7 @@ func evaluate(env *cel.Env, section string, line int, expr string) testCase {
 		c.Error, c.Stage = err.Error(), "compile"
 		return c
 	}
-	val, _, err := prg.Eval(cel.NoVars())
+	val, _, err := prg.Eval(vars)
 	if err != nil {
 		c.Error, c.Stage = err.Error(), "eval"
 		return c
