@@ -138,19 +138,19 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
     Ok(())
 }
 
-type Args<'b, 'v> = Vec<CowVal<'b, 'v>>;
-type Ret<'b, 'v> = Result<CowVal<'b, 'v>, ExecutionError>;
+pub(super) type Args<'b, 'v> = Vec<CowVal<'b, 'v>>;
+pub(super) type Ret<'b, 'v> = Result<CowVal<'b, 'v>, ExecutionError>;
 
-fn value(v: &dyn Val) -> Result<Value, ExecutionError> {
+pub(super) fn value(v: &dyn Val) -> Result<Value, ExecutionError> {
     Value::try_from(v)
 }
 
-fn ret<'b, 'v>(v: Value) -> Ret<'b, 'v> {
+pub(super) fn ret<'b, 'v>(v: Value) -> Ret<'b, 'v> {
     let boxed: Box<dyn Val> = v.try_into()?;
     Ok(CowVal::Owned(boxed))
 }
 
-fn string_arg(function: &str, v: &dyn Val) -> Result<String, ExecutionError> {
+pub(super) fn string_arg(function: &str, v: &dyn Val) -> Result<String, ExecutionError> {
     match value(v)? {
         Value::String(s) => Ok(s.to_string()),
         other => Err(ExecutionError::function_error(

@@ -8,6 +8,8 @@ mod convert;
 mod fold;
 mod library;
 mod message;
+mod net;
+mod quantity;
 mod semver;
 mod sets;
 mod types;
@@ -24,6 +26,8 @@ use thiserror::Error;
 
 pub use convert::{FieldTree, json_to_val, project};
 pub use message::error_message;
+pub use net::{Cidr, Ip};
+pub use quantity::Quantity;
 pub use semver::Semver;
 
 /// Variables every expression sees.
@@ -303,7 +307,10 @@ fn build_env() -> Env {
         .expect("lists extension registers on a fresh env");
     env.add_extension(cel::extensions::math)
         .expect("math extension registers on a fresh env");
+    // Before `library`: see quantity::register.
+    quantity::register(&mut env).expect("quantity library registers on a fresh env");
     library::register(&mut env).expect("Kubernetes libraries register on a fresh env");
+    net::register(&mut env).expect("ip and cidr libraries register on a fresh env");
     sets::register(&mut env).expect("sets library registers on a fresh env");
     comprehensions::register(&mut env)
         .expect("two-variable comprehensions register on a fresh env");
@@ -492,6 +499,9 @@ pub fn type_name(v: &Value) -> &'static str {
         Value::Duration(_) => "duration",
         Value::Timestamp(_) => "timestamp",
         Value::Opaque(o) if o.downcast_ref::<Semver>().is_some() => "semver",
+        Value::Opaque(o) if o.downcast_ref::<Quantity>().is_some() => "quantity",
+        Value::Opaque(o) if o.downcast_ref::<Ip>().is_some() => "ip",
+        Value::Opaque(o) if o.downcast_ref::<Cidr>().is_some() => "cidr",
         Value::Opaque(_) => "opaque",
         Value::Struct(_) => "struct",
         Value::Null => "null",
@@ -538,6 +548,8 @@ const KNOWN_IDENTS: &[&str] = &[
     "lists",
     "sets",
     "base64",
+    // `ip.isCanonical(s)`
+    "ip",
     "int",
     "uint",
     "double",

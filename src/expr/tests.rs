@@ -894,3 +894,64 @@ fn type_values_are_not_folded_into_strings() {
         );
     }
 }
+
+/// The quantity, ip and cidr functions on values read from the object, which folding cannot
+/// compute at compile time: each answers as the same call on constants (tests/cel_k8s_library.rs
+/// compares those with kube-apiserver).
+#[test]
+fn value_libraries_work_on_object_data() {
+    let obj = json!({
+        "spec": {"memory": "1.5Gi", "cpu": "250m", "count": 3, "bad": "1KB",
+                 "ip": "10.1.2.3", "ip6": "2001:DB8::1", "net": "10.0.0.0/8", "mapped": "::ffff:1.2.3.4"}
+    });
+    let cases: &[(&str, &str)] = &[
+        ("quantity(object.spec.memory)", "quantity('1.5Gi')"),
+        // Kept as a big decimal (a binary suffix with a fraction), so no integer, as in Kubernetes.
+        ("quantity(object.spec.memory).isInteger()", "false"),
+        (
+            "quantity(object.spec.memory).compareTo(quantity('1536Mi'))",
+            "0",
+        ),
+        (
+            "quantity(object.spec.memory).isGreaterThan(quantity('1G'))",
+            "true",
+        ),
+        (
+            "quantity(object.spec.cpu).add(object.spec.count).asApproximateFloat()",
+            "3.25",
+        ),
+        ("quantity(object.spec.cpu).isInteger()", "false"),
+        ("sign(quantity(object.spec.cpu).sub(quantity('1')))", "-1"),
+        ("quantity(object.spec.cpu) == quantity('0.25')", "true"),
+        ("isQuantity(object.spec.bad)", "false"),
+        ("ip(object.spec.ip)", "ip('10.1.2.3')"),
+        ("string(ip(object.spec.ip6))", "'2001:db8::1'"),
+        ("ip.isCanonical(object.spec.ip6)", "false"),
+        ("ip(object.spec.ip6).family()", "6"),
+        ("cidr(object.spec.net).containsIP(object.spec.ip)", "true"),
+        (
+            "cidr(object.spec.net).containsIP(ip(object.spec.ip))",
+            "true",
+        ),
+        (
+            "cidr(object.spec.ip + '/24').masked()",
+            "cidr('10.1.2.0/24')",
+        ),
+        ("isIP(object.spec.mapped)", "false"),
+    ];
+    for (from_object, constant) in cases {
+        let got = eval_with(Field::Keep, from_object, &obj)
+            .unwrap_or_else(|e| panic!("{from_object}: {e}"));
+        let want =
+            eval_with(Field::Keep, constant, &obj).unwrap_or_else(|e| panic!("{constant}: {e}"));
+        assert_eq!(got, want, "{from_object}");
+    }
+    for failing in [
+        "quantity(object.spec.bad)",
+        "ip(object.spec.mapped)",
+        "cidr(object.spec.ip)",
+        "quantity(object.spec.count)",
+    ] {
+        assert!(eval_with(Field::Keep, failing, &obj).is_err(), "{failing}");
+    }
+}

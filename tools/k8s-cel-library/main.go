@@ -14,7 +14,8 @@
 // tests/cel_k8s_library.rs binds (see keepActivation). Values carry their CEL type as the JSON key ({"int": 1}, {"uint": 1},
 // {"double": "1.5"}, {"string": "a"}, {"bool": true}, {"null": null}, {"bytes": "<base64>"},
 // {"duration": {"seconds": 1, "nanos": 0}}, {"timestamp": "RFC 3339"}, {"list": [...]},
-// {"map": [[k, v], ...]}, {"semver": "1.2.3"}, {"type": "int"}), because JSON alone cannot
+// {"map": [[k, v], ...]}, {"semver": "1.2.3"}, {"quantity": "1Ki"} (canonical form),
+// {"url": "https://a/b"}, {"ip": "::1"}, {"cidr": "10.0.0.0/8"}, {"type": "int"}), because JSON alone cannot
 // tell 1 from 1u from 1.0. A failure is {"error": "...", "stage": "compile" | "eval"}.
 package main
 
@@ -37,6 +38,7 @@ import (
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/common/types/traits"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/version"
 	apiservercel "k8s.io/apiserver/pkg/cel"
 	"k8s.io/apiserver/pkg/cel/environment"
@@ -234,6 +236,16 @@ func convert(v ref.Val) (any, error) {
 		return map[string]any{"timestamp": x.Time.UTC().Format(time.RFC3339Nano)}, nil
 	case apiservercel.Semver:
 		return map[string]any{"semver": x.Version.String()}, nil
+	case apiservercel.Quantity:
+		return map[string]any{"quantity": canonicalQuantity(x.Quantity)}, nil
+	case *apiservercel.Quantity:
+		return map[string]any{"quantity": canonicalQuantity(x.Quantity)}, nil
+	case apiservercel.URL:
+		return map[string]any{"url": x.URL.String()}, nil
+	case apiservercel.IP:
+		return map[string]any{"ip": x.Addr.String()}, nil
+	case apiservercel.CIDR:
+		return map[string]any{"cidr": x.Prefix.String()}, nil
 	case *types.Type:
 		return map[string]any{"type": x.TypeName()}, nil
 	case *types.Optional:
@@ -280,6 +292,14 @@ func convert(v ref.Val) (any, error) {
 		return map[string]any{"map": entries}, nil
 	}
 	return nil, fmt.Errorf("%s value %v", v.Type(), v)
+}
+
+// canonicalQuantity is the quantity's canonical form. String() would return the text it was
+// parsed from when ParseQuantity kept it, which is no property of the value.
+func canonicalQuantity(q *resource.Quantity) string {
+	c := q.DeepCopy()
+	number, suffix := c.CanonicalizeBytes(nil)
+	return string(number) + string(suffix)
 }
 
 // double writes a float so that it reads back exactly, including the values JSON has no
