@@ -9,6 +9,9 @@
 #   scripts/testbed.sh build   build or reuse the cached binaries
 #   scripts/testbed.sh build-kstatus
 #                              only (re)build tools/kstatus, a step of `build`
+#   scripts/testbed.sh build-cel-oracle
+#                              only (re)build tools/k8s-cel-library, a step of `build`, and
+#                              print the binary's path (tests/cel_differential.rs runs it)
 #   scripts/testbed.sh build-kyverno
 #                              build or reuse Kyverno's cleanup controller (benchmarks only)
 #   scripts/testbed.sh up      build if needed, start everything, wait until it answers
@@ -199,6 +202,21 @@ build_token_issuer() {
   echo "$hash" >"$stamp"
 }
 
+# tools/k8s-cel-library is this repository's own program (kube-apiserver's CEL environment, the
+# oracle of tests/cel_differential.rs): rebuilt when its sources or module pins change. Its
+# module cache is the existing tool's (k8s.io/apiserver and cel-go, no Kubernetes binaries).
+build_cel_oracle() {
+  local dir=$ROOT/tools/k8s-cel-library stamp=$TOOLS_BIN/.k8s-cel-library.version key
+  key="$(go env GOVERSION) $(cat "$dir/go.mod" "$dir/go.sum" "$dir"/*.go | sha256sum | cut -c1-16)"
+  if [ -x "$TOOLS_BIN/k8s-cel-library" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then return 0; fi
+  log "building tools/k8s-cel-library (k8s.io/apiserver's CEL environment)"
+  mkdir -p "$TOOLS_BIN"
+  # Built aside and renamed: a test may run the cached binary while another checkout rebuilds.
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/k8s-cel-library.$$" .)
+  mv "$TOOLS_BIN/k8s-cel-library.$$" "$TOOLS_BIN/k8s-cel-library"
+  echo "$key" >"$stamp"
+}
+
 cmd_build() {
   # shellcheck source=scripts/prereqs.sh
   . "$ROOT/scripts/prereqs.sh"
@@ -208,6 +226,7 @@ cmd_build() {
   go_install_tool crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
   go_install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   build_kstatus
+  build_cel_oracle
   build_distribution
   go_build_module_tool distribution-v3 github.com/distribution/distribution/v3 "$DISTRIBUTION_V3_VERSION" ./cmd/registry
   build_token_issuer
@@ -706,11 +725,13 @@ case "${1:-}" in
   build-kyverno) build_kyverno ;;
   up) cmd_up ;;
   down) cmd_down ;;
+  build-cel-oracle) command -v go >/dev/null || die "Go is needed to build tools/k8s-cel-library"
+    build_cel_oracle && echo "$TOOLS_BIN/k8s-cel-library" ;;
   env) cmd_env ;;
   status) cmd_status ;;
   kcm) shift; cmd_kcm "$@" ;;
   kill) shift; cmd_kill "$@" ;;
   start) shift; cmd_start "$@" ;;
   restart) shift; cmd_restart "$@" ;;
-  *) echo "usage: $0 build|build-kyverno|up|down|env|status|kcm [FLAGS...]|kill|start|restart COMPONENT" >&2; exit 2 ;;
+  *) echo "usage: $0 build|build-kstatus|build-cel-oracle|build-kyverno|up|down|env|status|kcm [FLAGS...]|kill|start|restart COMPONENT" >&2; exit 2 ;;
 esac

@@ -68,7 +68,15 @@ type outFile struct {
 func main() {
 	in := flag.String("in", "", "the expressions, one a line")
 	out := flag.String("out", "", "where to write the expected results")
+	oracle := flag.Bool("oracle", false, "answer JSON lines on stdin (see oracle.go) instead")
 	flag.Parse()
+	if *oracle {
+		if err := serveOracle(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *in == "" || *out == "" {
 		fmt.Fprintln(os.Stderr, "usage: k8s-cel-library -in cases.txt -out expected.json")
 		os.Exit(2)
@@ -86,20 +94,8 @@ func run(in, out string) error {
 	}
 	defer f.Close()
 
-	// NewExpressionsEnv is what kube-apiserver compiles a newly written expression with (a
-	// ValidatingAdmissionPolicy, a CRD validation rule): every library introduced up to this
-	// version, with its cost limits and AST validators.
-	env := environment.MustBaseEnvSet(kubernetes).NewExpressionsEnv()
-
-	keepEnv, err := env.Extend(
-		cel.Variable("object", cel.DynType),
-		cel.Variable("referencedBy", cel.DynType),
-		cel.Variable("now", cel.TimestampType),
-		cel.Variable("age", cel.DurationType),
-		cel.Variable("group", cel.StringType),
-		cel.Variable("rank", cel.IntType),
-		cel.Variable("groupSize", cel.IntType),
-	)
+	env := baseEnv()
+	keepEnv, err := keepEnv()
 	if err != nil {
 		return err
 	}
@@ -170,6 +166,26 @@ func modules() map[string]string {
 	return m
 }
 
+// baseEnv is what kube-apiserver compiles a newly written expression with (a
+// ValidatingAdmissionPolicy, a CRD validation rule): every library introduced up to this
+// version, with its cost limits and AST validators.
+func baseEnv() *cel.Env {
+	return environment.MustBaseEnvSet(kubernetes).NewExpressionsEnv()
+}
+
+// keepEnv is baseEnv with the variables of a policy's keep expression declared.
+func keepEnv() (*cel.Env, error) {
+	return baseEnv().Extend(
+		cel.Variable("object", cel.DynType),
+		cel.Variable("referencedBy", cel.DynType),
+		cel.Variable("now", cel.TimestampType),
+		cel.Variable("age", cel.DurationType),
+		cel.Variable("group", cel.StringType),
+		cel.Variable("rank", cel.IntType),
+		cel.Variable("groupSize", cel.IntType),
+	)
+}
+
 // keepActivation is what tests/cel_k8s_library.rs binds: an empty object, no referrers, the
 // first object of a group of one, created now.
 func keepActivation() map[string]any {
@@ -203,12 +219,14 @@ func evaluate(env *cel.Env, vars any, section string, line int, expr string) tes
 	}
 	v, err := convert(val)
 	if err != nil {
-		c.Error, c.Stage = "result not representable: "+err.Error(), "eval"
+		c.Error, c.Stage = notRepresentable+err.Error(), "eval"
 		return c
 	}
 	c.Value = v
 	return c
 }
+
+const notRepresentable = "result not representable: "
 
 func convert(v ref.Val) (any, error) {
 	switch x := v.(type) {
