@@ -1,7 +1,8 @@
 //! The two-variable comprehensions Kubernetes' CEL environment has and cel-rust lacks:
 //! `all(i, v, p)`, `exists(i, v, p)`, `existsOne(i, v, p)`, `transformList(i, v, [f,] t)` and
-//! `transformMap(k, v, [f,] t)`, where `i`/`k` is a list index or map key and `v` the element or
-//! value.
+//! `transformMap(k, v, [f,] t)` and `transformMapEntry(k, v, [f,] e)`, where `i`/`k` is a list
+//! index or map key and `v` the element or value, and `e` a map of the entries to add (a key
+//! added twice is an error, as in cel-go).
 //!
 //! The interpreter evaluates one loop variable only, so each macro becomes a one-variable
 //! comprehension over `@entries(target)`, the `[key, value]` pairs of the list or map, and the
@@ -24,6 +25,7 @@ use cel::{DeclarationError, Env, ExecutionError, Value};
 
 pub(super) const ENTRIES: &str = "@entries";
 const MAP_INSERT: &str = "@mapInsert";
+const MAP_MERGE: &str = "@mapMerge";
 const RESULT: &str = "@result";
 
 pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
@@ -34,6 +36,12 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
         vec![DYN_TYPE, DYN_TYPE, DYN_TYPE],
         map_insert,
     )?;
+    env.add_overload(
+        MAP_MERGE,
+        "mapMerge_map_dyn",
+        vec![DYN_TYPE, DYN_TYPE],
+        map_merge,
+    )?;
     for (name, args, kind) in [
         ("all", 3, Kind::All),
         ("exists", 3, Kind::Exists),
@@ -42,6 +50,8 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
         ("transformList", 4, Kind::TransformList),
         ("transformMap", 3, Kind::TransformMap),
         ("transformMap", 4, Kind::TransformMap),
+        ("transformMapEntry", 3, Kind::TransformMapEntry),
+        ("transformMapEntry", 4, Kind::TransformMapEntry),
     ] {
         env.add_macro(Macro::receiver(name, args, move |helper, target, args| {
             expand(kind, helper, target, args)
@@ -57,6 +67,7 @@ enum Kind {
     ExistsOne,
     TransformList,
     TransformMap,
+    TransformMapEntry,
 }
 
 /// Loop variables of different expansions must differ: a body's own two-variable macro is
@@ -187,6 +198,20 @@ fn expand(
                     func_name: MAP_INSERT.into(),
                     target: None,
                     args: vec![accu, key, t],
+                }))
+            }) else {
+                return Ok(None);
+            };
+            (init, always, step, result(helper))
+        }
+        Kind::TransformMapEntry => {
+            let init = helper.next_expr(Expr::Map(MapExpr::default()));
+            let Some(step) = guarded(helper, rest, &|helper, t| {
+                let accu = helper.next_expr(Expr::Ident(RESULT.into()));
+                helper.next_expr(Expr::Call(CallExpr {
+                    func_name: MAP_MERGE.into(),
+                    target: None,
+                    args: vec![accu, t],
                 }))
             }) else {
                 return Ok(None);
@@ -356,6 +381,46 @@ fn map_insert<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     }))
 }
 
+/// The map with the entries of another added, for `transformMapEntry`: a key already present
+/// is an error, as cel-go's `insert failed: key ... already exists`, since which value should
+/// win would otherwise depend on iteration order.
+fn map_merge<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    let [map, add] = args.as_slice() else {
+        return Err(ExecutionError::function_error(
+            MAP_MERGE,
+            "want 2 arguments",
+        ));
+    };
+    let (Value::Map(map), Value::Map(add)) = (Value::try_from(&**map)?, Value::try_from(&**add)?)
+    else {
+        return Err(ExecutionError::function_error(
+            "transformMapEntry",
+            "the transform must produce a map",
+        ));
+    };
+    let mut entries: HashMap<Key, Value> = (*map.map).clone();
+    for (k, v) in add.map.iter() {
+        if entries.insert(k.clone(), v.clone()).is_some() {
+            return Err(ExecutionError::function_error(
+                "transformMapEntry",
+                format!("insert failed: key {} already exists", key_text(k)),
+            ));
+        }
+    }
+    ret(Value::Map(Map {
+        map: Arc::new(entries),
+    }))
+}
+
+fn key_text(k: &Key) -> String {
+    match k {
+        Key::Int(i) => i.to_string(),
+        Key::Uint(u) => format!("{u}u"),
+        Key::Bool(b) => b.to_string(),
+        Key::String(s) => s.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use cel::{Context, Value};
@@ -386,6 +451,23 @@ mod tests {
             eval("[1, 1].existsOne(i, v, v == 1)"),
             Ok(Value::Bool(false))
         );
+    }
+
+    #[test]
+    fn transform_map_entry_builds_a_map_of_entries() {
+        assert_eq!(
+            eval("['a', 'b'].transformMapEntry(i, v, {v: i})"),
+            eval("{'a': 0, 'b': 1}")
+        );
+        assert_eq!(
+            eval("{'a': 1, 'b': 2}.transformMapEntry(k, v, v > 1, {k + k: v, k: 0})"),
+            eval("{'bb': 2, 'b': 0}")
+        );
+        // A key produced twice is an error, as in cel-go.
+        let err = eval("['a', 'a'].transformMapEntry(i, v, {v: i})").expect_err("duplicate");
+        assert!(err.to_string().contains("already exists"), "{err}");
+        // A transform that is not a map is an error.
+        assert!(eval("[1].transformMapEntry(i, v, v)").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use cel::common::types::{
-    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString,
 };
 use cel::common::value::Val;
 use serde_json::Value as Json;
@@ -134,15 +134,13 @@ pub fn json_to_val(j: &Json) -> Box<dyn Val + '_> {
     match j {
         Json::Null => Box::new(CelNull),
         Json::Bool(b) => Box::new(CelBool::from(*b)),
-        Json::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Box::new(CelInt::from(i))
-            } else if let Some(u) = n.as_u64() {
-                Box::new(CelUInt::from(u))
-            } else {
-                Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
-            }
-        }
+        // As kube-apiserver decodes unstructured JSON (k8s.io/apimachinery/pkg/util/json): an
+        // integral number that fits int64 is an int, any other number a double, including an
+        // integer between 2^63 and 2^64 (a uint here would compare and add differently).
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Box::new(CelInt::from(i)),
+            None => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
         Json::String(s) => Box::new(CelString::from(s.as_str())),
         Json::Array(items) => Box::new(CelList::from(
             items.iter().map(json_to_val).collect::<Vec<_>>(),
@@ -185,6 +183,33 @@ pub fn project<'j>(j: &'j Json, tree: &FieldTree) -> Box<dyn Val + 'j> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Numbers bind as kube-apiserver decodes them: int when integral and within int64, else
+    /// double (2^63 and 2^64-1 included, which JSON can hold and int64 cannot).
+    #[test]
+    fn numbers_bind_as_kubernetes_decodes_them() {
+        use cel::Value;
+        let table: [(&str, Value); 7] = [
+            ("0", Value::Int(0)),
+            ("-9223372036854775808", Value::Int(i64::MIN)),
+            ("9223372036854775807", Value::Int(i64::MAX)),
+            (
+                "9223372036854775808",
+                Value::Float(9_223_372_036_854_775_808.0),
+            ),
+            (
+                "18446744073709551615",
+                Value::Float(18_446_744_073_709_551_615.0),
+            ),
+            ("1.0", Value::Float(1.0)),
+            ("1e3", Value::Float(1000.0)),
+        ];
+        for (text, want) in table {
+            let json: Json = serde_json::from_str(text).unwrap();
+            let got = Value::try_from(json_to_val(&json).as_ref()).unwrap();
+            assert_eq!(got, want, "{text}");
+        }
+    }
 
     #[test]
     fn covers_and_prune() {

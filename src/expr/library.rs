@@ -139,6 +139,7 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
 }
 
 pub(super) type Args<'b, 'v> = Vec<CowVal<'b, 'v>>;
+pub(super) type Function = for<'b, 'v> fn(Args<'b, 'v>) -> Ret<'b, 'v>;
 pub(super) type Ret<'b, 'v> = Result<CowVal<'b, 'v>, ExecutionError>;
 
 pub(super) fn value(v: &dyn Val) -> Result<Value, ExecutionError> {
@@ -411,11 +412,11 @@ fn position<'b, 'v>(args: Args<'b, 'v>, name: &str, last: bool) -> Ret<'b, 'v> {
     ret(Value::Int(found.map(|i| i as i64).unwrap_or(-1)))
 }
 
-fn index_of<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+pub(super) fn index_of<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     position(args, "indexOf", false)
 }
 
-fn last_index_of<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+pub(super) fn last_index_of<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     position(args, "lastIndexOf", true)
 }
 

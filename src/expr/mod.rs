@@ -9,6 +9,7 @@ mod fold;
 mod library;
 mod message;
 mod net;
+mod operators;
 mod quantity;
 mod semver;
 mod sets;
@@ -299,6 +300,9 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(build_env()));
 
 fn build_env() -> Env {
     let mut env = Env::stdlib();
+    // cel-go keeps the last value of a key a map literal repeats, `{'a': 1, 'a': 2}` included;
+    // the cel crate's default is the conformance suite's error.
+    env.set_error_on_duplicate_map_keys(false);
     // Each registration below declares distinct names or signatures on a fresh environment, so
     // none can collide: a failure here is a programming error caught by every test run.
     env.add_extension(cel::extensions::strings)
@@ -314,6 +318,7 @@ fn build_env() -> Env {
     sets::register(&mut env).expect("sets library registers on a fresh env");
     comprehensions::register(&mut env)
         .expect("two-variable comprehensions register on a fresh env");
+    operators::register(&mut env).expect("retainer's operator functions register on a fresh env");
     env
 }
 
@@ -336,6 +341,8 @@ pub struct Compiled {
     terms: Vec<(String, fold::Folded)>,
     /// The object fields the expression reads.
     pub fields: FieldTree,
+    /// What evaluation must know of the types (types::TypeFacts).
+    facts: types::TypeFacts,
 }
 
 impl Compiled {
@@ -355,27 +362,32 @@ impl Compiled {
         check_nesting(field, source, &program)?;
         check_time_literals(field, source, &program)?;
         check_regex_literals(field, source, &program)?;
-        check_types(field, source, &program, keep_extra)?;
-        if let Some(got) = static_type(&program.expression().expr)
-            && !got.satisfies(field.expected())
+        let checked = check_types(field, source, &program, keep_extra)?;
+        check_constant_conversions(field, source, &program)?;
+        check_constant_indexes(field, source, &program)?;
+        // The checker's type, as kube-apiserver checks a validation's result: dyn (anything
+        // read from `object`) is left to evaluation.
+        if let Some(got) = result_type_name(&checked.ty)
+            && !satisfies(got, field.expected())
         {
             return Err(CompileError::ResultType {
                 field: field.path(),
                 want: field.expected().describe(),
-                got: got.describe(),
+                got,
             });
         }
         let mut fields = FieldTree::default();
         collect_object_paths(program.expression(), &mut fields);
+        let facts = checked.facts;
         let terms = if field == Field::Keep {
             keep_terms(&program)
                 .into_iter()
-                .map(|(text, term)| (text, fold::Folded::new(&term)))
+                .map(|(text, term)| (text, fold::Folded::new(&term, &facts)))
                 .collect()
         } else {
             Vec::new()
         };
-        let folded = fold::Folded::new(program.expression());
+        let folded = fold::Folded::new(program.expression(), &facts);
         Ok(Compiled {
             field,
             source: source.to_string(),
@@ -383,7 +395,17 @@ impl Compiled {
             folded,
             terms,
             fields,
+            facts,
         })
+    }
+
+    /// `eval` of the expression with nothing folded: every rewrite fold.rs makes so that it
+    /// answers as Kubernetes does, but no constant computed ahead. For tests that folding
+    /// never changes an answer.
+    #[doc(hidden)]
+    pub fn eval_unfolded(&self, vars: &dyn VariableResolver) -> Result<Value, EvalError> {
+        let unfolded = fold::Folded::unfolded(self.program.expression(), &self.facts);
+        self.run(&unfolded, vars)
     }
 
     /// Whether the expression reads the variable `name` (it may be shadowed by a macro's
@@ -683,6 +705,152 @@ fn check_nesting(field: Field, source: &str, program: &Program) -> Result<(), Co
     })
 }
 
+/// The type conversions cel-go evaluates when it plans a program of constant arguments
+/// (`overloads.IsTypeConversionFunction`).
+const CONVERSIONS: &[&str] = &[
+    "bool",
+    "bytes",
+    "double",
+    "duration",
+    "dyn",
+    "int",
+    "string",
+    "timestamp",
+    "type",
+    "uint",
+];
+
+fn conversion(e: &IdedExpr) -> Option<(&str, &IdedExpr)> {
+    match &e.expr {
+        Expr::Call(c) if c.target.is_none() && CONVERSIONS.contains(&c.func_name.as_str()) => {
+            match c.args.as_slice() {
+                [arg] => Some((c.func_name.as_str(), arg)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// What cel-go's planner treats as a constant: a literal, a list or map literal of constants,
+/// a conversion of a constant (already evaluated by then).
+fn planned_constant(e: &IdedExpr) -> bool {
+    match &e.expr {
+        Expr::Literal(_) => true,
+        Expr::List(l) => l.optional_indices.is_empty() && l.elements.iter().all(planned_constant),
+        Expr::Map(m) => m.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => {
+                !me.optional && planned_constant(&me.key) && planned_constant(&me.value)
+            }
+            EntryExpr::StructField(_) => false,
+        }),
+        _ => conversion(e).is_some_and(|(_, arg)| planned_constant(arg)),
+    }
+}
+
+/// Kubernetes runs cel-go with `OptOptimize`, whose planner evaluates a type conversion of a
+/// constant (`int('x')`, `uint(-1)`, `bool('yes')`, `string(b'\xff')`) once when it builds the
+/// program, and an error there refuses the expression: kube-apiserver rejects such a policy
+/// when it is written. retainer refuses it too, rather than failing on every object.
+fn check_constant_conversions(
+    field: Field,
+    source: &str,
+    program: &Program,
+) -> Result<(), CompileError> {
+    let mut stack = vec![program.expression()];
+    while let Some(e) = stack.pop() {
+        let Some((function, arg)) = conversion(e).filter(|(_, arg)| planned_constant(arg)) else {
+            stack.extend(children(e));
+            continue;
+        };
+        // Evaluated as the expression would run (fold.rs reads duration and timestamp
+        // strings as Go does), with no variables: a constant reads none.
+        let folded = fold::Folded::new(e, &Default::default());
+        let resolver = folded.resolver(&NoVariables);
+        let mut ctx = Context::with_env(env());
+        ctx.set_variable_resolver(&resolver);
+        if let Err(err) = Value::resolve(&folded.expr, &ctx) {
+            let (line, column) = program
+                .source_info()
+                .offset_for(arg.id)
+                .map(|(start, _)| line_column(source, start as usize))
+                .unwrap_or((1, 1));
+            let function = CONVERSIONS
+                .iter()
+                .find(|f| **f == function)
+                .copied()
+                .unwrap_or("conversion");
+            return Err(CompileError::InvalidLiteral {
+                field: field.path(),
+                function,
+                line,
+                column,
+                message: error_message(&err),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether a constant can index: cel-go makes a qualifier of a string, an int, a uint, a bool
+/// or a double, and of nothing else.
+fn qualifies(e: &IdedExpr) -> bool {
+    match &e.expr {
+        Expr::Literal(l) => !matches!(l, LiteralValue::Null | LiteralValue::Bytes(_)),
+        Expr::List(_) | Expr::Map(_) => false,
+        _ => match conversion(e) {
+            Some(("dyn", arg)) => qualifies(arg),
+            Some((function, _)) => {
+                matches!(function, "int" | "uint" | "double" | "string" | "bool")
+            }
+            None => true,
+        },
+    }
+}
+
+/// cel-go's planner makes the qualifier of a constant index when it builds the program, and
+/// one of a type no qualifier has (`x[{}]`, `x[?[1]]`, `x[null]`, `x[b'a']`) fails it:
+/// kube-apiserver refuses the expression ("invalid qualifier type"), where evaluation would
+/// fail on every object.
+fn check_constant_indexes(
+    field: Field,
+    source: &str,
+    program: &Program,
+) -> Result<(), CompileError> {
+    let mut stack = vec![program.expression()];
+    while let Some(e) = stack.pop() {
+        stack.extend(children(e));
+        let Expr::Call(call) = &e.expr else { continue };
+        let ("_[_]" | "_[?_]", None, [_, index]) =
+            (call.func_name.as_str(), &call.target, call.args.as_slice())
+        else {
+            continue;
+        };
+        if planned_constant(index) && !qualifies(index) {
+            let (line, column) = program
+                .source_info()
+                .offset_for(index.id)
+                .map(|(start, _)| line_column(source, start as usize))
+                .unwrap_or((1, 1));
+            return Err(CompileError::TypeCheck {
+                field: field.path(),
+                line,
+                column,
+                message: "invalid qualifier type: an index is a string, an int, a uint, a bool or a double".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+struct NoVariables;
+
+impl VariableResolver for NoVariables {
+    fn resolve<'b>(&'b self, _: &str) -> Option<CowVal<'b, 'b>> {
+        None
+    }
+}
+
 /// cel-go's `ValidateDurationLiterals` and `ValidateTimestampLiterals`, which Kubernetes'
 /// environment enables: a constant argument that Go cannot read fails the compilation rather
 /// than every evaluation.
@@ -751,7 +919,7 @@ fn check_types(
     source: &str,
     program: &Program,
     keep_extra: &[&str],
-) -> Result<(), CompileError> {
+) -> Result<types::Checked, CompileError> {
     let mut names = field.variables().to_vec();
     if field == Field::Keep {
         names.extend_from_slice(keep_extra);
@@ -760,21 +928,19 @@ fn check_types(
         .iter()
         .map(|n| (*n, types::variable_type(n)))
         .collect();
-    types::check(program.expression(), &vars)
-        .map(|_| ())
-        .map_err(|e| {
-            let (line, column) = program
-                .source_info()
-                .offset_for(e.id)
-                .map(|(start, _)| line_column(source, start as usize))
-                .unwrap_or((1, 1));
-            CompileError::TypeCheck {
-                field: field.path(),
-                line,
-                column,
-                message: e.message,
-            }
-        })
+    types::check(program.expression(), &vars).map_err(|e| {
+        let (line, column) = program
+            .source_info()
+            .offset_for(e.id)
+            .map(|(start, _)| line_column(source, start as usize))
+            .unwrap_or((1, 1));
+        CompileError::TypeCheck {
+            field: field.path(),
+            line,
+            column,
+            message: e.message,
+        }
+    })
 }
 
 /// cel-go's `ValidateRegexLiterals`, which Kubernetes' environment enables, and the regex
@@ -955,110 +1121,44 @@ fn collect_paths(e: &IdedExpr, var: &str, out: &mut FieldTree) {
     }
 }
 
-/// What the AST alone says about a result type, where it says anything.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StaticType {
-    Bool,
-    Int,
-    UInt,
-    Double,
-    String,
-    Bytes,
-    Null,
-    List,
-    Map,
-    Duration,
-    Timestamp,
-}
-
-impl StaticType {
-    fn satisfies(self, want: Expected) -> bool {
-        match want {
-            Expected::Bool => self == StaticType::Bool,
-            Expected::String => self == StaticType::String,
-            Expected::List => self == StaticType::List,
-            Expected::Comparable => matches!(
-                self,
-                StaticType::Int
-                    | StaticType::UInt
-                    | StaticType::Double
-                    | StaticType::String
-                    | StaticType::Timestamp
-                    | StaticType::Duration
-            ),
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            StaticType::Bool => "bool",
-            StaticType::Int => "int",
-            StaticType::UInt => "uint",
-            StaticType::Double => "double",
-            StaticType::String => "string",
-            StaticType::Bytes => "bytes",
-            StaticType::Null => "null",
-            StaticType::List => "list",
-            StaticType::Map => "map",
-            StaticType::Duration => "duration",
-            StaticType::Timestamp => "timestamp",
-        }
-    }
-}
-
-fn static_type(e: &Expr) -> Option<StaticType> {
-    Some(match e {
-        Expr::Literal(l) => match l {
-            LiteralValue::Boolean(_) => StaticType::Bool,
-            LiteralValue::Int(_) => StaticType::Int,
-            LiteralValue::UInt(_) => StaticType::UInt,
-            LiteralValue::Double(_) => StaticType::Double,
-            LiteralValue::String(_) => StaticType::String,
-            LiteralValue::Bytes(_) => StaticType::Bytes,
-            LiteralValue::Null => StaticType::Null,
-        },
-        Expr::List(_) => StaticType::List,
-        Expr::Map(_) => StaticType::Map,
-        Expr::Ident(name) => match name.as_str() {
-            VAR_RANK | VAR_GROUP_SIZE => StaticType::Int,
-            VAR_GROUP => StaticType::String,
-            VAR_NOW => StaticType::Timestamp,
-            VAR_AGE => StaticType::Duration,
-            VAR_REFERENCED_BY => StaticType::List,
-            _ => return None,
-        },
-        Expr::Call(c) => match c.func_name.as_str() {
-            "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "_&&_" | "_||_" | "!_" | "@in"
-            | "_in_" | "matches" | "startsWith" | "endsWith" | "contains" | "isSemver"
-            | "isSorted" | "isGreaterThan" | "isLessThan" => StaticType::Bool,
-            "size" | "major" | "minor" | "patch" | "compareTo" | "int" => StaticType::Int,
-            "string" | "lowerAscii" | "upperAscii" | "trim" | "join" | "substring" => {
-                StaticType::String
-            }
-            "split" => StaticType::List,
-            "duration" => StaticType::Duration,
-            "timestamp" => StaticType::Timestamp,
-            "-_" => static_type(&c.args.first()?.expr)?,
-            "_+_" | "_-_" | "_*_" | "_/_" | "_%_" | "_?_:_" => {
-                // Operands (or branches) of one type: arithmetic keeps it. Mixed types are left
-                // to evaluation, except for the time arithmetic every policy uses.
-                let n = c.args.len();
-                let a = static_type(&c.args.get(n.checked_sub(2)?)?.expr)?;
-                let b = static_type(&c.args.get(n - 1)?.expr)?;
-                use StaticType::*;
-                match (c.func_name.as_str(), a, b) {
-                    ("_-_", Timestamp, Timestamp) => Duration,
-                    ("_+_" | "_-_", Timestamp, Duration) | ("_+_", Duration, Timestamp) => {
-                        Timestamp
-                    }
-                    (_, a, b) if a == b => a,
-                    _ => return None,
-                }
-            }
-            _ => return None,
-        },
-        _ => return None,
+/// How a result type is named in `must evaluate to ..., but it is ...`; `None` for dyn, which
+/// only evaluation can judge.
+fn result_type_name(t: &types::Ty) -> Option<&'static str> {
+    use types::Ty;
+    Some(match t {
+        Ty::Dyn | Ty::Var(_) => return None,
+        Ty::Null => "null",
+        Ty::Bool => "bool",
+        Ty::Int => "int",
+        Ty::Uint => "uint",
+        Ty::Double => "double",
+        Ty::String => "string",
+        Ty::Bytes => "bytes",
+        Ty::Duration => "duration",
+        Ty::Timestamp => "timestamp",
+        Ty::List(_) => "list",
+        Ty::Map(..) => "map",
+        Ty::Type(_) => "type",
+        Ty::Optional(_) => "optional",
+        Ty::Opaque("kubernetes.Semver") => "semver",
+        Ty::Opaque("kubernetes.Quantity") => "quantity",
+        Ty::Opaque("kubernetes.URL") => "url",
+        Ty::Opaque("net.IP") => "ip",
+        Ty::Opaque("net.CIDR") => "cidr",
+        Ty::Opaque(_) => "opaque",
     })
+}
+
+fn satisfies(got: &str, want: Expected) -> bool {
+    match want {
+        Expected::Bool => got == "bool",
+        Expected::String => got == "string",
+        Expected::List => got == "list",
+        Expected::Comparable => matches!(
+            got,
+            "int" | "uint" | "double" | "string" | "timestamp" | "duration" | "semver"
+        ),
+    }
 }
 
 /// The operands of the top-level `||` of keep, in source order, each with the text the user

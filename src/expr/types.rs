@@ -13,7 +13,7 @@
 //! it is accepted, its result is `dyn`, and calling it fails at evaluation. Its arguments are
 //! still checked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
@@ -195,6 +195,10 @@ _[_](list(A), int) -> A
 _[_](map(A, B), A) -> B
 @in(A, list(A)) -> bool
 @in(A, map(A, B)) -> bool
+# the steps of transformMap and transformMapEntry (comprehensions.rs): one entry added, or
+# the entries of a map (cel-go's `cel.@mapInsert`)
+@mapInsert(map(K, V), K, V) -> map(K, V)
+@mapMerge(map(K, V), map(K, V)) -> map(K, V)
 # size
 size(bytes) -> int
 size(list(A)) -> int
@@ -288,6 +292,11 @@ _[_](optional(map(K, V)), K) -> optional(V)
 .list(A).last() -> optional(A)
 optional.unwrap(list(optional(A))) -> list(A)
 .list(optional(A)).unwrapOpt() -> list(A)
+# Kubernetes list library's indexOf and lastIndexOf, ahead of the strings extension's: the
+# order of a name's overloads is cel-go's, which binds an open type (`v` of
+# `object.l.reverse().all(v, ...)`) to the first overload that fits
+.list(A).indexOf(A) -> int
+.list(A).lastIndexOf(A) -> int
 # cel-go strings extension, version 2
 .string.charAt(int) -> string
 .string.indexOf(string) -> int
@@ -363,8 +372,6 @@ sets.intersects(list(A), list(A)) -> bool
 .list(timestamp).max() -> timestamp
 .list(string).max() -> string
 .list(bytes).max() -> bytes
-.list(A).indexOf(A) -> int
-.list(A).lastIndexOf(A) -> int
 # Kubernetes regex library
 .string.find(string) -> string
 .string.findAll(string) -> list(string)
@@ -458,10 +465,25 @@ format.datetime() -> Format
 .Decision.error() -> string
 .Decision.allowed() -> bool
 .Decision.reason() -> string
-# Beyond Kubernetes 1.36: retainer's cel crate has the strings extension's version 3 reverse.
+# Beyond Kubernetes 1.36, marked `+`: retainer's cel crate has the strings extension's version 3
+# reverse. An overload marked so counts only when no overload of Kubernetes' matches, so that
+# it does not change the type Kubernetes gives (`object.l.reverse()` is a list there).
 # (The math extension is retainer's too; its functions are not listed, so they are unchecked.)
-.string.reverse() -> string
++.string.reverse() -> string
 ";
+
+/// The conversions, each of which has an overload per argument type, the identity first
+/// (`string(string)`), which cel-go's checker binds an open type to.
+const CONVERSIONS: &[&str] = &[
+    "bool",
+    "bytes",
+    "double",
+    "duration",
+    "int",
+    "string",
+    "timestamp",
+    "uint",
+];
 
 /// Namespaces of functions, in Kubernetes' environment or in retainer's (`math`, `base64`).
 const NAMESPACES: &[&str] = &[
@@ -492,6 +514,8 @@ struct Overload {
     args: Vec<Ty>,
     result: Ty,
     params: u32,
+    /// retainer's own, not in Kubernetes' environment.
+    beyond_kubernetes: bool,
 }
 
 type Table = HashMap<String, Vec<Overload>>;
@@ -514,6 +538,10 @@ fn parse_table(text: &str) -> Result<Table, String> {
 }
 
 fn parse_overload(line: &str) -> Result<(String, Overload), String> {
+    let (beyond_kubernetes, line) = match line.strip_prefix('+') {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    };
     let (call, result) = line.split_once("->").ok_or("no ->")?;
     let mut params = HashMap::new();
     let mut p = SigParser {
@@ -564,6 +592,7 @@ fn parse_overload(line: &str) -> Result<(String, Overload), String> {
             args,
             result,
             params,
+            beyond_kubernetes,
         },
     ))
 }
@@ -796,6 +825,46 @@ fn less_specific(t1: &Ty, t2: &Ty) -> bool {
 // ---------------------------------------------------------------------------------------------
 // The checker.
 
+/// The kinds the `string.format` validator tells apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FormatKind {
+    Int,
+    Uint,
+    Double,
+    Bool,
+    String,
+    Bytes,
+    Timestamp,
+    Duration,
+    List,
+    Map,
+    Type,
+    Null,
+    Other,
+}
+
+impl FormatKind {
+    /// `None` for dyn, which every clause accepts.
+    fn of(t: &Ty) -> Option<FormatKind> {
+        Some(match t {
+            Ty::Dyn | Ty::Var(_) => return None,
+            Ty::Int => FormatKind::Int,
+            Ty::Uint => FormatKind::Uint,
+            Ty::Double => FormatKind::Double,
+            Ty::Bool => FormatKind::Bool,
+            Ty::String => FormatKind::String,
+            Ty::Bytes => FormatKind::Bytes,
+            Ty::Timestamp => FormatKind::Timestamp,
+            Ty::Duration => FormatKind::Duration,
+            Ty::List(_) => FormatKind::List,
+            Ty::Map(..) => FormatKind::Map,
+            Ty::Type(_) => FormatKind::Type,
+            Ty::Null => FormatKind::Null,
+            Ty::Optional(_) | Ty::Opaque(_) => FormatKind::Other,
+        })
+    }
+}
+
 /// A type error: the node it is at and what is wrong, worded as cel-go words it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TypeError {
@@ -838,8 +907,42 @@ pub(crate) fn variable_type(name: &str) -> Ty {
     }
 }
 
+/// What checking found besides the absence of errors.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The expression's type.
+    pub ty: Ty,
+    pub facts: TypeFacts,
+}
+
+/// What evaluation must know of the types cel-go's checker found, to answer as cel-go does
+/// (fold.rs rewrites these nodes).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TypeFacts {
+    /// The field selections (`x.f`, not `has(x.f)`) whose operand is an optional: cel-go
+    /// qualifies the value such an optional holds as `x.?f` does.
+    pub optional_selects: HashSet<u64>,
+    /// Calls of `isSorted`, `sum`, `min` or `max` on a list whose element type was still open
+    /// (`object.l.reverse()`): the first overload, the one for `list(int)`, binds it, and
+    /// cel-go then dispatches to that overload only, which refuses a list whose first element
+    /// is not an int ("no such overload").
+    pub int_lists: HashSet<u64>,
+    /// Conversions (`string(x)`, `double(x)`, ...) whose argument the checker typed: cel-go
+    /// then dispatches to the overload of that type only, and refuses a value of another
+    /// type at run time ("no such overload: double(double)"). A type bound by unification
+    /// can be other than the value: `double(object.x.orValue('none'))` is `double(string)` to
+    /// the checker, and `object.x` a double; an open type is bound to the first overload, the
+    /// identity (`string(object.l.first().value())` is `string(string)`). With the name of
+    /// the type.
+    pub conversion_args: HashMap<u64, &'static str>,
+    /// `a + b` where a side may be a list at run time: cel-go has no overload
+    /// for a list and anything but a list, where the cel crate appends what the other side
+    /// iterates (a map's keys).
+    pub list_adds: HashSet<u64>,
+}
+
 /// Checks `root` with the variables `vars` declared; returns its type.
-pub(crate) fn check(root: &IdedExpr, vars: &[(&str, Ty)]) -> Result<Ty, TypeError> {
+pub(crate) fn check(root: &IdedExpr, vars: &[(&str, Ty)]) -> Result<Checked, TypeError> {
     let mut c = Checker {
         subst: Subst::default(),
         next_var: 0,
@@ -849,10 +952,15 @@ pub(crate) fn check(root: &IdedExpr, vars: &[(&str, Ty)]) -> Result<Ty, TypeErro
             .collect(),
         types: HashMap::new(),
         pairs: Vec::new(),
+        facts: TypeFacts::default(),
     };
     let t = c.check(root)?;
     c.homogeneous(root, false)?;
-    Ok(c.subst.apply(&t, true))
+    c.format_literals(root)?;
+    Ok(Checked {
+        ty: c.subst.apply(&t, true),
+        facts: c.facts,
+    })
 }
 
 struct Checker {
@@ -865,6 +973,7 @@ struct Checker {
     /// The `[key, value]` pair variables of two-variable comprehensions (comprehensions.rs),
     /// with the types of their key (or index) and value, innermost last.
     pairs: Vec<(String, Ty, Ty)>,
+    facts: TypeFacts,
 }
 
 impl Checker {
@@ -944,6 +1053,208 @@ impl Checker {
         Ok(())
     }
 
+    /// The type found for a node, with what is bound so far substituted.
+    fn node_type(&self, id: u64) -> Ty {
+        self.types
+            .get(&id)
+            .map_or(Ty::Dyn, |t| self.subst.apply(t, false))
+    }
+
+    /// cel-go's validator of `string.format` (ext/formatting.go, the one of strings version 2,
+    /// which Kubernetes configures): where the format is a literal and its arguments a list
+    /// literal, the format is parsed, each clause checked against the type of its argument and
+    /// the number of arguments against the clauses, and kube-apiserver refuses the expression
+    /// rather than fail on every evaluation.
+    fn format_literals(&self, e: &IdedExpr) -> Result<(), TypeError> {
+        if let Expr::Call(call) = &e.expr
+            && call.func_name == "format"
+            && let Some(target) = call.target.as_deref()
+            && let Expr::Literal(LiteralValue::String(text)) = &target.expr
+            && let [arg] = call.args.as_slice()
+            && let Expr::List(list) = &arg.expr
+        {
+            self.format_call(e.id, text.inner(), &list.elements)?;
+        }
+        for c in super::children(e) {
+            self.format_literals(c)?;
+        }
+        Ok(())
+    }
+
+    fn format_call(&self, id: u64, text: &str, args: &[IdedExpr]) -> Result<(), TypeError> {
+        let error = |id: u64, message: String| Err(TypeError { id, message });
+        let bytes = text.as_bytes();
+        let (mut i, mut requested) = (0, 0);
+        while i < bytes.len() {
+            if bytes[i] != b'%' {
+                i += 1;
+                continue;
+            }
+            if bytes.get(i + 1) == Some(&b'%') {
+                i += 2;
+                continue;
+            }
+            let index = requested;
+            requested += 1;
+            if i + 1 >= bytes.len() {
+                return error(id, "unexpected end of string".into());
+            }
+            if index >= args.len() {
+                return error(id, format!("index {index} out of range"));
+            }
+            let mut j = i + 1;
+            if bytes[j] == b'.' {
+                j += 1;
+                let digits = j;
+                while j < bytes.len() && bytes[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if j >= bytes.len() {
+                    return error(
+                        id,
+                        "could not parse formatting clause: error while parsing precision: could not find end of precision specifier".into(),
+                    );
+                }
+                if j == digits {
+                    return error(
+                        id,
+                        "could not parse formatting clause: error while parsing precision: no digits".into(),
+                    );
+                }
+            }
+            let verb = bytes[j];
+            let arg = &args[index];
+            let (ok, bad, what) = match verb {
+                b's' => {
+                    let (ok, bad) = self.format_string_arg(arg);
+                    (
+                        ok,
+                        bad,
+                        "string clause can only be used on strings, bools, bytes, ints, doubles, maps, lists, types, durations, and timestamps",
+                    )
+                }
+                b'd' => (
+                    self.format_arg_is(arg.id, &[FormatKind::Int, FormatKind::Uint]),
+                    arg.id,
+                    "decimal clause can only be used on integers",
+                ),
+                b'f' => (
+                    self.format_arg_is(arg.id, &[FormatKind::Double, FormatKind::String]),
+                    arg.id,
+                    "fixed-point clause can only be used on doubles",
+                ),
+                b'e' => (
+                    self.format_arg_is(arg.id, &[FormatKind::Double, FormatKind::String]),
+                    arg.id,
+                    "scientific clause can only be used on doubles",
+                ),
+                b'b' => (
+                    self.format_arg_is(
+                        arg.id,
+                        &[FormatKind::Int, FormatKind::Uint, FormatKind::Bool],
+                    ),
+                    arg.id,
+                    "only integers and bools can be formatted as binary",
+                ),
+                b'x' | b'X' => (
+                    self.format_arg_is(
+                        arg.id,
+                        &[
+                            FormatKind::Int,
+                            FormatKind::Uint,
+                            FormatKind::String,
+                            FormatKind::Bytes,
+                        ],
+                    ),
+                    arg.id,
+                    "only integers, byte buffers, and strings can be formatted as hex",
+                ),
+                b'o' => (
+                    self.format_arg_is(arg.id, &[FormatKind::Int, FormatKind::Uint]),
+                    arg.id,
+                    "octal clause can only be used on integers",
+                ),
+                other => {
+                    return error(
+                        id,
+                        format!(
+                            "could not parse formatting clause: unrecognized formatting clause \"{}\"",
+                            char::from(other)
+                        ),
+                    );
+                }
+            };
+            if !ok {
+                return error(
+                    bad,
+                    format!(
+                        "error during formatting: {what}, was given {}",
+                        self.final_type(bad)
+                    ),
+                );
+            }
+            i = j + 1;
+        }
+        if args.len() > requested {
+            return error(
+                id,
+                format!(
+                    "too many arguments supplied to string.format (expected {requested}, got {})",
+                    args.len()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the argument's type is dyn or of one of `kinds`, compared as cel-go compares
+    /// them here: by kind, parameters not looked at.
+    fn format_arg_is(&self, id: u64, kinds: &[FormatKind]) -> bool {
+        FormatKind::of(&self.final_type(id)).is_none_or(|k| kinds.contains(&k))
+    }
+
+    /// `%s` takes nearly anything, and looks into list and map literals: the argument, or
+    /// the first element that it does not take.
+    fn format_string_arg(&self, arg: &IdedExpr) -> (bool, u64) {
+        const STRINGABLE: &[FormatKind] = &[
+            FormatKind::List,
+            FormatKind::Map,
+            FormatKind::Int,
+            FormatKind::Uint,
+            FormatKind::Double,
+            FormatKind::Bool,
+            FormatKind::String,
+            FormatKind::Timestamp,
+            FormatKind::Bytes,
+            FormatKind::Duration,
+            FormatKind::Type,
+            FormatKind::Null,
+        ];
+        if !self.format_arg_is(arg.id, STRINGABLE) {
+            return (false, arg.id);
+        }
+        let inner: Vec<&IdedExpr> = match &arg.expr {
+            Expr::List(list) => list.elements.iter().collect(),
+            Expr::Map(map) => map
+                .entries
+                .iter()
+                .filter_map(|entry| match &entry.expr {
+                    EntryExpr::MapEntry(me) => Some([&me.key, &me.value]),
+                    EntryExpr::StructField(_) => None,
+                })
+                .flatten()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for e in inner {
+            let (ok, bad) = self.format_string_arg(e);
+            if !ok {
+                return (false, bad);
+            }
+        }
+        (true, arg.id)
+    }
+
     /// For messages: bound parameters replaced, unbound ones `dyn`.
     fn show(&self, t: &Ty) -> Ty {
         self.subst.apply(t, true)
@@ -984,6 +1295,9 @@ impl Checker {
                 .unwrap_or(Ty::Dyn)),
             Expr::Select(s) => {
                 let t = self.select(e.id, &s.operand, &s.field, false)?;
+                if !s.test && matches!(self.node_type(s.operand.id), Ty::Optional(_)) {
+                    self.facts.optional_selects.insert(e.id);
+                }
                 Ok(if s.test { Ty::Bool } else { t })
             }
             Expr::Call(call) => self.call(e, call),
@@ -1255,8 +1569,40 @@ impl Checker {
                 }),
             };
         }
+        if name == "_+_"
+            && call.target.is_none()
+            && let [a, b] = arg_types.as_slice()
+        {
+            let (a, b) = (self.subst.apply(a, false), self.subst.apply(b, false));
+            // Either side, two lists included: a type bound by unification can be other than
+            // the value at run time (`object.l.first().orValue([])` is a list to the checker,
+            // and may hold a map).
+            let maybe_list = |t: &Ty| matches!(t, Ty::List(_) | Ty::Dyn | Ty::Var(_));
+            if maybe_list(&a) || maybe_list(&b) {
+                self.facts.list_adds.insert(e.id);
+            }
+        }
         let Some(target) = call.target.as_deref() else {
-            return self.resolve(e.id, name, None, &arg_types);
+            let t = self.resolve(e.id, name, None, &arg_types)?;
+            if CONVERSIONS.contains(&name)
+                && let [arg] = arg_types.as_slice()
+            {
+                let kind = match self.subst.apply(arg, false) {
+                    Ty::Bool => Some("bool"),
+                    Ty::Bytes => Some("bytes"),
+                    Ty::Double => Some("double"),
+                    Ty::Duration => Some("duration"),
+                    Ty::Int => Some("int"),
+                    Ty::String => Some("string"),
+                    Ty::Timestamp => Some("timestamp"),
+                    Ty::Uint => Some("uint"),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    self.facts.conversion_args.insert(e.id, kind);
+                }
+            }
+            return Ok(t);
         };
         // `ns.f(x)`: a namespaced function, unless `ns` is a variable. A function of a
         // namespace the table does not know (`math.abs`) is an unknown function.
@@ -1269,7 +1615,15 @@ impl Checker {
             }
         }
         let receiver = self.check(target)?;
-        self.resolve(e.id, name, Some(receiver), &arg_types)
+        let open_list = matches!(
+            self.subst.apply(&receiver, false),
+            Ty::List(elem) if matches!(*elem, Ty::Var(_))
+        );
+        let t = self.resolve(e.id, name, Some(receiver), &arg_types)?;
+        if open_list && matches!(name, "isSorted" | "sum" | "min" | "max") {
+            self.facts.int_lists.insert(e.id);
+        }
+        Ok(t)
     }
 
     /// cel-go's overload resolution: every overload the arguments are assignable to counts;
@@ -1289,8 +1643,13 @@ impl Checker {
         let member = receiver.is_some();
         let actual: Vec<Ty> = receiver.iter().chain(args).cloned().collect();
         let mut result: Option<Ty> = None;
-        for o in overloads {
-            if o.member != member || o.args.len() != actual.len() {
+        let kubernetes = overloads.iter().filter(|o| !o.beyond_kubernetes);
+        let beyond = overloads.iter().filter(|o| o.beyond_kubernetes);
+        for o in kubernetes.chain(beyond) {
+            if o.member != member
+                || o.args.len() != actual.len()
+                || (o.beyond_kubernetes && result.is_some())
+            {
                 continue;
             }
             let mut fresh = Subst::default();
