@@ -212,11 +212,25 @@ struct Entry {
     result: Option<Arc<ObjectResult>>,
 }
 
+/// A group's ranked members, and how many of their keys are of each kind: keys of two kinds do
+/// not compare, which is every member's error.
+#[derive(Default)]
+struct Group {
+    members: BTreeSet<Pos>,
+    kinds: BTreeMap<&'static str, usize>,
+    /// When keep reads neither rank nor groupSize: the standing every member was given last
+    /// (`Ranked::Mixed`, or `Ranked::At` with no rank), so that a change that leaves it as it
+    /// was touches only the members that joined.
+    standing: Option<Ranked>,
+}
+
 /// The dirty sets of one `apply`.
 #[derive(Default)]
 struct Pending {
     place: BTreeSet<Pos>,
     groups: BTreeSet<String>,
+    /// Members that joined each group since it was last ranked.
+    joined: HashMap<String, Vec<Pos>>,
     decide: BTreeSet<Pos>,
     decide_all: bool,
 }
@@ -238,7 +252,7 @@ pub struct IncrementalEvaluation {
     entries: BTreeMap<Pos, Entry>,
     positions: HashMap<String, Pos>,
     /// The ranked members of each group.
-    groups: HashMap<String, BTreeSet<Pos>>,
+    groups: HashMap<String, Group>,
     summary: Counts,
     /// OCI: the last evaluation, made whole.
     whole: Option<Evaluation>,
@@ -502,17 +516,25 @@ impl IncrementalEvaluation {
         let Some(mut e) = self.entries.remove(pos) else {
             return;
         };
-        if let Some(group) = e.placement.as_ref().and_then(Placement::ranked_in) {
-            self.leave(group, pos, pending);
+        if let Some(p) = &e.placement
+            && let (Some(group), Some(key)) = (p.ranked_in(), &p.key)
+        {
+            self.leave(group, key.kind(), pos, pending);
         }
         set_result(&mut self.summary, &mut self.generation, &mut e, None);
         pending.place.remove(pos);
         pending.decide.remove(pos);
     }
 
-    fn leave(&mut self, group: &str, pos: &Pos, pending: &mut Pending) {
-        if let Some(members) = self.groups.get_mut(group) {
-            members.remove(pos);
+    fn leave(&mut self, group: &str, kind: &'static str, pos: &Pos, pending: &mut Pending) {
+        if let Some(g) = self.groups.get_mut(group)
+            && g.members.remove(pos)
+            && let Some(n) = g.kinds.get_mut(kind)
+        {
+            *n -= 1;
+            if *n == 0 {
+                g.kinds.remove(kind);
+            }
         }
         pending.groups.insert(group.to_string());
     }
@@ -557,19 +579,25 @@ impl IncrementalEvaluation {
         if Placement::same(e.placement.as_ref(), placement.as_ref()) {
             return;
         }
-        let old = e
-            .placement
-            .as_ref()
-            .and_then(Placement::ranked_in)
-            .map(String::from);
-        if let Some(group) = old {
-            self.leave(&group, &pos, pending);
+        let old = e.placement.as_ref().and_then(|p| {
+            let key = p.key.as_ref()?;
+            Some((p.ranked_in()?.to_string(), key.kind()))
+        });
+        if let Some((group, kind)) = old {
+            self.leave(&group, kind, &pos, pending);
         }
-        if let Some(group) = placement.as_ref().and_then(Placement::ranked_in) {
-            self.groups
+        if let Some(p) = &placement
+            && let (Some(group), Some(key)) = (p.ranked_in(), &p.key)
+        {
+            let g = self.groups.entry(group.to_string()).or_default();
+            if g.members.insert(pos.clone()) {
+                *g.kinds.entry(key.kind()).or_default() += 1;
+            }
+            pending
+                .joined
                 .entry(group.to_string())
                 .or_default()
-                .insert(pos.clone());
+                .push(pos.clone());
             pending.groups.insert(group.to_string());
         }
         let Some(e) = self.entries.get_mut(&pos) else {
@@ -588,13 +616,45 @@ impl IncrementalEvaluation {
     /// Ranks one group again; members whose rank or group size changed are decided again, if
     /// keep reads either (or the group's keys stopped or started comparing).
     fn rank(&mut self, group: &str, pending: &mut Pending) {
-        let Some(members) = self.groups.get(group) else {
+        let joined = pending.joined.remove(group).unwrap_or_default();
+        let Some(g) = self.groups.get_mut(group) else {
             return;
         };
-        if members.is_empty() {
+        if g.members.is_empty() {
             self.groups.remove(group);
             return;
         }
+        if !self.keep_reads_rank {
+            // Nothing reads the order: only whether the keys compare matters, which the
+            // counts of key kinds tell without sorting.
+            let want = if g.kinds.len() > 1 {
+                Ranked::Mixed(super::mixed_keys_message(group, g.kinds.keys().copied()))
+            } else {
+                Ranked::At { rank: 0, size: 0 }
+            };
+            let targets: Vec<Pos> = if g.standing.as_ref() == Some(&want) {
+                joined
+            } else {
+                g.members.iter().cloned().collect()
+            };
+            g.standing = Some(want.clone());
+            for pos in targets {
+                if let Some(e) = self.entries.get_mut(&pos)
+                    && e.ranked.as_ref() != Some(&want)
+                {
+                    let seen = !matches!(
+                        (&e.ranked, &want),
+                        (Some(Ranked::At { .. }), Ranked::At { .. })
+                    );
+                    e.ranked = Some(want.clone());
+                    if seen {
+                        pending.decide.insert(pos);
+                    }
+                }
+            }
+            return;
+        }
+        let members = &g.members;
         let entries = &self.entries;
         // In position order, which is the order a full evaluation meets them in: ties of key
         // and name keep it.
