@@ -383,6 +383,23 @@ impl PolicyView {
     }
 }
 
+impl PolicyView {
+    /// A stored or submitted policy object of `kind` (`RetentionPolicy` or
+    /// `ClusterRetentionPolicy`), as the controller and the admission webhook read it; the error
+    /// says what of the object does not fit the schema.
+    pub fn from_object(kind: &str, obj: &serde_json::Value) -> Result<PolicyView, String> {
+        if kind == "ClusterRetentionPolicy" {
+            serde_json::from_value::<ClusterRetentionPolicy>(obj.clone())
+                .map(|p| PolicyView::from(&p))
+                .map_err(|e| e.to_string())
+        } else {
+            serde_json::from_value::<RetentionPolicy>(obj.clone())
+                .map(|p| PolicyView::from(&p))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
 impl From<&RetentionPolicy> for PolicyView {
     fn from(p: &RetentionPolicy) -> Self {
         PolicyView {

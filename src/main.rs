@@ -195,6 +195,14 @@ struct RunArgs {
     /// several controllers can split the policies of one cluster between them.
     #[arg(long)]
     policy_selector: Option<String>,
+    /// Serve the validating admission webhook with the certificate in this directory
+    /// (`tls.crt` and `tls.key`, as a mounted kubernetes.io/tls Secret holds them; read again
+    /// when they change). Off when unset.
+    #[arg(long)]
+    webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Where the admission webhook listens (HTTPS, path /validate).
+    #[arg(long, default_value = "0.0.0.0:9443", requires = "webhook_cert_dir")]
+    webhook_addr: std::net::SocketAddr,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -246,6 +254,12 @@ async fn run_controller(args: RunArgs) -> Result<String, String> {
         api_connect_timeout: args.api_connect_timeout,
         api_read_timeout: args.api_read_timeout,
         evaluation_concurrency: args.evaluation_concurrency,
+        webhook: args
+            .webhook_cert_dir
+            .map(|cert_dir| retainer::admission::WebhookOptions {
+                addr: args.webhook_addr,
+                cert_dir,
+            }),
     };
     retainer::controller::run(config, opts)
         .await

@@ -28,10 +28,7 @@ use super::sweep::{
     Fresh, InUse, Outcome, PAUSE_LIMIT, Recheck, SweepPlan, candidate_mark_keys, plan_sweep,
 };
 use super::{FIELD_MANAGER, SWEEP_NOW_ANNOTATION, Shared, now_secs};
-use crate::api::{
-    ClusterRetentionPolicy, PolicyView, RetentionPolicy, RetentionPolicyStatus, SweepRecord,
-    TargetKind,
-};
+use crate::api::{PolicyView, RetentionPolicyStatus, SweepRecord, TargetKind};
 use crate::engine::{
     CompiledPolicy, Evaluation, OverBudget, PolicyError, Snapshot, evaluate_within, labels_of,
     selects,
@@ -363,16 +360,12 @@ impl Worker {
             }
             self.state = PolicyState::first_seen(uid, obj);
         }
-        let view = match view_of(&self.kind, obj) {
+        let view = match PolicyView::from_object(&self.kind.kind, obj) {
             Ok(v) => v,
             Err(e) => {
                 // Nothing is read until the policy is edited.
                 self.set_reads(Vec::new());
-                let r = Readiness {
-                    ready: false,
-                    reason: status::ready::INVALID_TARGET,
-                    message: format!("spec: {e}"),
-                };
+                let r = Readiness::unreadable(&e);
                 self.write_not_ready(obj, &r, now).await;
                 return Next::Wait(None);
             }
@@ -1329,18 +1322,6 @@ pub(super) fn policy_key(obj: &Json) -> String {
     match obj.pointer("/metadata/namespace").and_then(Json::as_str) {
         Some(ns) => format!("{ns}/{name}"),
         None => name.to_string(),
-    }
-}
-
-fn view_of(kind: &Kind, obj: &Json) -> Result<PolicyView, String> {
-    if kind.kind == "RetentionPolicy" {
-        serde_json::from_value::<RetentionPolicy>(obj.clone())
-            .map(|p| PolicyView::from(&p))
-            .map_err(|e| e.to_string())
-    } else {
-        serde_json::from_value::<ClusterRetentionPolicy>(obj.clone())
-            .map(|p| PolicyView::from(&p))
-            .map_err(|e| e.to_string())
     }
 }
 
