@@ -3,7 +3,7 @@
 //! workers do the I/O around them.
 //!
 //! Execution model (docs/execution.md): one supervisor task turns the policy caches into one
-//! worker task per policy (worker.rs), and each worker evaluates, reads its registry, sweeps and
+//! worker task per policy (worker/), and each worker evaluates, reads its registry, sweeps and
 //! writes status on its own, so that no policy waits for another. What they share is in
 //! `Shared`: the caches, the reference index, discovery, the manifest cache, a bounded number
 //! of evaluation slots and one delete rate limiter. Shutdown, a lost lease, an edit, `suspend`
