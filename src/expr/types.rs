@@ -105,6 +105,8 @@ const OVERLOADS: &str = r"
 _?_:_(bool, A, A) -> A
 !_(bool) -> bool
 @not_strictly_false(bool) -> bool
+# transformMapEntry's step (comprehensions.rs), cel-go's `cel.@mapInsert(map, map)`
+@mapMerge(map(K, V), map(K, V)) -> map(K, V)
 _==_(A, A) -> bool
 _!=_(A, A) -> bool
 # arithmetic
@@ -1264,6 +1266,14 @@ impl Checker {
             && self.lookup(ns).is_none()
         {
             let qualified = format!("{ns}.{name}");
+            // The format namespace is Kubernetes' alone and retainer has all of it, so a name
+            // it lacks (`format.nope()`) can never evaluate: refused, as cel-go refuses it.
+            if ns == "format" && !TABLE.contains_key(&qualified) {
+                return Err(TypeError {
+                    id: e.id,
+                    message: format!("undeclared reference to '{qualified}'"),
+                });
+            }
             if TABLE.contains_key(&qualified) || NAMESPACES.contains(&ns.as_str()) {
                 return self.resolve(e.id, &qualified, None, &arg_types);
             }
