@@ -14,6 +14,7 @@ mod net;
 mod quantity;
 mod semver;
 mod sets;
+mod string_format;
 mod types;
 mod url;
 
@@ -318,6 +319,7 @@ fn build_env() -> Env {
     net::register(&mut env).expect("ip and cidr libraries register on a fresh env");
     url::register(&mut env).expect("url library registers on a fresh env");
     format::register(&mut env).expect("format library registers on a fresh env");
+    string_format::register(&mut env).expect("string format registers on a fresh env");
     sets::register(&mut env).expect("sets library registers on a fresh env");
     comprehensions::register(&mut env)
         .expect("two-variable comprehensions register on a fresh env");
