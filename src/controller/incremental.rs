@@ -51,7 +51,7 @@ pub struct Tracked {
 impl Tracked {
     /// How many objects the state holds (those the policy selects).
     pub fn len(&self) -> usize {
-        self.state.objects().count()
+        self.state.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -195,9 +195,8 @@ enum Ranked {
 }
 
 struct Entry {
-    /// The object as far as anything after `store` reads it (`kept_fields`): what identifies
-    /// it and what the expressions read. The whole object for OCI artifacts.
-    obj: Json,
+    /// The object as far as anything after `store` reads it.
+    obj: Stored,
     /// `selects_itself` of the whole object.
     selected: bool,
     /// `guard` of the whole object.
@@ -212,11 +211,142 @@ struct Entry {
     result: Option<Arc<ObjectResult>>,
 }
 
+/// A group's ranked members, and how many of their keys are of each kind: keys of two kinds do
+/// not compare, which is every member's error.
+#[derive(Default)]
+struct Group {
+    members: BTreeSet<Pos>,
+    kinds: BTreeMap<&'static str, usize>,
+    /// When keep reads neither rank nor groupSize: the standing every member was given last
+    /// (`Ranked::Mixed`, or `Ranked::At` with no rank), so that a change that leaves it as it
+    /// was touches only the members that joined.
+    standing: Option<Ranked>,
+}
+
+/// An object as an evaluation keeps it between changes.
+enum Stored {
+    /// OCI artifacts, evaluated whole on every change.
+    Whole(Json),
+    /// A Kubernetes object: what identifies it is its position (namespace, name, uid); besides
+    /// that, only what the expressions read, as compact JSON text, parsed again when they run.
+    /// A parsed object costs a few hundred bytes a map; its text, tens.
+    Parts {
+        /// The fields the expressions read (`kept_fields`) but metadata's identity; None when
+        /// they read none.
+        fields: Option<Box<str>>,
+        resource_version: Option<Box<str>>,
+        creation_timestamp: Option<Box<str>>,
+    },
+}
+
+impl Stored {
+    fn of(kept: Option<&FieldTree>, mut obj: Json) -> Stored {
+        let Some(kept) = kept else {
+            return Stored::Whole(obj);
+        };
+        let take = |obj: &mut Json, field: &str| -> Option<Box<str>> {
+            let meta = obj.get_mut("metadata")?.as_object_mut()?;
+            match meta.remove(field)? {
+                Json::String(s) => Some(s.into_boxed_str()),
+                _ => None,
+            }
+        };
+        let resource_version = take(&mut obj, "resourceVersion");
+        let creation_timestamp = take(&mut obj, "creationTimestamp");
+        kept.prune(&mut obj);
+        if let Some(meta) = obj.get_mut("metadata").and_then(Json::as_object_mut) {
+            for f in ["name", "namespace", "uid"] {
+                meta.remove(f);
+            }
+            if meta.is_empty() {
+                obj.as_object_mut().map(|m| m.remove("metadata"));
+            }
+        }
+        let empty = obj.as_object().is_some_and(|m| m.is_empty());
+        Stored::Parts {
+            // Serializing a JSON value cannot fail: its keys are strings.
+            fields: (!empty).then(|| obj.to_string().into_boxed_str()),
+            resource_version,
+            creation_timestamp,
+        }
+    }
+
+    /// The object as the expressions and the engine read it: identity and the kept fields.
+    fn object(&self, kind: &str, pos: &Pos) -> Json {
+        let (fields, resource_version, creation_timestamp) = match self {
+            Stored::Whole(obj) => return obj.clone(),
+            Stored::Parts {
+                fields,
+                resource_version,
+                creation_timestamp,
+            } => (fields, resource_version, creation_timestamp),
+        };
+        // The text was written from a JSON object just above, so it parses to one.
+        let mut obj = fields
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<Json>(t).ok())
+            .filter(Json::is_object)
+            .unwrap_or_else(|| Json::Object(Default::default()));
+        let Some(top) = obj.as_object_mut() else {
+            return obj;
+        };
+        top.entry("kind").or_insert_with(|| Json::from(kind));
+        let meta = top
+            .entry("metadata")
+            .or_insert_with(|| Json::Object(Default::default()));
+        if let Some(meta) = meta.as_object_mut() {
+            let (namespace, name, id) = pos;
+            if !namespace.is_empty() {
+                meta.insert("namespace".into(), Json::from(namespace.as_str()));
+            }
+            if !name.is_empty() {
+                meta.insert("name".into(), Json::from(name.as_str()));
+            }
+            if !id.starts_with("name:") {
+                meta.insert("uid".into(), Json::from(id.as_str()));
+            }
+            if let Some(v) = resource_version {
+                meta.insert("resourceVersion".into(), Json::from(&**v));
+            }
+            if let Some(t) = creation_timestamp {
+                meta.insert("creationTimestamp".into(), Json::from(&**t));
+            }
+        }
+        obj
+    }
+
+    /// Whether two stored forms are of the same object version: by resourceVersion when both
+    /// have one, as Kubernetes gives a changed object a new one; otherwise by what is kept.
+    fn same(&self, other: &Stored) -> bool {
+        match (self, other) {
+            (Stored::Whole(a), Stored::Whole(b)) => unchanged(a, b),
+            (
+                Stored::Parts {
+                    fields: fa,
+                    resource_version: va,
+                    creation_timestamp: ca,
+                },
+                Stored::Parts {
+                    fields: fb,
+                    resource_version: vb,
+                    creation_timestamp: cb,
+                },
+            ) => match (va.as_deref(), vb.as_deref()) {
+                (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => a == b,
+                _ => fa == fb && va == vb && ca == cb,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// The dirty sets of one `apply`.
 #[derive(Default)]
 struct Pending {
     place: BTreeSet<Pos>,
     groups: BTreeSet<String>,
+    /// Members that joined each group since it was last ranked.
+    joined: HashMap<String, Vec<Pos>>,
     decide: BTreeSet<Pos>,
     decide_all: bool,
 }
@@ -238,7 +368,7 @@ pub struct IncrementalEvaluation {
     entries: BTreeMap<Pos, Entry>,
     positions: HashMap<String, Pos>,
     /// The ranked members of each group.
-    groups: HashMap<String, BTreeSet<Pos>>,
+    groups: HashMap<String, Group>,
     summary: Counts,
     /// OCI: the last evaluation, made whole.
     whole: Option<Evaluation>,
@@ -382,7 +512,12 @@ impl IncrementalEvaluation {
                 if e.placement.is_none() {
                     continue;
                 }
-                let found = referrers_of(self.kind, &e.obj, world.refs, &self.custom);
+                let found = referrers_of(
+                    self.kind,
+                    &e.obj.object(self.kind.as_str(), pos),
+                    world.refs,
+                    &self.custom,
+                );
                 if found != e.referrers {
                     e.referrers = found;
                     pending.decide.insert(pos.clone());
@@ -439,16 +574,28 @@ impl IncrementalEvaluation {
         }
     }
 
-    /// Every object stored, governed or not, in the order of the results.
-    pub fn objects(&self) -> impl Iterator<Item = &Json> {
-        self.entries.values().map(|e| &e.obj)
+    /// How many objects are stored, governed or not.
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 
-    /// The snapshot a full evaluation would be given for the same state: `evaluate` of it
-    /// equals `evaluation()`.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The snapshot a full evaluation is given: the OCI artifacts stored, whole, in the order
+    /// of the results. Kubernetes objects are not kept whole, so none are in it: a caller
+    /// comparing with a full evaluation keeps its own copy of them.
     pub fn snapshot<'a>(&'a self, world: &World<'a>) -> Snapshot<'a> {
         Snapshot {
-            objects: self.objects().collect(),
+            objects: self
+                .entries
+                .values()
+                .filter_map(|e| match &e.obj {
+                    Stored::Whole(obj) => Some(obj),
+                    Stored::Parts { .. } => None,
+                })
+                .collect(),
             refs: world.refs,
             custom_referrers: world.custom_referrers.to_vec(),
             namespace_labels: world.namespace_labels,
@@ -458,22 +605,22 @@ impl IncrementalEvaluation {
 
     fn store(&mut self, policy: &CompiledPolicy, change: ObjectChange, pending: &mut Pending) {
         match change {
-            ObjectChange::Upsert(mut obj) => {
+            ObjectChange::Upsert(obj) => {
                 let id = identity(&obj);
                 let selected = selects_itself(policy, &obj);
                 let guarded = guard(self.kind, &obj);
-                if let Some(kept) = &self.kept {
-                    kept.prune(&mut obj);
-                }
+                let pos = position(&obj, id.clone());
+                let obj = Stored::of(self.kept.as_ref(), obj);
                 if let Some(old) = self.positions.get(&id).cloned() {
-                    if self.entries.get(&old).is_some_and(|e| {
-                        e.selected == selected && e.guard == guarded && unchanged(&e.obj, &obj)
-                    }) {
+                    if old == pos
+                        && self.entries.get(&old).is_some_and(|e| {
+                            e.selected == selected && e.guard == guarded && e.obj.same(&obj)
+                        })
+                    {
                         return;
                     }
                     self.forget(&old, pending);
                 }
-                let pos = position(&obj, id.clone());
                 self.positions.insert(id, pos.clone());
                 self.entries.insert(
                     pos.clone(),
@@ -502,17 +649,25 @@ impl IncrementalEvaluation {
         let Some(mut e) = self.entries.remove(pos) else {
             return;
         };
-        if let Some(group) = e.placement.as_ref().and_then(Placement::ranked_in) {
-            self.leave(group, pos, pending);
+        if let Some(p) = &e.placement
+            && let (Some(group), Some(key)) = (p.ranked_in(), &p.key)
+        {
+            self.leave(group, key.kind(), pos, pending);
         }
         set_result(&mut self.summary, &mut self.generation, &mut e, None);
         pending.place.remove(pos);
         pending.decide.remove(pos);
     }
 
-    fn leave(&mut self, group: &str, pos: &Pos, pending: &mut Pending) {
-        if let Some(members) = self.groups.get_mut(group) {
-            members.remove(pos);
+    fn leave(&mut self, group: &str, kind: &'static str, pos: &Pos, pending: &mut Pending) {
+        if let Some(g) = self.groups.get_mut(group)
+            && g.members.remove(pos)
+            && let Some(n) = g.kinds.get_mut(kind)
+        {
+            *n -= 1;
+            if *n == 0 {
+                g.kinds.remove(kind);
+            }
         }
         pending.groups.insert(group.to_string());
     }
@@ -545,7 +700,8 @@ impl IncrementalEvaluation {
             return;
         };
         let placement = if e.selected && selects_namespace(policy, &pos.0, world.namespace_labels) {
-            let mut row = Row::new(policy, &e.obj, world.now);
+            let obj = e.obj.object(self.kind.as_str(), &pos);
+            let mut row = Row::new(policy, &obj, world.now);
             place(policy, &mut row, now).then(|| Placement {
                 group: row.group,
                 key: row.key,
@@ -557,19 +713,25 @@ impl IncrementalEvaluation {
         if Placement::same(e.placement.as_ref(), placement.as_ref()) {
             return;
         }
-        let old = e
-            .placement
-            .as_ref()
-            .and_then(Placement::ranked_in)
-            .map(String::from);
-        if let Some(group) = old {
-            self.leave(&group, &pos, pending);
+        let old = e.placement.as_ref().and_then(|p| {
+            let key = p.key.as_ref()?;
+            Some((p.ranked_in()?.to_string(), key.kind()))
+        });
+        if let Some((group, kind)) = old {
+            self.leave(&group, kind, &pos, pending);
         }
-        if let Some(group) = placement.as_ref().and_then(Placement::ranked_in) {
-            self.groups
+        if let Some(p) = &placement
+            && let (Some(group), Some(key)) = (p.ranked_in(), &p.key)
+        {
+            let g = self.groups.entry(group.to_string()).or_default();
+            if g.members.insert(pos.clone()) {
+                *g.kinds.entry(key.kind()).or_default() += 1;
+            }
+            pending
+                .joined
                 .entry(group.to_string())
                 .or_default()
-                .insert(pos.clone());
+                .push(pos.clone());
             pending.groups.insert(group.to_string());
         }
         let Some(e) = self.entries.get_mut(&pos) else {
@@ -588,13 +750,45 @@ impl IncrementalEvaluation {
     /// Ranks one group again; members whose rank or group size changed are decided again, if
     /// keep reads either (or the group's keys stopped or started comparing).
     fn rank(&mut self, group: &str, pending: &mut Pending) {
-        let Some(members) = self.groups.get(group) else {
+        let joined = pending.joined.remove(group).unwrap_or_default();
+        let Some(g) = self.groups.get_mut(group) else {
             return;
         };
-        if members.is_empty() {
+        if g.members.is_empty() {
             self.groups.remove(group);
             return;
         }
+        if !self.keep_reads_rank {
+            // Nothing reads the order: only whether the keys compare matters, which the
+            // counts of key kinds tell without sorting.
+            let want = if g.kinds.len() > 1 {
+                Ranked::Mixed(super::mixed_keys_message(group, g.kinds.keys().copied()))
+            } else {
+                Ranked::At { rank: 0, size: 0 }
+            };
+            let targets: Vec<Pos> = if g.standing.as_ref() == Some(&want) {
+                joined
+            } else {
+                g.members.iter().cloned().collect()
+            };
+            g.standing = Some(want.clone());
+            for pos in targets {
+                if let Some(e) = self.entries.get_mut(&pos)
+                    && e.ranked.as_ref() != Some(&want)
+                {
+                    let seen = !matches!(
+                        (&e.ranked, &want),
+                        (Some(Ranked::At { .. }), Ranked::At { .. })
+                    );
+                    e.ranked = Some(want.clone());
+                    if seen {
+                        pending.decide.insert(pos);
+                    }
+                }
+            }
+            return;
+        }
+        let members = &g.members;
         let entries = &self.entries;
         // In position order, which is the order a full evaluation meets them in: ties of key
         // and name keep it.
@@ -606,7 +800,7 @@ impl IncrementalEvaluation {
                 let key = e
                     .and_then(|e| e.placement.as_ref())
                     .and_then(|pl| pl.key.as_ref());
-                (p, key, e.map(|e| sort_name(&e.obj)).unwrap_or(""))
+                (p, key, e.map(|e| sort_name_of(&e.obj, p)).unwrap_or(""))
             })
             .collect();
         let ranked = rank_group(group, &mut order, |m| m.1, |m| m.2);
@@ -662,7 +856,8 @@ impl IncrementalEvaluation {
         let Some(placement) = &e.placement else {
             return;
         };
-        let mut row = Row::new(policy, &e.obj, world.now);
+        let obj = e.obj.object(self.kind.as_str(), pos);
+        let mut row = Row::new(policy, &obj, world.now);
         row.guarded = e.guard;
         row.group = placement.group.clone();
         row.decided = placement.decided.clone();
@@ -677,7 +872,7 @@ impl IncrementalEvaluation {
             }
             None => {}
         }
-        row.referrers = referrers_of(self.kind, &e.obj, world.refs, &self.custom);
+        row.referrers = referrers_of(self.kind, &obj, world.refs, &self.custom);
         let result = row.result(self.kind, decide(policy, &self.custom, now, &row, None));
         let referrers = std::mem::take(&mut row.referrers);
         drop(row);
@@ -685,6 +880,15 @@ impl IncrementalEvaluation {
             e.referrers = referrers;
             set_result(&mut self.summary, &mut self.generation, e, Some(result));
         }
+    }
+}
+
+/// The name an object is ranked by among equal keys: its name, or an artifact's digest, which
+/// is what its position holds second.
+fn sort_name_of<'a>(obj: &'a Stored, pos: &'a Pos) -> &'a str {
+    match obj {
+        Stored::Whole(obj) => sort_name(obj),
+        Stored::Parts { .. } => &pos.1,
     }
 }
 
