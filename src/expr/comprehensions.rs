@@ -1,7 +1,7 @@
 //! The two-variable comprehensions Kubernetes' CEL environment has and cel-rust lacks:
-//! `all(i, v, p)`, `exists(i, v, p)`, `existsOne(i, v, p)`, `transformList(i, v, [f,] t)` and
-//! `transformMap(k, v, [f,] t)`, where `i`/`k` is a list index or map key and `v` the element or
-//! value.
+//! `all(i, v, p)`, `exists(i, v, p)`, `existsOne(i, v, p)`, `transformList(i, v, [f,] t)`,
+//! `transformMap(k, v, [f,] t)` and `transformMapEntry(k, v, [f,] m)`, where `i`/`k` is a list
+//! index or map key and `v` the element or value.
 //!
 //! The interpreter evaluates one loop variable only, so each macro becomes a one-variable
 //! comprehension over `@entries(target)`, the `[key, value]` pairs of the list or map, and the
@@ -24,6 +24,9 @@ use cel::{DeclarationError, Env, ExecutionError, Value};
 
 pub(super) const ENTRIES: &str = "@entries";
 const MAP_INSERT: &str = "@mapInsert";
+/// transformMapEntry's step: the entries of a map added to the result, a key already there an
+/// error (cel-go's `cel.@mapInsert(map, map)`).
+pub(super) const MAP_MERGE: &str = "@mapMerge";
 const RESULT: &str = "@result";
 
 pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
@@ -34,6 +37,12 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
         vec![DYN_TYPE, DYN_TYPE, DYN_TYPE],
         map_insert,
     )?;
+    env.add_overload(
+        MAP_MERGE,
+        "mapMerge_map_map",
+        vec![DYN_TYPE, DYN_TYPE],
+        map_merge,
+    )?;
     for (name, args, kind) in [
         ("all", 3, Kind::All),
         ("exists", 3, Kind::Exists),
@@ -42,6 +51,8 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
         ("transformList", 4, Kind::TransformList),
         ("transformMap", 3, Kind::TransformMap),
         ("transformMap", 4, Kind::TransformMap),
+        ("transformMapEntry", 3, Kind::TransformMapEntry),
+        ("transformMapEntry", 4, Kind::TransformMapEntry),
     ] {
         env.add_macro(Macro::receiver(name, args, move |helper, target, args| {
             expand(kind, helper, target, args)
@@ -57,6 +68,7 @@ enum Kind {
     ExistsOne,
     TransformList,
     TransformMap,
+    TransformMapEntry,
 }
 
 /// Loop variables of different expansions must differ: a body's own two-variable macro is
@@ -77,6 +89,10 @@ fn expand(
         *target = Some(range);
         return Ok(None);
     };
+    if key == value {
+        // One name cannot be both the index (or key) and the element, as cel-go refuses it.
+        return Err(helper.new_error(second.id, format!("duplicate variable name: {key}")));
+    }
     let (key, value) = (key.clone(), value.clone());
     let pair = format!("@it{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let mut rest: Vec<IdedExpr> = args.drain(2..).collect();
@@ -187,6 +203,20 @@ fn expand(
                     func_name: MAP_INSERT.into(),
                     target: None,
                     args: vec![accu, key, t],
+                }))
+            }) else {
+                return Ok(None);
+            };
+            (init, always, step, result(helper))
+        }
+        Kind::TransformMapEntry => {
+            let init = helper.next_expr(Expr::Map(MapExpr::default()));
+            let Some(step) = guarded(helper, rest, &|helper, t| {
+                let accu = helper.next_expr(Expr::Ident(RESULT.into()));
+                helper.next_expr(Expr::Call(CallExpr {
+                    func_name: MAP_MERGE.into(),
+                    target: None,
+                    args: vec![accu, t],
                 }))
             }) else {
                 return Ok(None);
@@ -356,6 +386,48 @@ fn map_insert<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     }))
 }
 
+/// The result map with the entries of the step's map added; a key the result already has is
+/// an error, as in cel-go: two entries would otherwise decide silently which value wins.
+fn map_merge<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    let [map, update] = args.as_slice() else {
+        return Err(ExecutionError::function_error(
+            MAP_MERGE,
+            "want 2 arguments",
+        ));
+    };
+    let (Value::Map(map), Value::Map(update)) =
+        (Value::try_from(&**map)?, Value::try_from(&**update)?)
+    else {
+        return Err(ExecutionError::function_error(
+            "transformMapEntry",
+            "the transform must be a map",
+        ));
+    };
+    let mut entries: HashMap<Key, Value> = (*map.map).clone();
+    for (k, v) in update.map.iter() {
+        if entries.contains_key(k) {
+            return Err(ExecutionError::function_error(
+                "transformMapEntry",
+                format!("insert failed: key {} already exists", key_text(k)),
+            ));
+        }
+        entries.insert(k.clone(), v.clone());
+    }
+    ret(Value::Map(Map {
+        map: Arc::new(entries),
+    }))
+}
+
+/// A key as cel-go's message shows it.
+fn key_text(k: &Key) -> String {
+    match k {
+        Key::Int(i) => i.to_string(),
+        Key::Uint(u) => u.to_string(),
+        Key::Bool(b) => b.to_string(),
+        Key::String(s) => s.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use cel::{Context, Value};
@@ -386,6 +458,16 @@ mod tests {
             eval("[1, 1].existsOne(i, v, v == 1)"),
             Ok(Value::Bool(false))
         );
+        assert_eq!(
+            eval("{'a': 1, 'b': 2}.transformMapEntry(k, v, v > 1, {v: k})"),
+            eval("{2: 'b'}")
+        );
+        assert_eq!(
+            eval("['x', 'y'].transformMapEntry(i, v, {v: i, v + v: i})"),
+            eval("{'x': 0, 'xx': 0, 'y': 1, 'yy': 1}")
+        );
+        // Two entries for one key: an error, not a silent choice.
+        assert!(eval("[1, 2].transformMapEntry(i, v, {'same': v})").is_err());
     }
 
     #[test]

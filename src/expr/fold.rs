@@ -15,6 +15,8 @@
 //!   and reads it as RE2 does, as Kubernetes does (`find` and `findAll` already did).
 //! - `duration` and `timestamp` call retainer's own functions, which read a string as Go's
 //!   `time.ParseDuration` and `time.Parse(time.RFC3339, ...)` do, as cel-go does.
+//! - `<string>.format(<list>)` calls retainer's own function (string_format.rs), which writes
+//!   what Kubernetes' version of cel-go's strings extension writes.
 //!
 //! The static checks and the field projection run on the tree as written; only evaluation uses
 //! the rewritten one.
@@ -90,6 +92,9 @@ fn fold(e: &IdedExpr, consts: &mut Vec<Box<dyn Val>>) -> IdedExpr {
             call.args = call.args.iter().map(|a| fold(a, consts)).collect();
             if call.func_name == "matches" {
                 call.func_name = MATCHES.to_string();
+            }
+            if call.func_name == "format" && call.target.is_some() && call.args.len() == 1 {
+                call.func_name = super::string_format::FORMAT.to_string();
             }
             if call.target.is_none() && call.args.len() == 1 {
                 match call.func_name.as_str() {

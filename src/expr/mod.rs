@@ -6,13 +6,17 @@
 mod comprehensions;
 mod convert;
 mod fold;
+mod format;
+mod gofmt;
 mod library;
 mod message;
 mod net;
 mod quantity;
 mod semver;
 mod sets;
+mod string_format;
 mod types;
+mod url;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
@@ -25,10 +29,12 @@ use cel::{Context, Env, Program, Value};
 use thiserror::Error;
 
 pub use convert::{FieldTree, json_to_val, project};
+pub use format::NamedFormat;
 pub use message::error_message;
 pub use net::{Cidr, Ip};
 pub use quantity::Quantity;
 pub use semver::Semver;
+pub use url::Url;
 
 /// Variables every expression sees.
 pub const VAR_OBJECT: &str = "object";
@@ -311,6 +317,9 @@ fn build_env() -> Env {
     quantity::register(&mut env).expect("quantity library registers on a fresh env");
     library::register(&mut env).expect("Kubernetes libraries register on a fresh env");
     net::register(&mut env).expect("ip and cidr libraries register on a fresh env");
+    url::register(&mut env).expect("url library registers on a fresh env");
+    format::register(&mut env).expect("format library registers on a fresh env");
+    string_format::register(&mut env).expect("string format registers on a fresh env");
     sets::register(&mut env).expect("sets library registers on a fresh env");
     comprehensions::register(&mut env)
         .expect("two-variable comprehensions register on a fresh env");
@@ -502,6 +511,8 @@ pub fn type_name(v: &Value) -> &'static str {
         Value::Opaque(o) if o.downcast_ref::<Quantity>().is_some() => "quantity",
         Value::Opaque(o) if o.downcast_ref::<Ip>().is_some() => "ip",
         Value::Opaque(o) if o.downcast_ref::<Cidr>().is_some() => "cidr",
+        Value::Opaque(o) if o.downcast_ref::<Url>().is_some() => "url",
+        Value::Opaque(o) if o.downcast_ref::<NamedFormat>().is_some() => "format",
         Value::Opaque(_) => "opaque",
         Value::Struct(_) => "struct",
         Value::Null => "null",
@@ -550,6 +561,8 @@ const KNOWN_IDENTS: &[&str] = &[
     "base64",
     // `ip.isCanonical(s)`
     "ip",
+    // `format.named(s)`, `format.dns1123Label()`, ...
+    "format",
     "int",
     "uint",
     "double",

@@ -955,3 +955,59 @@ fn value_libraries_work_on_object_data() {
         assert!(eval_with(Field::Keep, failing, &obj).is_err(), "{failing}");
     }
 }
+
+/// The url and format libraries and transformMapEntry on strings and maps read from the object
+/// at run time, where nothing can be folded at compile time.
+#[test]
+fn url_and_format_libraries_work_on_object_data() {
+    let obj = json!({
+        "metadata": {"name": "web-1", "labels": {"app": "web", "Bad Key": "x"}},
+        "spec": {"endpoint": "HTTPS://user@[2001:db8::1]:8443/a b?tag=v1&tag=v2;x#top",
+                 "relative": "registry/repo", "id": "123e4567-e89b-12d3-a456-426614174000",
+                 "day": "2025-02-29"}
+    });
+    let cases: &[(&str, &str)] = &[
+        ("url(object.spec.endpoint).getScheme()", "'https'"),
+        ("url(object.spec.endpoint).getHostname()", "'2001:db8::1'"),
+        ("url(object.spec.endpoint).getPort()", "'8443'"),
+        ("url(object.spec.endpoint).getEscapedPath()", "'/a%20b'"),
+        // `tag=v2;x` holds a semicolon, so ParseQuery drops it.
+        ("url(object.spec.endpoint).getQuery()", "{'tag': ['v1']}"),
+        (
+            "url(object.spec.endpoint) == url('https://user@[2001:db8::1]:8443/a%20b?tag=v1&tag=v2;x#top')",
+            "true",
+        ),
+        ("isURL(object.spec.relative)", "false"),
+        (
+            "format.dns1123Label().validate(object.metadata.name).hasValue()",
+            "false",
+        ),
+        ("format.uuid().validate(object.spec.id)", "optional.none()"),
+        (
+            "format.date().validate(object.spec.day)",
+            "optional.of(['invalid date'])",
+        ),
+        (
+            "format.named('labelValue').value().validate(object.metadata.labels.app).hasValue()",
+            "false",
+        ),
+        (
+            "object.metadata.labels.transformMapEntry(k, v, format.qualifiedName().validate(k).hasValue(), {k: v})",
+            "{'Bad Key': 'x'}",
+        ),
+    ];
+    for (from_object, constant) in cases {
+        let got = eval_with(Field::Keep, from_object, &obj)
+            .unwrap_or_else(|e| panic!("{from_object}: {e}"));
+        let want =
+            eval_with(Field::Keep, constant, &obj).unwrap_or_else(|e| panic!("{constant}: {e}"));
+        assert_eq!(got, want, "{from_object}");
+    }
+    for failing in [
+        "url(object.spec.relative)",
+        "url(object.metadata).getHost()",
+        "object.metadata.labels.transformMapEntry(k, v, {'same': v})",
+    ] {
+        assert!(eval_with(Field::Keep, failing, &obj).is_err(), "{failing}");
+    }
+}

@@ -18,6 +18,8 @@ use std::sync::LazyLock;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 
+use super::string_format::{self, Failure, Verb};
+
 /// A CEL type as the checker sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Ty {
@@ -105,6 +107,8 @@ const OVERLOADS: &str = r"
 _?_:_(bool, A, A) -> A
 !_(bool) -> bool
 @not_strictly_false(bool) -> bool
+# transformMapEntry's step (comprehensions.rs), cel-go's `cel.@mapInsert(map, map)`
+@mapMerge(map(K, V), map(K, V)) -> map(K, V)
 _==_(A, A) -> bool
 _!=_(A, A) -> bool
 # arithmetic
@@ -803,6 +807,18 @@ pub(crate) struct TypeError {
     pub message: String,
 }
 
+/// A type's name as cel-go's format messages give it: its kind's, without parameters.
+fn format_type_name(t: &Ty) -> String {
+    match t {
+        Ty::Null => "null_type".into(),
+        Ty::List(_) => "list".into(),
+        Ty::Map(..) => "map".into(),
+        Ty::Type(_) => "type".into(),
+        Ty::Optional(_) => "optional_type".into(),
+        other => other.to_string(),
+    }
+}
+
 /// The names a type name denotes as a value (`type(x) == string`).
 fn type_name(name: &str) -> Option<Ty> {
     Some(match name {
@@ -852,6 +868,7 @@ pub(crate) fn check(root: &IdedExpr, vars: &[(&str, Ty)]) -> Result<Ty, TypeErro
     };
     let t = c.check(root)?;
     c.homogeneous(root, false)?;
+    c.format_literals(root)?;
     Ok(c.subst.apply(&t, true))
 }
 
@@ -940,6 +957,125 @@ impl Checker {
         }
         for c in super::children(e) {
             self.homogeneous(c, in_format)?;
+        }
+        Ok(())
+    }
+
+    /// cel-go's `stringFormatValidator`, which the strings extension adds to Kubernetes'
+    /// environment: a literal format string applied to a list literal must have a valid clause
+    /// for each argument, no argument left over, and arguments whose type can suit their
+    /// clause (dyn always can). What it refuses could only fail when evaluated.
+    fn format_literals(&self, root: &IdedExpr) -> Result<(), TypeError> {
+        let mut stack = vec![root];
+        while let Some(e) = stack.pop() {
+            stack.extend(super::children(e));
+            let Expr::Call(call) = &e.expr else { continue };
+            let (Some(target), [arg]) = (call.target.as_deref(), call.args.as_slice()) else {
+                continue;
+            };
+            let (Expr::Literal(LiteralValue::String(text)), Expr::List(list)) =
+                (&target.expr, &arg.expr)
+            else {
+                continue;
+            };
+            if call.func_name != "format" {
+                continue;
+            }
+            let args = &list.elements;
+            let checked =
+                string_format::interpolate(text.inner(), args.len(), |i, verb| match args.get(i) {
+                    Some(a) => self.format_arg(a, verb).map(|()| String::new()),
+                    None => Ok(String::new()),
+                });
+            let clauses = match checked {
+                Ok((_, clauses)) => clauses,
+                Err(Failure::Text(message)) => return Err(TypeError { id: e.id, message }),
+                Err(Failure::Clause(err)) => return Err(err),
+            };
+            if args.len() > clauses {
+                return Err(TypeError {
+                    id: e.id,
+                    message: format!(
+                        "too many arguments supplied to string.format (expected {clauses}, got {})",
+                        args.len()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the argument's type can suit the clause, by its kind only (cel-go's
+    /// `stringFormatChecker`).
+    fn format_arg(&self, arg: &IdedExpr, verb: Verb) -> Result<(), TypeError> {
+        let t = self.final_type(arg.id);
+        let (ok, what) = match verb {
+            Verb::String => return self.format_string_arg(arg),
+            Verb::Decimal => (
+                matches!(t, Ty::Int | Ty::Uint),
+                "decimal clause can only be used on integers",
+            ),
+            Verb::Fixed(_) => (
+                matches!(t, Ty::Double | Ty::String),
+                "fixed-point clause can only be used on doubles",
+            ),
+            Verb::Scientific(_) => (
+                matches!(t, Ty::Double | Ty::String),
+                "scientific clause can only be used on doubles",
+            ),
+            Verb::Binary => (
+                matches!(t, Ty::Int | Ty::Uint | Ty::Bool),
+                "only integers and bools can be formatted as binary",
+            ),
+            Verb::Hex { .. } => (
+                matches!(t, Ty::Int | Ty::Uint | Ty::String | Ty::Bytes),
+                "only integers, byte buffers, and strings can be formatted as hex",
+            ),
+            Verb::Octal => (
+                matches!(t, Ty::Int | Ty::Uint),
+                "octal clause can only be used on integers",
+            ),
+        };
+        if ok || t.is_dyn() {
+            return Ok(());
+        }
+        Err(TypeError {
+            id: arg.id,
+            message: format!(
+                "error during formatting: {what}, was given {}",
+                format_type_name(&t)
+            ),
+        })
+    }
+
+    /// `%s` takes any type but optionals and the libraries' own; into list and map literals
+    /// it looks at each element, key and value.
+    fn format_string_arg(&self, arg: &IdedExpr) -> Result<(), TypeError> {
+        let t = self.final_type(arg.id);
+        if matches!(t, Ty::Optional(_) | Ty::Opaque(_)) {
+            return Err(TypeError {
+                id: arg.id,
+                message: format!(
+                    "error during formatting: string clause can only be used on strings, bools, bytes, ints, doubles, maps, lists, types, durations, and timestamps, was given {}",
+                    format_type_name(&t)
+                ),
+            });
+        }
+        match &arg.expr {
+            Expr::List(list) => {
+                for item in &list.elements {
+                    self.format_string_arg(item)?;
+                }
+            }
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        self.format_string_arg(&me.key)?;
+                        self.format_string_arg(&me.value)?;
+                    }
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -1264,6 +1400,14 @@ impl Checker {
             && self.lookup(ns).is_none()
         {
             let qualified = format!("{ns}.{name}");
+            // The format namespace is Kubernetes' alone and retainer has all of it, so a name
+            // it lacks (`format.nope()`) can never evaluate: refused, as cel-go refuses it.
+            if ns == "format" && !TABLE.contains_key(&qualified) {
+                return Err(TypeError {
+                    id: e.id,
+                    message: format!("undeclared reference to '{qualified}'"),
+                });
+            }
             if TABLE.contains_key(&qualified) || NAMESPACES.contains(&ns.as_str()) {
                 return self.resolve(e.id, &qualified, None, &arg_types);
             }
