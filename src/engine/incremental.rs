@@ -9,7 +9,10 @@
 //! test below checks it over random change sequences.
 //!
 //! Expressions that read `now` or `age` cannot be cached across a new `now`: when the clock
-//! moves, those are evaluated again for every object (see `TimePlan`).
+//! moves, those are evaluated again for every object (see `TimePlan`). A keep that reads the
+//! clock only as `age` compared with constant durations is the exception: each object's
+//! verdict is given the instant its age next crosses one of them, and a new `now` decides again
+//! only the objects whose instant has come.
 //!
 //! OCI policies are evaluated whole on every change: their guards (index children, referrers
 //! following their subject) tie verdicts across objects. They are registry sweeps, not watch
@@ -110,11 +113,13 @@ pub struct Work {
 
 /// Which expressions depend on the clock, from their ASTs: those are evaluated again for every
 /// object when `now` moves, and the others never are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct TimePlan {
     /// match, groupBy or orderBy reads `now` or `age`.
     placement: bool,
     keep: bool,
+    /// keep reads the clock only through `age` compared with these (`Compiled::age_thresholds`).
+    keep_thresholds: Option<Vec<jiff::SignedDuration>>,
     /// A custom referrer's `refs` reads `now`.
     referrers: bool,
 }
@@ -127,6 +132,14 @@ impl TimePlan {
                 .flatten()
                 .any(|c| c.reads_time()),
             keep: policy.keep.reads_time(),
+            keep_thresholds: policy.keep.age_thresholds().map(|ds| {
+                ds.into_iter()
+                    // An age is never negative: a comparison with a negative duration never
+                    // changes.
+                    .filter_map(|d| d.to_std().ok())
+                    .filter_map(|d| jiff::SignedDuration::try_from(d).ok())
+                    .collect()
+            }),
             referrers: policy
                 .referrer_sources
                 .iter()
@@ -209,6 +222,9 @@ struct Entry {
     referrers: Vec<Referrer>,
     /// Some exactly when it is governed.
     result: Option<Arc<ObjectResult>>,
+    /// When the clock may change its verdict: the next instant its age crosses one of keep's
+    /// thresholds (`TimePlan::keep_thresholds`). None: it never will, or keep reads no clock.
+    due: Option<Timestamp>,
 }
 
 /// A group's ranked members, and how many of their keys are of each kind: keys of two kinds do
@@ -380,6 +396,8 @@ pub struct IncrementalEvaluation {
     /// Moves whenever a result or the summary may have changed: equal generations mean equal
     /// verdicts, so a caller holding a copy of them need not copy them again.
     generation: u64,
+    /// No entry is due before this (it may be earlier than every entry's `due`, never later).
+    next_due: Option<Timestamp>,
 }
 
 impl IncrementalEvaluation {
@@ -402,6 +420,7 @@ impl IncrementalEvaluation {
             whole: None,
             stale: true,
             generation: 0,
+            next_due: None,
             kept: kept_fields(policy),
         }
     }
@@ -455,6 +474,8 @@ impl IncrementalEvaluation {
         }
 
         let now_moved = self.now != Some(world.now);
+        // Crossings are found going forwards: a clock that went back decides everything again.
+        let went_back = self.now.is_some_and(|before| world.now < before);
         self.now = Some(world.now);
         let now = to_chrono(world.now);
         if was_stale {
@@ -474,7 +495,14 @@ impl IncrementalEvaluation {
         if now_moved && self.time.placement {
             pending.place.extend(self.entries.keys().cloned());
         }
-        pending.decide_all |= was_stale || (now_moved && self.time.keep);
+        if now_moved && self.time.keep {
+            if self.time.keep_thresholds.is_some() && !went_back {
+                self.due_now(world.now, &mut pending);
+            } else {
+                pending.decide_all = true;
+            }
+        }
+        pending.decide_all |= was_stale;
 
         let mut refs_moved = changes.refs_changed || was_stale;
         let seen = referrers_seen(policy, world.custom_referrers);
@@ -526,6 +554,7 @@ impl IncrementalEvaluation {
         }
 
         let targets: Vec<Pos> = if pending.decide_all {
+            self.next_due = None;
             self.entries
                 .iter()
                 .filter(|(_, e)| e.placement.is_some())
@@ -632,6 +661,7 @@ impl IncrementalEvaluation {
                         ranked: None,
                         referrers: Vec::new(),
                         result: None,
+                        due: None,
                     },
                 );
                 pending.place.insert(pos);
@@ -642,6 +672,30 @@ impl IncrementalEvaluation {
                 }
             }
         }
+    }
+
+    /// Queues for deciding the objects whose age crossed one of keep's thresholds by `now`.
+    fn due_now(&mut self, now: Timestamp, pending: &mut Pending) {
+        if self.next_due.is_none_or(|due| due > now) {
+            return;
+        }
+        let mut next = None;
+        for (pos, e) in self.entries.iter_mut() {
+            if e.placement.is_none() {
+                // Not governed any more: nothing of it to decide, now or later.
+                e.due = None;
+                continue;
+            }
+            match e.due {
+                Some(due) if due <= now => {
+                    pending.decide.insert(pos.clone());
+                }
+                Some(due) => next = Some(next.map_or(due, |n: Timestamp| n.min(due))),
+                None => {}
+            }
+        }
+        // Those decided now add their next crossings in `decide`.
+        self.next_due = next;
     }
 
     /// Removes an object and what it contributed to its group and the summary.
@@ -875,12 +929,35 @@ impl IncrementalEvaluation {
         row.referrers = referrers_of(self.kind, &obj, world.refs, &self.custom);
         let result = row.result(self.kind, decide(policy, &self.custom, now, &row, None));
         let referrers = std::mem::take(&mut row.referrers);
+        let due = match (&self.time.keep_thresholds, row.created) {
+            (Some(thresholds), Some(created)) => next_crossing(created, world.now, thresholds),
+            _ => None,
+        };
         drop(row);
+        if let Some(due) = due {
+            self.next_due = Some(self.next_due.map_or(due, |n| n.min(due)));
+        }
         if let Some(e) = self.entries.get_mut(pos) {
+            e.due = due;
             e.referrers = referrers;
             set_result(&mut self.summary, &mut self.generation, e, Some(result));
         }
     }
+}
+
+/// The first instant after `now` at which the age of an object created at `created` reaches
+/// one of `thresholds`, the ages at which keep's comparisons of `age` change. Ages are
+/// nanosecond-exact and never negative, so none of them changes in between.
+fn next_crossing(
+    created: Timestamp,
+    now: Timestamp,
+    thresholds: &[jiff::SignedDuration],
+) -> Option<Timestamp> {
+    thresholds
+        .iter()
+        .filter_map(|d| created.checked_add(*d).ok())
+        .filter(|at| *at > now)
+        .min()
 }
 
 /// The name an object is ranked by among equal keys: its name, or an artifact's digest, which

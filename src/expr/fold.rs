@@ -52,6 +52,20 @@ impl Folded {
         Folded { expr, consts }
     }
 
+    /// The duration `e` stands for, when it is a folded constant holding one.
+    pub fn duration_constant(&self, e: &IdedExpr) -> Option<chrono::Duration> {
+        let Expr::Ident(name) = &e.expr else {
+            return None;
+        };
+        let v = self
+            .consts
+            .get(name.strip_prefix(PREFIX)?.parse::<usize>().ok()?)?;
+        match Value::try_from(v.as_ref()).ok()? {
+            Value::Duration(d) => Some(d),
+            _ => None,
+        }
+    }
+
     /// A resolver that answers the folded constants and asks `vars` for everything else.
     pub fn resolver<'a>(&'a self, vars: &'a dyn VariableResolver) -> WithConsts<'a> {
         WithConsts {

@@ -482,6 +482,27 @@ impl Compiled {
         }
     }
 
+    /// When the value depends on the clock only through comparisons of `age` with constant
+    /// durations (`age < duration('240h')`, `duration('1h') <= age`): the ages at which one of
+    /// those comparisons changes its value (240h for `age < duration('240h')`, a nanosecond
+    /// more for `age <= duration('240h')`). An object's age reaches each of them once, so in
+    /// between the value stays as it was: it needs computing again only when such an age has
+    /// been reached, not whenever the clock moves (the TTL controller's idea, one timer per
+    /// object). None when the expression reads `now`, uses `age` in any other way, or names a
+    /// macro variable `age` or `now`; Some(empty) when it reads neither.
+    pub fn age_thresholds(&self) -> Option<Vec<chrono::Duration>> {
+        let mut out = Vec::new();
+        let all = std::iter::once(&self.folded).chain(self.terms.iter().map(|(_, t)| t));
+        for folded in all {
+            if !age_comparisons(folded, &folded.expr, &mut out) {
+                return None;
+            }
+        }
+        out.sort();
+        out.dedup();
+        Some(out)
+    }
+
     /// Whether the value can change when only the clock moves: the expression reads `now` or
     /// `age`. A macro's iteration variable of either name counts as a read; that only costs a
     /// needless re-evaluation, where missing a read would leave a stale verdict.
@@ -884,6 +905,68 @@ fn collect_bound(e: &IdedExpr, out: &mut BTreeSet<String>) {
     for c in children(e) {
         collect_bound(c, out);
     }
+}
+
+/// `Compiled::age_thresholds` of one expression as it runs: false when the clock is read in a
+/// way other than `age` compared with a constant duration.
+fn age_comparisons(folded: &fold::Folded, e: &IdedExpr, out: &mut Vec<chrono::Duration>) -> bool {
+    let is_clock = |n: &str| n == VAR_AGE || n == VAR_NOW;
+    match &e.expr {
+        Expr::Ident(name) if is_clock(name) => return false,
+        Expr::Comprehension(c)
+            if is_clock(&c.iter_var)
+                || is_clock(&c.accu_var)
+                || c.iter_var2.as_deref().is_some_and(is_clock) =>
+        {
+            return false;
+        }
+        Expr::Call(c)
+            if c.target.is_none()
+                && c.args.len() == 2
+                && matches!(
+                    c.func_name.as_str(),
+                    "_<_" | "_<=_" | "_>_" | "_>=_" | "_==_" | "_!=_"
+                ) =>
+        {
+            let is_age = |x: &IdedExpr| matches!(&x.expr, Expr::Ident(n) if n == VAR_AGE);
+            // The operator as read with `age` on the left.
+            let (other, op) = match (is_age(&c.args[0]), is_age(&c.args[1])) {
+                (true, false) => (&c.args[1], c.func_name.as_str()),
+                (false, true) => (
+                    &c.args[0],
+                    match c.func_name.as_str() {
+                        "_<_" => "_>_",
+                        "_<=_" => "_>=_",
+                        "_>_" => "_<_",
+                        "_>=_" => "_<=_",
+                        same => same,
+                    },
+                ),
+                (true, true) => return false,
+                (false, false) => {
+                    return children(e)
+                        .into_iter()
+                        .all(|x| age_comparisons(folded, x, out));
+                }
+            };
+            let Some(d) = folded.duration_constant(other) else {
+                return false;
+            };
+            // `age < d` and `age >= d` change when the age reaches d; `age <= d` and `age > d`
+            // a nanosecond later, when it passes d; `==` and `!=` at both.
+            let passed = d + chrono::Duration::nanoseconds(1);
+            match op {
+                "_<_" | "_>=_" => out.push(d),
+                "_<=_" | "_>_" => out.push(passed),
+                _ => out.extend([d, passed]),
+            }
+            return true;
+        }
+        _ => {}
+    }
+    children(e)
+        .into_iter()
+        .all(|x| age_comparisons(folded, x, out))
 }
 
 fn collect_idents(e: &IdedExpr, out: &mut Vec<(u64, String)>) {

@@ -568,6 +568,44 @@ fn reads_time_sees_now_and_age_anywhere_in_the_expression() {
     ));
 }
 
+/// The ages at which keep's value can change with the clock alone, or None when the clock is
+/// read in a way that can change it at any instant.
+#[test]
+fn age_thresholds_are_the_ages_where_comparisons_change() {
+    let h = |n: i64| chrono::Duration::hours(n);
+    let ns = chrono::Duration::nanoseconds(1);
+    let cases: &[(&str, Option<Vec<chrono::Duration>>)] = &[
+        ("rank < 1 || age < duration('3h')", Some(vec![h(3)])),
+        ("age >= duration('3h') && rank > 2", Some(vec![h(3)])),
+        ("duration('3h') > age", Some(vec![h(3)])),
+        ("age <= duration('3h')", Some(vec![h(3) + ns])),
+        ("duration('1h') < age", Some(vec![h(1) + ns])),
+        ("age == duration('1h')", Some(vec![h(1), h(1) + ns])),
+        (
+            "age < duration('1h') + duration('1h') || age < duration('2h')",
+            Some(vec![h(2)]),
+        ),
+        (
+            "object.metadata.labels.exists(k, k == 'x' && age > duration('1h'))",
+            Some(vec![h(1) + ns]),
+        ),
+        ("rank < 3 || referencedBy.size() > 0", Some(vec![])),
+        ("now > timestamp('2026-01-01T00:00:00Z')", None),
+        ("age.getHours() < 3", None),
+        ("age < duration(string(rank) + 'h')", None),
+        ("age + duration('1h') < duration('3h')", None),
+        ("[1].all(age, age > 0)", None),
+        (
+            "object.metadata.labels.all(k, v, k == 'now') || age < duration('1h')",
+            Some(vec![h(1)]),
+        ),
+    ];
+    for (src, want) in cases {
+        let c = Compiled::compile(Field::Keep, src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert_eq!(&c.age_thresholds(), want, "{src}");
+    }
+}
+
 /// Folding (fold.rs) changes when constant calls run, never what an expression answers: each
 /// row holds constants that fold, constants mixed with variables, and calls that fail, which
 /// are left to fail at evaluation with their usual message.
