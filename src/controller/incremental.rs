@@ -64,6 +64,11 @@ impl Tracked {
         self.state.evaluation()
     }
 
+    /// When the clock alone may next change a verdict (`IncrementalEvaluation::next_due`).
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.state.next_due()
+    }
+
     /// Equal after two evaluations when no verdict changed in between.
     pub fn generation(&self) -> u64 {
         self.state.generation()

@@ -603,6 +603,18 @@ impl IncrementalEvaluation {
         }
     }
 
+    /// The earliest instant at which the clock alone may change a verdict (an object's age
+    /// crossing one of keep's thresholds); None when it never will or keep reads the clock in a
+    /// way that has no such instants. It may come early (the object it was for went away);
+    /// never late.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        if self.time.keep_thresholds.is_some() {
+            self.next_due
+        } else {
+            None
+        }
+    }
+
     /// How many objects are stored, governed or not.
     pub fn len(&self) -> usize {
         self.entries.len()

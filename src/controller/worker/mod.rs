@@ -51,6 +51,10 @@ pub mod event {
 /// doubling with each failure in a row; or the refresh period, if shorter).
 const REGISTRY_RETRY: Duration = Duration::from_secs(15);
 
+/// How often at most the clock alone (ages crossing keep's thresholds) makes a policy's
+/// worker evaluate and write status again.
+const AGE_REFRESH: Duration = Duration::from_secs(5);
+
 /// How long a status write on the way out (an interrupted sweep at shutdown) may take: the
 /// process must be gone well within its termination grace period.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
@@ -496,7 +500,17 @@ impl Worker {
             .iter()
             .map(|c| (c.kind.clone(), c.version.load(Ordering::Acquire)))
             .collect();
+        // An object's age crossed one of keep's thresholds: its verdict may have changed with
+        // nothing else changing.
+        let clock_due = self
+            .state
+            .carried
+            .tracked
+            .as_ref()
+            .and_then(Tracked::next_due)
+            .is_some_and(|due| due <= now);
         if self.state.seen != versions
+            || clock_due
             || (self.state.evaluation.is_none() && self.state.over_budget.is_none())
         {
             let started = std::time::Instant::now();
@@ -629,9 +643,22 @@ impl Worker {
         });
         if d.read_inventory {
             // Due now: the next step starts the read.
-            Some(now)
-        } else {
-            d.wake_at
+            return Some(now);
+        }
+        // The next instant the clock alone changes a verdict, so that status shows an object
+        // becoming a candidate when its age passes keep's threshold, not at the next change or
+        // sweep; at most once per AGE_REFRESH, so that a stream of crossings does not become a
+        // stream of status writes.
+        let crossing = self
+            .state
+            .carried
+            .tracked
+            .as_ref()
+            .and_then(Tracked::next_due)
+            .map(|due| due.max(now.checked_add(AGE_REFRESH).unwrap_or(Timestamp::MAX)));
+        match (d.wake_at, crossing) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }

@@ -508,11 +508,31 @@ fn a_new_now_evaluates_again_only_what_reads_the_clock() {
         })
         .count();
     assert!(crossed > 0 && crossed < 200, "{crossed}");
+    // The instant the next Job reaches 3h: the worker wakes then to show it in status.
+    let first = fleet(200)
+        .iter()
+        .map(|j| {
+            j["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap()
+                .parse::<Timestamp>()
+                .unwrap()
+                .as_second()
+                + 3 * 3600
+        })
+        .filter(|at| *at > T0)
+        .min()
+        .unwrap();
+    assert_eq!(
+        state.next_due(),
+        Some(Timestamp::from_second(first).unwrap())
+    );
     let later = empty_world(&refs, &namespaces, T0 + 3600);
     let work = state
         .apply(&keep_reads_age, &later, Changes::default(), &|| false)
         .unwrap();
     assert_eq!((work.placed, work.ranked, work.decided), (0, 0, crossed));
+    assert!(state.next_due().is_some_and(|d| d > later.now));
     check_equal(
         "an hour later",
         1,
