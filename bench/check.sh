@@ -39,7 +39,7 @@ cp "${CARGO_TARGET_DIR:-target}/release/retainer" "$DATA/bin/retainer"
 (cd bench/celgo && GOFLAGS=-mod=mod go build -o "../../$DATA/bin/celgo" .)
 
 python3 - "$RUNS" "$DATA" "$NOW" "$(bench_rev)" $SIZES <<'PY'
-import json, os, statistics, subprocess, sys, time
+import json, os, platform, statistics, subprocess, sys, time
 
 runs, data, now, rev, sizes = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 policy = "bench/check-policy.yaml"
