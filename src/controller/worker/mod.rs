@@ -100,7 +100,8 @@ struct PolicyState {
     compiled: Option<CompiledFor>,
     /// Cache versions the last evaluation saw; equal means nothing changed.
     seen: Vec<(Kind, u64)>,
-    evaluation: Option<Evaluation>,
+    /// Shared: a step clones a pointer, not every verdict.
+    evaluation: Option<Arc<Evaluation>>,
     /// The last evaluation ran out of time: reported, and not retried until something changes.
     over_budget: Option<OverBudget>,
     next_sweep: Option<Timestamp>,
@@ -535,7 +536,7 @@ impl Worker {
             self.state.carried = carried;
             match result {
                 Ok(Some(e)) => {
-                    self.state.evaluation = Some(e);
+                    self.state.evaluation = Some(Arc::new(e));
                     self.state.evaluation_version += 1;
                     self.state.over_budget = None;
                 }
