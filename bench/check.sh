@@ -85,23 +85,16 @@ for n in sizes:
     for k in cmds:
         os.remove(f"{data}/check-{k}-{n}.json")
 
-load_after = open("/proc/loadavg").read().split()[:3]
 mib = lambda b: f"{b / 2**20:,.0f} MiB"
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-            if l.startswith("model name")), "?")
-mem = next((int(l.split()[1]) / 2**20 for l in open("/proc/meminfo")
-            if l.startswith("MemTotal")), 0)
-machine = (f"{os.cpu_count()} vCPU ({cpu}), {mem:.0f} GiB RAM, {platform.system()} "
-           f"{platform.release()}")
+# Commit, machine, load and command are in the provenance header bench_end writes.
 out = ["## `retainer check` against cel-go, by size", "",
-       f"`{command}` at `{rev}` on {datetime.date.today().isoformat()}, {runs} runs of each, "
-       f"interleaved; machine: {machine}; load average "
-       f"{' '.join(load_before)} before, {' '.join(load_after)} after. Policy "
+       f"{runs} runs of each, interleaved. Policy "
        "`bench/check-policy.yaml` (keep = `object.status.?succeeded.orValue(0) == 0 || "
        "age < duration('240h') || object.metadata.labels['app'] == 'web'`) over "
        "`bench/gen_objects.py` Jobs; cel-go: `bench/celgo` (Go `encoding/json`, cel-go in "
-       "kube-apiserver's CEL environment, keep run whole). Whole processes: wall seconds and "
-       "peak RSS, medians. Ratios and verdicts are computed by the script.", ""]
+       "kube-apiserver's CEL environment, keep run whole) at Go's default GOMAXPROCS, as "
+       "`retainer check` uses every core. Whole processes: wall seconds and peak RSS, medians. "
+       "Ratios and verdicts are computed by the script.", ""]
 if "dirty" in rev:
     out += ["**Measured on a build with uncommitted changes: not a result to quote.**", ""]
 out += ["| Jobs | file | retainer wall | cel-go wall | wall ratio (paired median) | retainer peak | "

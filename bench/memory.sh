@@ -25,7 +25,11 @@ cmdline="MEMORY_SECRETS=$SECRETS MEMORY_JOBS=$JOBS MEMORY_SCALES=$SCALES MEMORY_
 
 alt=()
 if [ "$MUSL" != 0 ]; then
-  # The image's build (scripts/image.sh): static, against musl.
+  # The image's build (scripts/image.sh): static, against musl; musl-gcc compiles the C
+  # parts of the TLS library.
+  # shellcheck source=scripts/prereqs.sh
+  . scripts/prereqs.sh
+  retainer_prereqs image || exit 1
   rustup target add x86_64-unknown-linux-musl >/dev/null
   CC_x86_64_unknown_linux_musl=musl-gcc cargo build --quiet --release --locked \
     --target x86_64-unknown-linux-musl --bin retainer

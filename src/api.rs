@@ -146,10 +146,13 @@ impl TargetKind {
 pub struct Target {
     /// Job, Secret or OCIArtifact.
     pub kind: TargetKind,
-    /// Jobs and Secrets: a label selector, applied server-side.
+    /// Jobs and Secrets: a label selector, matched as the API server matches one, by the
+    /// controller against the objects of the kind it watches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
-    /// Jobs and Secrets: a field selector, applied server-side, e.g. "type=helm.sh/release.v1".
+    /// Jobs and Secrets: a field selector, e.g. "type=helm.sh/release.v1", matched as the API
+    /// server matches one (fields of metadata, status and a Secret's type), by the controller
+    /// against the objects of the kind it watches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub field_selector: Option<String>,
@@ -376,6 +379,23 @@ impl PolicyView {
         match &self.namespace {
             Some(ns) => format!("{ns}/{}", self.name),
             None => self.name.clone(),
+        }
+    }
+}
+
+impl PolicyView {
+    /// A stored or submitted policy object of `kind` (`RetentionPolicy` or
+    /// `ClusterRetentionPolicy`), as the controller and the admission webhook read it; the error
+    /// says what of the object does not fit the schema.
+    pub fn from_object(kind: &str, obj: &serde_json::Value) -> Result<PolicyView, String> {
+        if kind == "ClusterRetentionPolicy" {
+            serde_json::from_value::<ClusterRetentionPolicy>(obj.clone())
+                .map(|p| PolicyView::from(&p))
+                .map_err(|e| e.to_string())
+        } else {
+            serde_json::from_value::<RetentionPolicy>(obj.clone())
+                .map(|p| PolicyView::from(&p))
+                .map_err(|e| e.to_string())
         }
     }
 }

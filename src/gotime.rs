@@ -4,8 +4,11 @@
 //! Each step below follows Go's `time/format.go`, including its leniencies (a one-digit hour, a
 //! comma before the fraction, a zone offset of +24:00) and its refusals (a space or lower-case
 //! `t` for `T`, `24hours`, `1h-30m`). Pure.
+//!
+//! Written back too, where cel-go shows Go's text to a policy (`string.format`): a timestamp
+//! as `time.RFC3339Nano` formats it, a duration as cel-go's `string(duration)`.
 
-use chrono::{Offset as _, Utc};
+use chrono::{Datelike as _, Offset as _, Timelike as _, Utc};
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -289,6 +292,45 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `t.Format(time.RFC3339Nano)`: the fraction without trailing zeros (none when zero), `Z` for
+/// a zero offset.
+pub fn format_rfc3339_nano(t: &chrono::DateTime<chrono::FixedOffset>) -> String {
+    let mut out = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    // A leap second is no CEL timestamp; chrono's extra second past 1e9 ns is not kept.
+    let nanos = t.nanosecond() % 1_000_000_000;
+    if nanos != 0 {
+        let fraction = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(fraction.trim_end_matches('0'));
+    }
+    // Go writes the offset in whole minutes.
+    let minutes = t.offset().local_minus_utc() / 60;
+    if minutes == 0 {
+        out.push('Z');
+    } else {
+        let sign = if minutes < 0 { '-' } else { '+' };
+        let m = minutes.unsigned_abs();
+        out.push_str(&format!("{sign}{:02}:{:02}", m / 60, m % 60));
+    }
+    out
+}
+
+/// cel-go's `string(duration)`: Go's `Duration.Seconds()`, whole seconds plus the nanoseconds
+/// divided by 1e9 in float64, in the shortest decimal that reads back, then `s`.
+pub fn format_duration_seconds(nanos: i64) -> String {
+    let seconds = (nanos / 1_000_000_000) as f64 + (nanos % 1_000_000_000) as f64 / 1e9;
+    // Rust's Display of a double is Go's FormatFloat(x, 'f', -1, 64): shortest, no exponent.
+    format!("{seconds}s")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +399,29 @@ mod tests {
         // Beyond chrono's offsets: the same instant, in UTC.
         let t = parse_rfc3339("2024-01-02T03:04:05+24:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2024-01-01T03:04:05+00:00");
+    }
+
+    #[test]
+    fn writes_as_go_writes() {
+        for (input, want) in [
+            ("2024-01-02T03:04:05Z", "2024-01-02T03:04:05Z"),
+            ("2024-01-02T03:04:05.120Z", "2024-01-02T03:04:05.12Z"),
+            (
+                "2024-01-02T03:04:05.123456789-08:00",
+                "2024-01-02T03:04:05.123456789-08:00",
+            ),
+            ("0001-01-01T05:30:00+05:30", "0001-01-01T05:30:00+05:30"),
+        ] {
+            let t = parse_rfc3339(input).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(format_rfc3339_nano(&t), want, "{input}");
+        }
+        for (nanos, want) in [
+            (0, "0s"),
+            (1, "0.000000001s"),
+            (-1_500_000_000, "-1.5s"),
+            (360_000_000_000_000_000, "360000000s"),
+        ] {
+            assert_eq!(format_duration_seconds(nanos), want, "{nanos}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! sweeps the rest. The core (policy compilation, evaluation, schedules, status) is pure; the
 //! Kubernetes and registry I/O sits at the edges.
 
+pub mod admission;
 pub mod api;
 pub mod check;
 pub mod controller;

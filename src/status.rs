@@ -4,8 +4,10 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{CandidateRef, GraceMarks, RetentionPolicyStatus, Summary, SweepRecord};
-use crate::engine::{Evaluation, ObjectId, PolicyError, Verdict};
+use crate::api::{
+    CandidateRef, GraceMarks, PolicyView, RetentionPolicyStatus, Summary, SweepRecord,
+};
+use crate::engine::{CompiledPolicy, Evaluation, ObjectId, PolicyError, Verdict};
 
 pub const READY: &str = "Ready";
 pub const SWEPT: &str = "Swept";
@@ -120,6 +122,24 @@ impl Readiness {
             reason: policy_error_reason(e),
             message: e.to_string(),
         }
+    }
+
+    /// A policy object that does not fit the schema (what the API server's own validation
+    /// lets through, such as a `target.kind` this version does not know).
+    pub fn unreadable(e: &str) -> Readiness {
+        Readiness {
+            ready: false,
+            reason: ready::INVALID_TARGET,
+            message: format!("spec: {e}"),
+        }
+    }
+
+    /// What the controller will say of a policy object before reading anything: Err with the
+    /// Ready=False it would write (InvalidExpression, InvalidSchedule or InvalidTarget), Ok
+    /// with the compiled policy. The admission webhook refuses with exactly this.
+    pub fn judge(kind: &str, obj: &serde_json::Value) -> Result<CompiledPolicy, Readiness> {
+        let view = PolicyView::from_object(kind, obj).map_err(|e| Readiness::unreadable(&e))?;
+        CompiledPolicy::compile(view).map_err(|e| Readiness::invalid(&e))
     }
 }
 

@@ -483,6 +483,7 @@ fn schema_refuses_wrong_values() {
         ("controller.debounce=5", "debounce"),
         ("metrics.port=70000", "port"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("webhook.failurePolicy=Maybe", "failurePolicy"),
     ] {
         let out = helm(&["template", "rel", path, "--set", set]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -500,4 +501,129 @@ fn schema_refuses_wrong_values() {
         r#"oci.credentialSecrets=[{"namespace":"ci"}]"#,
     ]);
     assert!(!out.status.success(), "a credential Secret needs a name");
+}
+
+#[test]
+fn no_webhook_unless_asked() {
+    let docs = render(&[]);
+    assert!(of_kind(&docs, "ValidatingWebhookConfiguration").is_empty());
+    assert!(!args(&docs).iter().any(|a| a.starts_with("--webhook")));
+}
+
+/// The chart's own certificate: the webhook configuration trusts the CA the Secret holds, and
+/// the controller, serving the Secret's files, presents a certificate that verifies for the
+/// Service's name against that CA.
+#[tokio::test]
+async fn webhook_serves_the_charts_certificate_for_its_service() {
+    use base64::Engine;
+    let docs = render(&["--set", "webhook.enabled=true"]);
+    let vwc = one(&docs, "ValidatingWebhookConfiguration");
+    let hook = &vwc["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Fail");
+    assert_eq!(
+        hook["clientConfig"]["service"]["path"],
+        retainer::admission::PATH
+    );
+    assert_eq!(
+        strings(&hook["rules"][0]["resources"]),
+        ["retentionpolicies", "clusterretentionpolicies"]
+    );
+    let service = hook["clientConfig"]["service"]["name"].as_str().unwrap();
+    let svc = of_kind(&docs, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == service)
+        .expect("the webhook's Service");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "webhook");
+    let ports = &container(&docs)["ports"];
+    assert!(
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "webhook" && p["containerPort"] == 9443),
+        "{ports}"
+    );
+    let a = args(&docs);
+    assert!(a.contains(&"--webhook-cert-dir=/tls".to_string()), "{a:?}");
+    assert!(
+        a.contains(&"--webhook-addr=0.0.0.0:9443".to_string()),
+        "{a:?}"
+    );
+
+    let secret = one(&docs, "Secret");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let field = |v: &Value| b64.decode(v.as_str().unwrap()).unwrap();
+    assert_eq!(hook["clientConfig"]["caBundle"], secret["data"]["ca.crt"]);
+    let dir = std::env::temp_dir().join(support::unique("retainer-chart-tls-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), field(&secret["data"]["tls.crt"])).unwrap();
+    std::fs::write(dir.join("tls.key"), field(&secret["data"]["tls.key"])).unwrap();
+    std::fs::write(dir.join("ca.crt"), field(&secret["data"]["ca.crt"])).unwrap();
+    let addr = retainer::admission::serve(&retainer::admission::WebhookOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        cert_dir: dir.clone(),
+    })
+    .await
+    .expect("serving the chart's certificate");
+    let name = format!("{service}.retainer-system.svc");
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-brief", "-verify_return_error", "-connect"])
+        .arg(addr.to_string())
+        .args(["-servername", &name, "-verify_hostname", &name, "-CAfile"])
+        .arg(dir.join("ca.crt"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl s_client");
+    assert!(
+        out.status.success(),
+        "the served certificate verifies for {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn webhook_certificate_from_cert_manager() {
+    let docs = render(&[
+        "--set",
+        "webhook.enabled=true",
+        "--set",
+        "webhook.certManager.enabled=true",
+    ]);
+    assert!(
+        of_kind(&docs, "Secret").is_empty(),
+        "cert-manager writes the Secret"
+    );
+    let vwc = one(&docs, "ValidatingWebhookConfiguration");
+    assert_eq!(
+        vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "retainer-system/rel-retainer-webhook"
+    );
+    assert!(vwc["webhooks"][0]["clientConfig"]["caBundle"].is_null());
+    let cert = one(&docs, "Certificate");
+    assert_eq!(cert["spec"]["secretName"], "rel-retainer-webhook-tls");
+    assert_eq!(
+        strings(&cert["spec"]["dnsNames"])[0],
+        "rel-retainer-webhook.retainer-system.svc"
+    );
+    assert_eq!(
+        one(&docs, "Issuer")["spec"]["selfSigned"],
+        serde_json::json!({})
+    );
+
+    let docs = render(&[
+        "--set",
+        "webhook.enabled=true",
+        "--set",
+        "webhook.certManager.enabled=true",
+        "--set",
+        "webhook.certManager.issuerRef.name=corp",
+        "--set",
+        "webhook.certManager.issuerRef.kind=ClusterIssuer",
+    ]);
+    assert!(of_kind(&docs, "Issuer").is_empty());
+    let issuer = &one(&docs, "Certificate")["spec"]["issuerRef"];
+    assert_eq!(issuer["name"], "corp");
+    assert_eq!(issuer["kind"], "ClusterIssuer");
 }

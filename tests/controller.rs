@@ -570,3 +570,47 @@ async fn a_referrer_kind_installed_later_is_picked_up() {
         .await;
     bed.cleanup().await;
 }
+
+/// Status follows the clock: Jobs whose age passes keep's threshold become candidates in
+/// status with nothing else changing, because the worker wakes when the next age crosses a
+/// threshold (at most every 5 s). On a bed where other tests change Jobs at the same time,
+/// their changes wake the worker too; on a quiet bed this needs the crossing wake.
+#[tokio::test]
+async fn status_shows_jobs_becoming_candidates_as_they_age() {
+    let bed = setup("aging").await;
+    for i in 0..3 {
+        job(
+            &bed,
+            &format!("aging-{i}"),
+            json!({"app": "aging"}),
+            "succeeded",
+        )
+        .await;
+    }
+    apply_policy(
+        &bed,
+        "aging",
+        json!({"target": {"kind": "Job", "selector": {"matchLabels": {"app": "aging"}}},
+               "keep": "age < duration('12s')", "schedule": "0 0 29 2 *"}),
+    )
+    .await;
+    let status = summary(&bed, "aging", 3).await;
+    assert_eq!(status["summary"]["candidates"], 0, "{status}");
+    let api = policies(&bed);
+    let status = wait_for(
+        "the aged Jobs to show as candidates",
+        Duration::from_secs(40),
+        || async {
+            let p = api.get("aging").await.ok()?;
+            (p.data["status"]["summary"]["candidates"] == 3).then_some(p.data["status"].clone())
+        },
+    )
+    .await;
+    assert_eq!(status["summary"]["kept"], 0, "{status}");
+    assert_eq!(
+        job_names(&bed).await.len(),
+        3,
+        "status only: nothing is swept"
+    );
+    bed.cleanup().await;
+}

@@ -1,5 +1,5 @@
 //! What a policy's worker does next, and when it looks again: pure, from what the worker knows
-//! and the time. The worker (worker.rs) does the I/O this asks for.
+//! and the time. The worker (worker/) does the I/O this asks for.
 
 use std::fmt;
 use std::time::Duration;

@@ -51,7 +51,7 @@ pub struct Tracked {
 impl Tracked {
     /// How many objects the state holds (those the policy selects).
     pub fn len(&self) -> usize {
-        self.state.objects().count()
+        self.state.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -62,6 +62,11 @@ impl Tracked {
     /// it hands them to the worker.
     pub fn evaluation(&self) -> Evaluation {
         self.state.evaluation()
+    }
+
+    /// When the clock alone may next change a verdict (`IncrementalEvaluation::next_due`).
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.state.next_due()
     }
 
     /// Equal after two evaluations when no verdict changed in between.

@@ -3,7 +3,7 @@
 //! workers do the I/O around them.
 //!
 //! Execution model (docs/execution.md): one supervisor task turns the policy caches into one
-//! worker task per policy (worker.rs), and each worker evaluates, reads its registry, sweeps and
+//! worker task per policy (worker/), and each worker evaluates, reads its registry, sweeps and
 //! writes status on its own, so that no policy waits for another. What they share is in
 //! `Shared`: the caches, the reference index, discovery, the manifest cache, a bounded number
 //! of evaluation slots and one delete rate limiter. Shutdown, a lost lease, an edit, `suspend`
@@ -58,6 +58,8 @@ pub enum ControllerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Webhook(#[from] crate::admission::WebhookError),
     #[error("building the Kubernetes client: {0}")]
     Client(#[source] kube::Error),
     #[error("leader election: {0}")]
@@ -97,6 +99,8 @@ pub struct Options {
     pub api_read_timeout: Duration,
     /// Evaluations running at once, across all policies; 0 = one per CPU.
     pub evaluation_concurrency: usize,
+    /// Serve the validating admission webhook (docs/admission.md) when set.
+    pub webhook: Option<crate::admission::WebhookOptions>,
 }
 
 /// The defaults of `retainer run`'s flags.
@@ -121,6 +125,7 @@ impl Default for Options {
             api_connect_timeout: Duration::from_secs(10),
             api_read_timeout: Duration::from_secs(30),
             evaluation_concurrency: 0,
+            webhook: None,
         }
     }
 }
@@ -290,6 +295,10 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
     let ready = metrics::Readiness::default();
     let server = metrics::serve(opts.metrics_addr, metrics.clone(), ready.clone()).await?;
     tracing::info!(addr = %server, "serving /metrics, /healthz and /readyz");
+    if let Some(webhook) = &opts.webhook {
+        let addr = crate::admission::serve(webhook).await?;
+        tracing::info!(%addr, path = crate::admission::PATH, "serving the admission webhook");
+    }
 
     let clock: Arc<dyn leader::Clock> =
         Arc::new(leader::SystemClock::with_offset(opts.clock_offset));

@@ -9,7 +9,10 @@
 //! test below checks it over random change sequences.
 //!
 //! Expressions that read `now` or `age` cannot be cached across a new `now`: when the clock
-//! moves, those are evaluated again for every object (see `TimePlan`).
+//! moves, those are evaluated again for every object (see `TimePlan`). A keep that reads the
+//! clock only as `age` compared with constant durations is the exception: each object's
+//! verdict is given the instant its age next crosses one of them, and a new `now` decides again
+//! only the objects whose instant has come.
 //!
 //! OCI policies are evaluated whole on every change: their guards (index children, referrers
 //! following their subject) tie verdicts across objects. They are registry sweeps, not watch
@@ -110,11 +113,13 @@ pub struct Work {
 
 /// Which expressions depend on the clock, from their ASTs: those are evaluated again for every
 /// object when `now` moves, and the others never are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct TimePlan {
     /// match, groupBy or orderBy reads `now` or `age`.
     placement: bool,
     keep: bool,
+    /// keep reads the clock only through `age` compared with these (`Compiled::age_thresholds`).
+    keep_thresholds: Option<Vec<jiff::SignedDuration>>,
     /// A custom referrer's `refs` reads `now`.
     referrers: bool,
 }
@@ -127,6 +132,14 @@ impl TimePlan {
                 .flatten()
                 .any(|c| c.reads_time()),
             keep: policy.keep.reads_time(),
+            keep_thresholds: policy.keep.age_thresholds().map(|ds| {
+                ds.into_iter()
+                    // An age is never negative: a comparison with a negative duration never
+                    // changes.
+                    .filter_map(|d| d.to_std().ok())
+                    .filter_map(|d| jiff::SignedDuration::try_from(d).ok())
+                    .collect()
+            }),
             referrers: policy
                 .referrer_sources
                 .iter()
@@ -195,9 +208,8 @@ enum Ranked {
 }
 
 struct Entry {
-    /// The object as far as anything after `store` reads it (`kept_fields`): what identifies
-    /// it and what the expressions read. The whole object for OCI artifacts.
-    obj: Json,
+    /// The object as far as anything after `store` reads it.
+    obj: Stored,
     /// `selects_itself` of the whole object.
     selected: bool,
     /// `guard` of the whole object.
@@ -210,6 +222,138 @@ struct Entry {
     referrers: Vec<Referrer>,
     /// Some exactly when it is governed.
     result: Option<Arc<ObjectResult>>,
+    /// When the clock may change its verdict: the next instant its age crosses one of keep's
+    /// thresholds (`TimePlan::keep_thresholds`). None: it never will, or keep reads no clock.
+    due: Option<Timestamp>,
+}
+
+/// A group's ranked members, and how many of their keys are of each kind: keys of two kinds do
+/// not compare, which is every member's error.
+#[derive(Default)]
+struct Group {
+    members: BTreeSet<Pos>,
+    kinds: BTreeMap<&'static str, usize>,
+    /// When keep reads neither rank nor groupSize: the standing every member was given last
+    /// (`Ranked::Mixed`, or `Ranked::At` with no rank), so that a change that leaves it as it
+    /// was touches only the members that joined.
+    standing: Option<Ranked>,
+}
+
+/// An object as an evaluation keeps it between changes.
+enum Stored {
+    /// OCI artifacts, evaluated whole on every change.
+    Whole(Json),
+    /// A Kubernetes object: what identifies it is its position (namespace, name, uid); besides
+    /// that, only what the expressions read, as compact JSON text, parsed again when they run.
+    /// A parsed object costs a few hundred bytes a map; its text, tens.
+    Parts {
+        /// The fields the expressions read (`kept_fields`) but metadata's identity; None when
+        /// they read none.
+        fields: Option<Box<str>>,
+        resource_version: Option<Box<str>>,
+        creation_timestamp: Option<Box<str>>,
+    },
+}
+
+impl Stored {
+    fn of(kept: Option<&FieldTree>, mut obj: Json) -> Stored {
+        let Some(kept) = kept else {
+            return Stored::Whole(obj);
+        };
+        let take = |obj: &mut Json, field: &str| -> Option<Box<str>> {
+            let meta = obj.get_mut("metadata")?.as_object_mut()?;
+            match meta.remove(field)? {
+                Json::String(s) => Some(s.into_boxed_str()),
+                _ => None,
+            }
+        };
+        let resource_version = take(&mut obj, "resourceVersion");
+        let creation_timestamp = take(&mut obj, "creationTimestamp");
+        kept.prune(&mut obj);
+        if let Some(meta) = obj.get_mut("metadata").and_then(Json::as_object_mut) {
+            for f in ["name", "namespace", "uid"] {
+                meta.remove(f);
+            }
+            if meta.is_empty() {
+                obj.as_object_mut().map(|m| m.remove("metadata"));
+            }
+        }
+        let empty = obj.as_object().is_some_and(|m| m.is_empty());
+        Stored::Parts {
+            // Serializing a JSON value cannot fail: its keys are strings.
+            fields: (!empty).then(|| obj.to_string().into_boxed_str()),
+            resource_version,
+            creation_timestamp,
+        }
+    }
+
+    /// The object as the expressions and the engine read it: identity and the kept fields.
+    fn object(&self, kind: &str, pos: &Pos) -> Json {
+        let (fields, resource_version, creation_timestamp) = match self {
+            Stored::Whole(obj) => return obj.clone(),
+            Stored::Parts {
+                fields,
+                resource_version,
+                creation_timestamp,
+            } => (fields, resource_version, creation_timestamp),
+        };
+        // The text was written from a JSON object just above, so it parses to one.
+        let mut obj = fields
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<Json>(t).ok())
+            .filter(Json::is_object)
+            .unwrap_or_else(|| Json::Object(Default::default()));
+        let Some(top) = obj.as_object_mut() else {
+            return obj;
+        };
+        top.entry("kind").or_insert_with(|| Json::from(kind));
+        let meta = top
+            .entry("metadata")
+            .or_insert_with(|| Json::Object(Default::default()));
+        if let Some(meta) = meta.as_object_mut() {
+            let (namespace, name, id) = pos;
+            if !namespace.is_empty() {
+                meta.insert("namespace".into(), Json::from(namespace.as_str()));
+            }
+            if !name.is_empty() {
+                meta.insert("name".into(), Json::from(name.as_str()));
+            }
+            if !id.starts_with("name:") {
+                meta.insert("uid".into(), Json::from(id.as_str()));
+            }
+            if let Some(v) = resource_version {
+                meta.insert("resourceVersion".into(), Json::from(&**v));
+            }
+            if let Some(t) = creation_timestamp {
+                meta.insert("creationTimestamp".into(), Json::from(&**t));
+            }
+        }
+        obj
+    }
+
+    /// Whether two stored forms are of the same object version: by resourceVersion when both
+    /// have one, as Kubernetes gives a changed object a new one; otherwise by what is kept.
+    fn same(&self, other: &Stored) -> bool {
+        match (self, other) {
+            (Stored::Whole(a), Stored::Whole(b)) => unchanged(a, b),
+            (
+                Stored::Parts {
+                    fields: fa,
+                    resource_version: va,
+                    creation_timestamp: ca,
+                },
+                Stored::Parts {
+                    fields: fb,
+                    resource_version: vb,
+                    creation_timestamp: cb,
+                },
+            ) => match (va.as_deref(), vb.as_deref()) {
+                (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => a == b,
+                _ => fa == fb && va == vb && ca == cb,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// The dirty sets of one `apply`.
@@ -217,6 +361,8 @@ struct Entry {
 struct Pending {
     place: BTreeSet<Pos>,
     groups: BTreeSet<String>,
+    /// Members that joined each group since it was last ranked.
+    joined: HashMap<String, Vec<Pos>>,
     decide: BTreeSet<Pos>,
     decide_all: bool,
 }
@@ -238,7 +384,7 @@ pub struct IncrementalEvaluation {
     entries: BTreeMap<Pos, Entry>,
     positions: HashMap<String, Pos>,
     /// The ranked members of each group.
-    groups: HashMap<String, BTreeSet<Pos>>,
+    groups: HashMap<String, Group>,
     summary: Counts,
     /// OCI: the last evaluation, made whole.
     whole: Option<Evaluation>,
@@ -250,6 +396,8 @@ pub struct IncrementalEvaluation {
     /// Moves whenever a result or the summary may have changed: equal generations mean equal
     /// verdicts, so a caller holding a copy of them need not copy them again.
     generation: u64,
+    /// No entry is due before this (it may be earlier than every entry's `due`, never later).
+    next_due: Option<Timestamp>,
 }
 
 impl IncrementalEvaluation {
@@ -272,6 +420,7 @@ impl IncrementalEvaluation {
             whole: None,
             stale: true,
             generation: 0,
+            next_due: None,
             kept: kept_fields(policy),
         }
     }
@@ -325,6 +474,8 @@ impl IncrementalEvaluation {
         }
 
         let now_moved = self.now != Some(world.now);
+        // Crossings are found going forwards: a clock that went back decides everything again.
+        let went_back = self.now.is_some_and(|before| world.now < before);
         self.now = Some(world.now);
         let now = to_chrono(world.now);
         if was_stale {
@@ -344,7 +495,14 @@ impl IncrementalEvaluation {
         if now_moved && self.time.placement {
             pending.place.extend(self.entries.keys().cloned());
         }
-        pending.decide_all |= was_stale || (now_moved && self.time.keep);
+        if now_moved && self.time.keep {
+            if self.time.keep_thresholds.is_some() && !went_back {
+                self.due_now(world.now, &mut pending);
+            } else {
+                pending.decide_all = true;
+            }
+        }
+        pending.decide_all |= was_stale;
 
         let mut refs_moved = changes.refs_changed || was_stale;
         let seen = referrers_seen(policy, world.custom_referrers);
@@ -382,7 +540,12 @@ impl IncrementalEvaluation {
                 if e.placement.is_none() {
                     continue;
                 }
-                let found = referrers_of(self.kind, &e.obj, world.refs, &self.custom);
+                let found = referrers_of(
+                    self.kind,
+                    &e.obj.object(self.kind.as_str(), pos),
+                    world.refs,
+                    &self.custom,
+                );
                 if found != e.referrers {
                     e.referrers = found;
                     pending.decide.insert(pos.clone());
@@ -391,6 +554,7 @@ impl IncrementalEvaluation {
         }
 
         let targets: Vec<Pos> = if pending.decide_all {
+            self.next_due = None;
             self.entries
                 .iter()
                 .filter(|(_, e)| e.placement.is_some())
@@ -439,16 +603,40 @@ impl IncrementalEvaluation {
         }
     }
 
-    /// Every object stored, governed or not, in the order of the results.
-    pub fn objects(&self) -> impl Iterator<Item = &Json> {
-        self.entries.values().map(|e| &e.obj)
+    /// The earliest instant at which the clock alone may change a verdict (an object's age
+    /// crossing one of keep's thresholds); None when it never will or keep reads the clock in a
+    /// way that has no such instants. It may come early (the object it was for went away);
+    /// never late.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        if self.time.keep_thresholds.is_some() {
+            self.next_due
+        } else {
+            None
+        }
     }
 
-    /// The snapshot a full evaluation would be given for the same state: `evaluate` of it
-    /// equals `evaluation()`.
+    /// How many objects are stored, governed or not.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The snapshot a full evaluation is given: the OCI artifacts stored, whole, in the order
+    /// of the results. Kubernetes objects are not kept whole, so none are in it: a caller
+    /// comparing with a full evaluation keeps its own copy of them.
     pub fn snapshot<'a>(&'a self, world: &World<'a>) -> Snapshot<'a> {
         Snapshot {
-            objects: self.objects().collect(),
+            objects: self
+                .entries
+                .values()
+                .filter_map(|e| match &e.obj {
+                    Stored::Whole(obj) => Some(obj),
+                    Stored::Parts { .. } => None,
+                })
+                .collect(),
             refs: world.refs,
             custom_referrers: world.custom_referrers.to_vec(),
             namespace_labels: world.namespace_labels,
@@ -458,22 +646,22 @@ impl IncrementalEvaluation {
 
     fn store(&mut self, policy: &CompiledPolicy, change: ObjectChange, pending: &mut Pending) {
         match change {
-            ObjectChange::Upsert(mut obj) => {
+            ObjectChange::Upsert(obj) => {
                 let id = identity(&obj);
                 let selected = selects_itself(policy, &obj);
                 let guarded = guard(self.kind, &obj);
-                if let Some(kept) = &self.kept {
-                    kept.prune(&mut obj);
-                }
+                let pos = position(&obj, id.clone());
+                let obj = Stored::of(self.kept.as_ref(), obj);
                 if let Some(old) = self.positions.get(&id).cloned() {
-                    if self.entries.get(&old).is_some_and(|e| {
-                        e.selected == selected && e.guard == guarded && unchanged(&e.obj, &obj)
-                    }) {
+                    if old == pos
+                        && self.entries.get(&old).is_some_and(|e| {
+                            e.selected == selected && e.guard == guarded && e.obj.same(&obj)
+                        })
+                    {
                         return;
                     }
                     self.forget(&old, pending);
                 }
-                let pos = position(&obj, id.clone());
                 self.positions.insert(id, pos.clone());
                 self.entries.insert(
                     pos.clone(),
@@ -485,6 +673,7 @@ impl IncrementalEvaluation {
                         ranked: None,
                         referrers: Vec::new(),
                         result: None,
+                        due: None,
                     },
                 );
                 pending.place.insert(pos);
@@ -497,22 +686,54 @@ impl IncrementalEvaluation {
         }
     }
 
+    /// Queues for deciding the objects whose age crossed one of keep's thresholds by `now`.
+    fn due_now(&mut self, now: Timestamp, pending: &mut Pending) {
+        if self.next_due.is_none_or(|due| due > now) {
+            return;
+        }
+        let mut next = None;
+        for (pos, e) in self.entries.iter_mut() {
+            if e.placement.is_none() {
+                // Not governed any more: nothing of it to decide, now or later.
+                e.due = None;
+                continue;
+            }
+            match e.due {
+                Some(due) if due <= now => {
+                    pending.decide.insert(pos.clone());
+                }
+                Some(due) => next = Some(next.map_or(due, |n: Timestamp| n.min(due))),
+                None => {}
+            }
+        }
+        // Those decided now add their next crossings in `decide`.
+        self.next_due = next;
+    }
+
     /// Removes an object and what it contributed to its group and the summary.
     fn forget(&mut self, pos: &Pos, pending: &mut Pending) {
         let Some(mut e) = self.entries.remove(pos) else {
             return;
         };
-        if let Some(group) = e.placement.as_ref().and_then(Placement::ranked_in) {
-            self.leave(group, pos, pending);
+        if let Some(p) = &e.placement
+            && let (Some(group), Some(key)) = (p.ranked_in(), &p.key)
+        {
+            self.leave(group, key.kind(), pos, pending);
         }
         set_result(&mut self.summary, &mut self.generation, &mut e, None);
         pending.place.remove(pos);
         pending.decide.remove(pos);
     }
 
-    fn leave(&mut self, group: &str, pos: &Pos, pending: &mut Pending) {
-        if let Some(members) = self.groups.get_mut(group) {
-            members.remove(pos);
+    fn leave(&mut self, group: &str, kind: &'static str, pos: &Pos, pending: &mut Pending) {
+        if let Some(g) = self.groups.get_mut(group)
+            && g.members.remove(pos)
+            && let Some(n) = g.kinds.get_mut(kind)
+        {
+            *n -= 1;
+            if *n == 0 {
+                g.kinds.remove(kind);
+            }
         }
         pending.groups.insert(group.to_string());
     }
@@ -545,7 +766,8 @@ impl IncrementalEvaluation {
             return;
         };
         let placement = if e.selected && selects_namespace(policy, &pos.0, world.namespace_labels) {
-            let mut row = Row::new(policy, &e.obj, world.now);
+            let obj = e.obj.object(self.kind.as_str(), &pos);
+            let mut row = Row::new(policy, &obj, world.now);
             place(policy, &mut row, now).then(|| Placement {
                 group: row.group,
                 key: row.key,
@@ -557,19 +779,25 @@ impl IncrementalEvaluation {
         if Placement::same(e.placement.as_ref(), placement.as_ref()) {
             return;
         }
-        let old = e
-            .placement
-            .as_ref()
-            .and_then(Placement::ranked_in)
-            .map(String::from);
-        if let Some(group) = old {
-            self.leave(&group, &pos, pending);
+        let old = e.placement.as_ref().and_then(|p| {
+            let key = p.key.as_ref()?;
+            Some((p.ranked_in()?.to_string(), key.kind()))
+        });
+        if let Some((group, kind)) = old {
+            self.leave(&group, kind, &pos, pending);
         }
-        if let Some(group) = placement.as_ref().and_then(Placement::ranked_in) {
-            self.groups
+        if let Some(p) = &placement
+            && let (Some(group), Some(key)) = (p.ranked_in(), &p.key)
+        {
+            let g = self.groups.entry(group.to_string()).or_default();
+            if g.members.insert(pos.clone()) {
+                *g.kinds.entry(key.kind()).or_default() += 1;
+            }
+            pending
+                .joined
                 .entry(group.to_string())
                 .or_default()
-                .insert(pos.clone());
+                .push(pos.clone());
             pending.groups.insert(group.to_string());
         }
         let Some(e) = self.entries.get_mut(&pos) else {
@@ -588,13 +816,45 @@ impl IncrementalEvaluation {
     /// Ranks one group again; members whose rank or group size changed are decided again, if
     /// keep reads either (or the group's keys stopped or started comparing).
     fn rank(&mut self, group: &str, pending: &mut Pending) {
-        let Some(members) = self.groups.get(group) else {
+        let joined = pending.joined.remove(group).unwrap_or_default();
+        let Some(g) = self.groups.get_mut(group) else {
             return;
         };
-        if members.is_empty() {
+        if g.members.is_empty() {
             self.groups.remove(group);
             return;
         }
+        if !self.keep_reads_rank {
+            // Nothing reads the order: only whether the keys compare matters, which the
+            // counts of key kinds tell without sorting.
+            let want = if g.kinds.len() > 1 {
+                Ranked::Mixed(super::mixed_keys_message(group, g.kinds.keys().copied()))
+            } else {
+                Ranked::At { rank: 0, size: 0 }
+            };
+            let targets: Vec<Pos> = if g.standing.as_ref() == Some(&want) {
+                joined
+            } else {
+                g.members.iter().cloned().collect()
+            };
+            g.standing = Some(want.clone());
+            for pos in targets {
+                if let Some(e) = self.entries.get_mut(&pos)
+                    && e.ranked.as_ref() != Some(&want)
+                {
+                    let seen = !matches!(
+                        (&e.ranked, &want),
+                        (Some(Ranked::At { .. }), Ranked::At { .. })
+                    );
+                    e.ranked = Some(want.clone());
+                    if seen {
+                        pending.decide.insert(pos);
+                    }
+                }
+            }
+            return;
+        }
+        let members = &g.members;
         let entries = &self.entries;
         // In position order, which is the order a full evaluation meets them in: ties of key
         // and name keep it.
@@ -606,7 +866,7 @@ impl IncrementalEvaluation {
                 let key = e
                     .and_then(|e| e.placement.as_ref())
                     .and_then(|pl| pl.key.as_ref());
-                (p, key, e.map(|e| sort_name(&e.obj)).unwrap_or(""))
+                (p, key, e.map(|e| sort_name_of(&e.obj, p)).unwrap_or(""))
             })
             .collect();
         let ranked = rank_group(group, &mut order, |m| m.1, |m| m.2);
@@ -662,7 +922,8 @@ impl IncrementalEvaluation {
         let Some(placement) = &e.placement else {
             return;
         };
-        let mut row = Row::new(policy, &e.obj, world.now);
+        let obj = e.obj.object(self.kind.as_str(), pos);
+        let mut row = Row::new(policy, &obj, world.now);
         row.guarded = e.guard;
         row.group = placement.group.clone();
         row.decided = placement.decided.clone();
@@ -677,14 +938,46 @@ impl IncrementalEvaluation {
             }
             None => {}
         }
-        row.referrers = referrers_of(self.kind, &e.obj, world.refs, &self.custom);
+        row.referrers = referrers_of(self.kind, &obj, world.refs, &self.custom);
         let result = row.result(self.kind, decide(policy, &self.custom, now, &row, None));
         let referrers = std::mem::take(&mut row.referrers);
+        let due = match (&self.time.keep_thresholds, row.created) {
+            (Some(thresholds), Some(created)) => next_crossing(created, world.now, thresholds),
+            _ => None,
+        };
         drop(row);
+        if let Some(due) = due {
+            self.next_due = Some(self.next_due.map_or(due, |n| n.min(due)));
+        }
         if let Some(e) = self.entries.get_mut(pos) {
+            e.due = due;
             e.referrers = referrers;
             set_result(&mut self.summary, &mut self.generation, e, Some(result));
         }
+    }
+}
+
+/// The first instant after `now` at which the age of an object created at `created` reaches
+/// one of `thresholds`, the ages at which keep's comparisons of `age` change. Ages are
+/// nanosecond-exact and never negative, so none of them changes in between.
+fn next_crossing(
+    created: Timestamp,
+    now: Timestamp,
+    thresholds: &[jiff::SignedDuration],
+) -> Option<Timestamp> {
+    thresholds
+        .iter()
+        .filter_map(|d| created.checked_add(*d).ok())
+        .filter(|at| *at > now)
+        .min()
+}
+
+/// The name an object is ranked by among equal keys: its name, or an artifact's digest, which
+/// is what its position holds second.
+fn sort_name_of<'a>(obj: &'a Stored, pos: &'a Pos) -> &'a str {
+    match obj {
+        Stored::Whole(obj) => sort_name(obj),
+        Stored::Parts { .. } => &pos.1,
     }
 }
 

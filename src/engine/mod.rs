@@ -715,6 +715,14 @@ fn place(
     true
 }
 
+/// Every member's error when a group's orderBy values are of different kinds, named in order.
+fn mixed_keys_message<'k>(group: &str, kinds: impl Iterator<Item = &'k str>) -> String {
+    format!(
+        "spec.orderBy: values of different types ({}) in group '{group}' cannot be ranked",
+        kinds.collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// Orders one group's members newest/highest first; ties go by name, then by the order the
 /// members came in (the sort is stable), so the caller must pass them in snapshot order. When
 /// the orderBy values are of different kinds nothing can be ranked: the error is every member's.
@@ -729,10 +737,7 @@ fn rank_group<'k, T>(
         .filter_map(|m| key(m).map(SortKey::kind))
         .collect();
     if kinds.len() > 1 {
-        return Err(format!(
-            "spec.orderBy: values of different types ({}) in group '{group}' cannot be ranked",
-            kinds.into_iter().collect::<Vec<_>>().join(", ")
-        ));
+        return Err(mixed_keys_message(group, kinds.into_iter()));
     }
     members.sort_by(|a, b| {
         let by_key = match (key(a), key(b)) {

@@ -1,8 +1,7 @@
 //! The two-variable comprehensions Kubernetes' CEL environment has and cel-rust lacks:
-//! `all(i, v, p)`, `exists(i, v, p)`, `existsOne(i, v, p)`, `transformList(i, v, [f,] t)` and
-//! `transformMap(k, v, [f,] t)` and `transformMapEntry(k, v, [f,] e)`, where `i`/`k` is a list
-//! index or map key and `v` the element or value, and `e` a map of the entries to add (a key
-//! added twice is an error, as in cel-go).
+//! `all(i, v, p)`, `exists(i, v, p)`, `existsOne(i, v, p)`, `transformList(i, v, [f,] t)`,
+//! `transformMap(k, v, [f,] t)` and `transformMapEntry(k, v, [f,] m)`, where `i`/`k` is a list
+//! index or map key and `v` the element or value.
 //!
 //! The interpreter evaluates one loop variable only, so each macro becomes a one-variable
 //! comprehension over `@entries(target)`, the `[key, value]` pairs of the list or map, and the
@@ -25,7 +24,9 @@ use cel::{DeclarationError, Env, ExecutionError, Value};
 
 pub(super) const ENTRIES: &str = "@entries";
 const MAP_INSERT: &str = "@mapInsert";
-const MAP_MERGE: &str = "@mapMerge";
+/// transformMapEntry's step: the entries of a map added to the result, a key already there an
+/// error (cel-go's `cel.@mapInsert(map, map)`).
+pub(super) const MAP_MERGE: &str = "@mapMerge";
 const RESULT: &str = "@result";
 
 pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
@@ -38,7 +39,7 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
     )?;
     env.add_overload(
         MAP_MERGE,
-        "mapMerge_map_dyn",
+        "mapMerge_map_map",
         vec![DYN_TYPE, DYN_TYPE],
         map_merge,
     )?;
@@ -88,6 +89,10 @@ fn expand(
         *target = Some(range);
         return Ok(None);
     };
+    if key == value {
+        // One name cannot be both the index (or key) and the element, as cel-go refuses it.
+        return Err(helper.new_error(second.id, format!("duplicate variable name: {key}")));
+    }
     let (key, value) = (key.clone(), value.clone());
     let pair = format!("@it{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let mut rest: Vec<IdedExpr> = args.drain(2..).collect();
@@ -381,41 +386,43 @@ fn map_insert<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     }))
 }
 
-/// The map with the entries of another added, for `transformMapEntry`: a key already present
-/// is an error, as cel-go's `insert failed: key ... already exists`, since which value should
-/// win would otherwise depend on iteration order.
+/// The result map with the entries of the step's map added; a key the result already has is
+/// an error, as in cel-go: two entries would otherwise decide silently which value wins.
 fn map_merge<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
-    let [map, add] = args.as_slice() else {
+    let [map, update] = args.as_slice() else {
         return Err(ExecutionError::function_error(
             MAP_MERGE,
             "want 2 arguments",
         ));
     };
-    let (Value::Map(map), Value::Map(add)) = (Value::try_from(&**map)?, Value::try_from(&**add)?)
+    let (Value::Map(map), Value::Map(update)) =
+        (Value::try_from(&**map)?, Value::try_from(&**update)?)
     else {
         return Err(ExecutionError::function_error(
             "transformMapEntry",
-            "the transform must produce a map",
+            "the transform must be a map",
         ));
     };
     let mut entries: HashMap<Key, Value> = (*map.map).clone();
-    for (k, v) in add.map.iter() {
-        if entries.insert(k.clone(), v.clone()).is_some() {
+    for (k, v) in update.map.iter() {
+        if entries.contains_key(k) {
             return Err(ExecutionError::function_error(
                 "transformMapEntry",
                 format!("insert failed: key {} already exists", key_text(k)),
             ));
         }
+        entries.insert(k.clone(), v.clone());
     }
     ret(Value::Map(Map {
         map: Arc::new(entries),
     }))
 }
 
+/// A key as cel-go's message shows it.
 fn key_text(k: &Key) -> String {
     match k {
         Key::Int(i) => i.to_string(),
-        Key::Uint(u) => format!("{u}u"),
+        Key::Uint(u) => u.to_string(),
         Key::Bool(b) => b.to_string(),
         Key::String(s) => s.to_string(),
     }
@@ -451,23 +458,16 @@ mod tests {
             eval("[1, 1].existsOne(i, v, v == 1)"),
             Ok(Value::Bool(false))
         );
-    }
-
-    #[test]
-    fn transform_map_entry_builds_a_map_of_entries() {
         assert_eq!(
-            eval("['a', 'b'].transformMapEntry(i, v, {v: i})"),
-            eval("{'a': 0, 'b': 1}")
+            eval("{'a': 1, 'b': 2}.transformMapEntry(k, v, v > 1, {v: k})"),
+            eval("{2: 'b'}")
         );
         assert_eq!(
-            eval("{'a': 1, 'b': 2}.transformMapEntry(k, v, v > 1, {k + k: v, k: 0})"),
-            eval("{'bb': 2, 'b': 0}")
+            eval("['x', 'y'].transformMapEntry(i, v, {v: i, v + v: i})"),
+            eval("{'x': 0, 'xx': 0, 'y': 1, 'yy': 1}")
         );
-        // A key produced twice is an error, as in cel-go.
-        let err = eval("['a', 'a'].transformMapEntry(i, v, {v: i})").expect_err("duplicate");
-        assert!(err.to_string().contains("already exists"), "{err}");
-        // A transform that is not a map is an error.
-        assert!(eval("[1].transformMapEntry(i, v, v)").is_err());
+        // Two entries for one key: an error, not a silent choice.
+        assert!(eval("[1, 2].transformMapEntry(i, v, {'same': v})").is_err());
     }
 
     #[test]

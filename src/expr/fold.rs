@@ -15,6 +15,8 @@
 //!   and reads it as RE2 does, as Kubernetes does (`find` and `findAll` already did).
 //! - `duration` and `timestamp` call retainer's own functions, which read a string as Go's
 //!   `time.ParseDuration` and `time.Parse(time.RFC3339, ...)` do, as cel-go does.
+//! - `<string>.format(<list>)` calls retainer's own function (string_format.rs), which writes
+//!   what Kubernetes' version of cel-go's strings extension writes.
 //! - `has(x.f)`, `x.?f`, `x[?i]`, `x.f` on an optional, `in`, `string(x)`, `int(x)`,
 //!   `orValue`, `or`, `indexOf`, `lastIndexOf`, the timestamp accessors without a time zone,
 //!   and where the type checker cannot rule it out `+` of a list and a non-list, call the
@@ -83,6 +85,20 @@ impl Folded {
         let mut consts = Vec::new();
         let expr = fold(expr, &mut consts, pass);
         Folded { expr, consts }
+    }
+
+    /// The duration `e` stands for, when it is a folded constant holding one.
+    pub fn duration_constant(&self, e: &IdedExpr) -> Option<chrono::Duration> {
+        let Expr::Ident(name) = &e.expr else {
+            return None;
+        };
+        let v = self
+            .consts
+            .get(name.strip_prefix(PREFIX)?.parse::<usize>().ok()?)?;
+        match Value::try_from(v.as_ref()).ok()? {
+            Value::Duration(d) => Some(d),
+            _ => None,
+        }
     }
 
     /// A resolver that answers the folded constants and asks `vars` for everything else.
@@ -237,31 +253,26 @@ fn fold(e: &IdedExpr, consts: &mut Vec<Box<dyn Val>>, pass: &Pass<'_>) -> IdedEx
             if pass.facts.int_lists.contains(&e.id)
                 && let Some(target) = call.target.take()
             {
-                call.target = Some(Box::new(IdedExpr {
-                    id: e.id,
-                    expr: Expr::Call(CallExpr {
-                        func_name: super::operators::INT_LIST.into(),
-                        target: None,
-                        args: vec![*target, string_literal(e.id, &call.func_name)],
-                    }),
-                }));
+                let checked = self::call(
+                    e.id,
+                    super::operators::INT_LIST,
+                    vec![*target, string_literal(e.id, &call.func_name)],
+                );
+                call.target = Some(Box::new(constant(checked, consts, pass)));
             }
             call.args = call.args.iter().map(|a| fold(a, consts, pass)).collect();
             if call.func_name == "matches" {
                 call.func_name = MATCHES.to_string();
             }
+            if call.func_name == "format" && call.target.is_some() && call.args.len() == 1 {
+                call.func_name = super::string_format::FORMAT.to_string();
+            }
             if call.args.is_empty()
                 && super::operators::TIME_ACCESSORS.contains(&call.func_name.as_str())
                 && let Some(target) = call.target.take()
             {
-                call.target = Some(Box::new(IdedExpr {
-                    id: e.id,
-                    expr: Expr::Call(CallExpr {
-                        func_name: super::operators::UTC.into(),
-                        target: None,
-                        args: vec![*target],
-                    }),
-                }));
+                let utc = self::call(e.id, super::operators::UTC, vec![*target]);
+                call.target = Some(Box::new(constant(utc, consts, pass)));
             }
             if call.target.is_some() {
                 match call.func_name.as_str() {
@@ -270,8 +281,11 @@ fn fold(e: &IdedExpr, consts: &mut Vec<Box<dyn Val>>, pass: &Pass<'_>) -> IdedEx
                     _ => {}
                 }
             }
+            // A constant's type is its own: only a value computed at run time needs the check,
+            // and a constant conversion stays foldable.
             if let Some(kind) = pass.facts.conversion_args.get(&e.id)
                 && let [arg] = call.args.as_mut_slice()
+                && !is_const(arg)
             {
                 let inner = std::mem::replace(arg, string_literal(e.id, kind));
                 *arg = self::call(
@@ -377,7 +391,12 @@ fn fold(e: &IdedExpr, consts: &mut Vec<Box<dyn Val>>, pass: &Pass<'_>) -> IdedEx
         }
         other => other.clone(),
     };
-    let folded = IdedExpr { id: e.id, expr };
+    constant(IdedExpr { id: e.id, expr }, consts, pass)
+}
+
+/// The node as a reference to its value when it is a call or a list of constants that
+/// evaluates to one (in a pass that folds), else the node.
+fn constant(folded: IdedExpr, consts: &mut Vec<Box<dyn Val>>, pass: &Pass<'_>) -> IdedExpr {
     if !pass.constants {
         return folded;
     }
@@ -410,7 +429,7 @@ fn fold(e: &IdedExpr, consts: &mut Vec<Box<dyn Val>>, pass: &Pass<'_>) -> IdedEx
         Ok(v) => {
             consts.push(v);
             IdedExpr {
-                id: e.id,
+                id: folded.id,
                 expr: Expr::Ident(format!("{PREFIX}{}", consts.len() - 1)),
             }
         }

@@ -6,6 +6,8 @@
 mod comprehensions;
 mod convert;
 mod fold;
+mod format;
+mod gofmt;
 mod library;
 mod message;
 mod net;
@@ -13,7 +15,9 @@ mod operators;
 mod quantity;
 mod semver;
 mod sets;
+mod string_format;
 mod types;
+mod url;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
@@ -26,10 +30,12 @@ use cel::{Context, Env, Program, Value};
 use thiserror::Error;
 
 pub use convert::{FieldTree, json_to_val, project};
+pub use format::NamedFormat;
 pub use message::error_message;
 pub use net::{Cidr, Ip};
 pub use quantity::Quantity;
 pub use semver::Semver;
+pub use url::Url;
 
 /// Variables every expression sees.
 pub const VAR_OBJECT: &str = "object";
@@ -315,6 +321,9 @@ fn build_env() -> Env {
     quantity::register(&mut env).expect("quantity library registers on a fresh env");
     library::register(&mut env).expect("Kubernetes libraries register on a fresh env");
     net::register(&mut env).expect("ip and cidr libraries register on a fresh env");
+    url::register(&mut env).expect("url library registers on a fresh env");
+    format::register(&mut env).expect("format library registers on a fresh env");
+    string_format::register(&mut env).expect("string format registers on a fresh env");
     sets::register(&mut env).expect("sets library registers on a fresh env");
     comprehensions::register(&mut env)
         .expect("two-variable comprehensions register on a fresh env");
@@ -495,6 +504,27 @@ impl Compiled {
         }
     }
 
+    /// When the value depends on the clock only through comparisons of `age` with constant
+    /// durations (`age < duration('240h')`, `duration('1h') <= age`): the ages at which one of
+    /// those comparisons changes its value (240h for `age < duration('240h')`, a nanosecond
+    /// more for `age <= duration('240h')`). An object's age reaches each of them once, so in
+    /// between the value stays as it was: it needs computing again only when such an age has
+    /// been reached, not whenever the clock moves (the TTL controller's idea, one timer per
+    /// object). None when the expression reads `now`, uses `age` in any other way, or names a
+    /// macro variable `age` or `now`; Some(empty) when it reads neither.
+    pub fn age_thresholds(&self) -> Option<Vec<chrono::Duration>> {
+        let mut out = Vec::new();
+        let all = std::iter::once(&self.folded).chain(self.terms.iter().map(|(_, t)| t));
+        for folded in all {
+            if !age_comparisons(folded, &folded.expr, &mut out) {
+                return None;
+            }
+        }
+        out.sort();
+        out.dedup();
+        Some(out)
+    }
+
     /// Whether the value can change when only the clock moves: the expression reads `now` or
     /// `age`. A macro's iteration variable of either name counts as a read; that only costs a
     /// needless re-evaluation, where missing a read would leave a stale verdict.
@@ -524,6 +554,8 @@ pub fn type_name(v: &Value) -> &'static str {
         Value::Opaque(o) if o.downcast_ref::<Quantity>().is_some() => "quantity",
         Value::Opaque(o) if o.downcast_ref::<Ip>().is_some() => "ip",
         Value::Opaque(o) if o.downcast_ref::<Cidr>().is_some() => "cidr",
+        Value::Opaque(o) if o.downcast_ref::<Url>().is_some() => "url",
+        Value::Opaque(o) if o.downcast_ref::<NamedFormat>().is_some() => "format",
         Value::Opaque(_) => "opaque",
         Value::Struct(_) => "struct",
         Value::Null => "null",
@@ -572,6 +604,8 @@ const KNOWN_IDENTS: &[&str] = &[
     "base64",
     // `ip.isCanonical(s)`
     "ip",
+    // `format.named(s)`, `format.dns1123Label()`, ...
+    "format",
     "int",
     "uint",
     "double",
@@ -1037,6 +1071,68 @@ fn collect_bound(e: &IdedExpr, out: &mut BTreeSet<String>) {
     for c in children(e) {
         collect_bound(c, out);
     }
+}
+
+/// `Compiled::age_thresholds` of one expression as it runs: false when the clock is read in a
+/// way other than `age` compared with a constant duration.
+fn age_comparisons(folded: &fold::Folded, e: &IdedExpr, out: &mut Vec<chrono::Duration>) -> bool {
+    let is_clock = |n: &str| n == VAR_AGE || n == VAR_NOW;
+    match &e.expr {
+        Expr::Ident(name) if is_clock(name) => return false,
+        Expr::Comprehension(c)
+            if is_clock(&c.iter_var)
+                || is_clock(&c.accu_var)
+                || c.iter_var2.as_deref().is_some_and(is_clock) =>
+        {
+            return false;
+        }
+        Expr::Call(c)
+            if c.target.is_none()
+                && c.args.len() == 2
+                && matches!(
+                    c.func_name.as_str(),
+                    "_<_" | "_<=_" | "_>_" | "_>=_" | "_==_" | "_!=_"
+                ) =>
+        {
+            let is_age = |x: &IdedExpr| matches!(&x.expr, Expr::Ident(n) if n == VAR_AGE);
+            // The operator as read with `age` on the left.
+            let (other, op) = match (is_age(&c.args[0]), is_age(&c.args[1])) {
+                (true, false) => (&c.args[1], c.func_name.as_str()),
+                (false, true) => (
+                    &c.args[0],
+                    match c.func_name.as_str() {
+                        "_<_" => "_>_",
+                        "_<=_" => "_>=_",
+                        "_>_" => "_<_",
+                        "_>=_" => "_<=_",
+                        same => same,
+                    },
+                ),
+                (true, true) => return false,
+                (false, false) => {
+                    return children(e)
+                        .into_iter()
+                        .all(|x| age_comparisons(folded, x, out));
+                }
+            };
+            let Some(d) = folded.duration_constant(other) else {
+                return false;
+            };
+            // `age < d` and `age >= d` change when the age reaches d; `age <= d` and `age > d`
+            // a nanosecond later, when it passes d; `==` and `!=` at both.
+            let passed = d + chrono::Duration::nanoseconds(1);
+            match op {
+                "_<_" | "_>=_" => out.push(d),
+                "_<=_" | "_>_" => out.push(passed),
+                _ => out.extend([d, passed]),
+            }
+            return true;
+        }
+        _ => {}
+    }
+    children(e)
+        .into_iter()
+        .all(|x| age_comparisons(folded, x, out))
 }
 
 fn collect_idents(e: &IdedExpr, out: &mut Vec<(u64, String)>) {

@@ -172,6 +172,19 @@ fn parse_ipv6(input: &str) -> Result<([u8; 16], bool), String> {
     Ok((ip, zoned))
 }
 
+/// Go's `netip.ParseAddr` without Kubernetes' refusals (a zone and an IPv4-mapped address are
+/// accepted), as net/url checks an IPv6 literal in brackets: whether the address is IPv4, or
+/// Go's message.
+pub(super) fn parse_addr(s: &str) -> Result<bool, String> {
+    let bad = |msg: String| format!("ParseAddr({}): {msg}", super::gofmt::quote(s.as_bytes()));
+    match s.bytes().find(|c| matches!(c, b'.' | b':' | b'%')) {
+        Some(b'.') => parse_ipv4(s).map(|_| true).map_err(bad),
+        Some(b':') => parse_ipv6(s).map(|_| false).map_err(bad),
+        Some(_) => Err(bad("missing IPv6 address".into())),
+        None => Err(bad("unable to parse IP".into())),
+    }
+}
+
 impl Ip {
     /// `netip.ParseAddr`, then Kubernetes' refusals.
     pub fn parse(s: &str) -> Result<Ip, String> {

@@ -257,7 +257,7 @@ fn opt_index<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
                 let d = *d.inner();
                 // The range check first: `as` saturates, and 2^63 would pass as i64::MAX.
                 if !(d > i64::MIN as f64 && d < i64::MAX as f64) || d as i64 as f64 != d {
-                    return bad_value(go_float(d));
+                    return bad_value(super::gofmt::format_g(d));
                 }
                 Some(d as i64)
             } else {
@@ -501,13 +501,19 @@ fn string<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
         return Err(arity("string"));
     };
     if let Some(d) = v.downcast_ref::<CelDouble>() {
-        return Ok(CowVal::owned(CelString::from(go_float(*d.inner()))));
+        return Ok(CowVal::owned(CelString::from(super::gofmt::format_g(
+            *d.inner(),
+        ))));
     }
     if let Some(t) = v.downcast_ref::<CelTimestamp>() {
-        return Ok(CowVal::owned(CelString::from(go_rfc3339(t.inner()))));
+        return Ok(CowVal::owned(CelString::from(
+            crate::gotime::format_rfc3339_nano(t.inner()),
+        )));
     }
     if let Some(d) = v.downcast_ref::<CelDuration>() {
-        return Ok(CowVal::owned(CelString::from(go_seconds(d.inner()))));
+        return Ok(CowVal::owned(CelString::from(
+            crate::gotime::format_duration_seconds(d.inner().num_nanoseconds().unwrap_or(i64::MAX)),
+        )));
     }
     convert("string", args)
 }
@@ -538,16 +544,6 @@ fn int<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     convert("int", args)
 }
 
-/// A duration as cel-go's `string()` writes it: Go's `d.Seconds()`, a float64, in the
-/// shortest decimal that reads back as it, without exponent, then `s`.
-pub(crate) fn go_seconds(d: &chrono::Duration) -> String {
-    let nanos = d.num_nanoseconds().unwrap_or(i64::MAX);
-    let seconds = (nanos / 1_000_000_000) as f64 + (nanos % 1_000_000_000) as f64 / 1e9;
-    // Rust's Display of a double is the shortest round-trip decimal without exponent, as
-    // Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
-    format!("{seconds}s")
-}
-
 /// Whether `orValue`'s and `or`'s receiver is taken as it is: an optional with a value, or
 /// not an optional at all.
 fn opt_present<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
@@ -571,132 +567,5 @@ fn opt_get<'b, 'v>(mut args: Args<'b, 'v>) -> Ret<'b, 'v> {
             "orValue",
             "optional.none() dereference",
         )),
-    }
-}
-
-/// A double as Go's `fmt.Sprintf("%g", d)` writes it, which cel-go's `string(double)` is: the
-/// shortest digits that read back as `d`, in exponent form when the exponent is below -4 or
-/// at least 6 (`1e+06`, `1.5e-05`), otherwise plain (`123456`, `0.0001`).
-pub(crate) fn go_float(d: f64) -> String {
-    if d.is_nan() {
-        return "NaN".into();
-    }
-    if d.is_infinite() {
-        return if d > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    if d == 0.0 {
-        return if d.is_sign_negative() { "-0" } else { "0" }.into();
-    }
-    // Rust's `{:e}` writes the shortest digits that round-trip, as Go's shortest formatting.
-    let text = format!("{:e}", d.abs());
-    let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let sign = if d < 0.0 { "-" } else { "" };
-    if !(-4..6).contains(&exp) {
-        let (first, rest) = digits.split_at(1);
-        let dot = if rest.is_empty() { "" } else { "." };
-        let exp_sign = if exp < 0 { '-' } else { '+' };
-        return format!("{sign}{first}{dot}{rest}e{exp_sign}{:02}", exp.abs());
-    }
-    // Digits before the point: exp + 1, between 1 and 6 here, or none (a leading "0.").
-    let point = exp + 1;
-    let body = if point <= 0 {
-        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
-    } else {
-        let point = point as usize;
-        if point >= digits.len() {
-            format!("{digits}{}", "0".repeat(point - digits.len()))
-        } else {
-            format!("{}.{}", &digits[..point], &digits[point..])
-        }
-    };
-    format!("{sign}{body}")
-}
-
-/// A timestamp as Go's `t.Format(time.RFC3339Nano)` writes it: the fraction without trailing
-/// zeros, `Z` for a zero offset, otherwise the offset in hours and minutes.
-pub(crate) fn go_rfc3339(t: &chrono::DateTime<chrono::FixedOffset>) -> String {
-    use chrono::Timelike;
-    let mut out = t.format("%Y-%m-%dT%H:%M:%S").to_string();
-    let nanos = t.nanosecond() % 1_000_000_000;
-    if nanos > 0 {
-        let fraction = format!("{nanos:09}");
-        out.push('.');
-        out.push_str(fraction.trim_end_matches('0'));
-    }
-    let offset = t.offset().local_minus_utc();
-    if offset == 0 {
-        out.push('Z');
-    } else {
-        let sign = if offset < 0 { '-' } else { '+' };
-        let minutes = offset.unsigned_abs() / 60;
-        out.push_str(&format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{go_float, go_rfc3339};
-
-    #[test]
-    fn durations_print_as_cel_go_prints_them() {
-        for (nanos, want) in [
-            (0, "0s"),
-            (1, "0.000000001s"),
-            (90_000_000_000, "90s"),
-            (3_600_000_000_001, "3600.000000001s"),
-            (34_560_000_000_000_001, "34560000s"),
-            (-1_500_000_000, "-1.5s"),
-        ] {
-            assert_eq!(
-                super::go_seconds(&chrono::Duration::nanoseconds(nanos)),
-                want,
-                "{nanos}"
-            );
-        }
-    }
-
-    #[test]
-    fn timestamps_print_as_go_prints_them() {
-        for (text, want) in [
-            ("2025-06-15T12:30:00+02:00", "2025-06-15T12:30:00+02:00"),
-            ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
-            ("2026-01-01T00:00:00.500+00:00", "2026-01-01T00:00:00.5Z"),
-            (
-                "1970-01-01T00:00:00.000000001-08:00",
-                "1970-01-01T00:00:00.000000001-08:00",
-            ),
-        ] {
-            let t = chrono::DateTime::parse_from_rfc3339(text).unwrap();
-            assert_eq!(go_rfc3339(&t), want, "{text}");
-        }
-    }
-
-    /// What Go's `fmt.Sprintf("%g", d)` writes for each.
-    #[test]
-    fn doubles_print_as_go_prints_them() {
-        for (d, want) in [
-            (0.0, "0"),
-            (-0.0, "-0"),
-            (1.0, "1"),
-            (-2.5, "-2.5"),
-            (0.1, "0.1"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (123456.0, "123456"),
-            (1e6, "1e+06"),
-            (1_610_612_736.0, "1.610612736e+09"),
-            (1e21, "1e+21"),
-            (1e308, "1e+308"),
-            (9_007_199_254_740_993.0, "9.007199254740992e+15"),
-            (1.5e-300, "1.5e-300"),
-            (f64::NAN, "NaN"),
-            (f64::INFINITY, "+Inf"),
-            (f64::NEG_INFINITY, "-Inf"),
-        ] {
-            assert_eq!(go_float(d), want, "{d}");
-        }
     }
 }

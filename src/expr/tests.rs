@@ -567,6 +567,44 @@ fn reads_time_sees_now_and_age_anywhere_in_the_expression() {
     ));
 }
 
+/// The ages at which keep's value can change with the clock alone, or None when the clock is
+/// read in a way that can change it at any instant.
+#[test]
+fn age_thresholds_are_the_ages_where_comparisons_change() {
+    let h = |n: i64| chrono::Duration::hours(n);
+    let ns = chrono::Duration::nanoseconds(1);
+    let cases: &[(&str, Option<Vec<chrono::Duration>>)] = &[
+        ("rank < 1 || age < duration('3h')", Some(vec![h(3)])),
+        ("age >= duration('3h') && rank > 2", Some(vec![h(3)])),
+        ("duration('3h') > age", Some(vec![h(3)])),
+        ("age <= duration('3h')", Some(vec![h(3) + ns])),
+        ("duration('1h') < age", Some(vec![h(1) + ns])),
+        ("age == duration('1h')", Some(vec![h(1), h(1) + ns])),
+        (
+            "age < duration('1h') + duration('1h') || age < duration('2h')",
+            Some(vec![h(2)]),
+        ),
+        (
+            "object.metadata.labels.exists(k, k == 'x' && age > duration('1h'))",
+            Some(vec![h(1) + ns]),
+        ),
+        ("rank < 3 || referencedBy.size() > 0", Some(vec![])),
+        ("now > timestamp('2026-01-01T00:00:00Z')", None),
+        ("age.getHours() < 3", None),
+        ("age < duration(string(rank) + 'h')", None),
+        ("age + duration('1h') < duration('3h')", None),
+        ("[1].all(age, age > 0)", None),
+        (
+            "object.metadata.labels.all(k, v, k == 'now') || age < duration('1h')",
+            Some(vec![h(1)]),
+        ),
+    ];
+    for (src, want) in cases {
+        let c = Compiled::compile(Field::Keep, src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert_eq!(&c.age_thresholds(), want, "{src}");
+    }
+}
+
 /// Folding (fold.rs) changes when constant calls run, never what an expression answers: each
 /// row holds constants that fold, constants mixed with variables, and calls that fail, which
 /// are left to fail at evaluation with their usual message.
@@ -953,6 +991,62 @@ fn value_libraries_work_on_object_data() {
         "ip(object.spec.mapped)",
         "cidr(object.spec.ip)",
         "quantity(object.spec.count)",
+    ] {
+        assert!(eval_with(Field::Keep, failing, &obj).is_err(), "{failing}");
+    }
+}
+
+/// The url and format libraries and transformMapEntry on strings and maps read from the object
+/// at run time, where nothing can be folded at compile time.
+#[test]
+fn url_and_format_libraries_work_on_object_data() {
+    let obj = json!({
+        "metadata": {"name": "web-1", "labels": {"app": "web", "Bad Key": "x"}},
+        "spec": {"endpoint": "HTTPS://user@[2001:db8::1]:8443/a b?tag=v1&tag=v2;x#top",
+                 "relative": "registry/repo", "id": "123e4567-e89b-12d3-a456-426614174000",
+                 "day": "2025-02-29"}
+    });
+    let cases: &[(&str, &str)] = &[
+        ("url(object.spec.endpoint).getScheme()", "'https'"),
+        ("url(object.spec.endpoint).getHostname()", "'2001:db8::1'"),
+        ("url(object.spec.endpoint).getPort()", "'8443'"),
+        ("url(object.spec.endpoint).getEscapedPath()", "'/a%20b'"),
+        // `tag=v2;x` holds a semicolon, so ParseQuery drops it.
+        ("url(object.spec.endpoint).getQuery()", "{'tag': ['v1']}"),
+        (
+            "url(object.spec.endpoint) == url('https://user@[2001:db8::1]:8443/a%20b?tag=v1&tag=v2;x#top')",
+            "true",
+        ),
+        ("isURL(object.spec.relative)", "false"),
+        (
+            "format.dns1123Label().validate(object.metadata.name).hasValue()",
+            "false",
+        ),
+        ("format.uuid().validate(object.spec.id)", "optional.none()"),
+        (
+            "format.date().validate(object.spec.day)",
+            "optional.of(['invalid date'])",
+        ),
+        (
+            "format.named('labelValue').value().validate(object.metadata.labels.app).hasValue()",
+            "false",
+        ),
+        (
+            "object.metadata.labels.transformMapEntry(k, v, format.qualifiedName().validate(k).hasValue(), {k: v})",
+            "{'Bad Key': 'x'}",
+        ),
+    ];
+    for (from_object, constant) in cases {
+        let got = eval_with(Field::Keep, from_object, &obj)
+            .unwrap_or_else(|e| panic!("{from_object}: {e}"));
+        let want =
+            eval_with(Field::Keep, constant, &obj).unwrap_or_else(|e| panic!("{constant}: {e}"));
+        assert_eq!(got, want, "{from_object}");
+    }
+    for failing in [
+        "url(object.spec.relative)",
+        "url(object.metadata).getHost()",
+        "object.metadata.labels.transformMapEntry(k, v, {'same': v})",
     ] {
         assert!(eval_with(Field::Keep, failing, &obj).is_err(), "{failing}");
     }

@@ -18,6 +18,8 @@ use std::sync::LazyLock;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 
+use super::string_format::{self, Failure, Verb};
+
 /// A CEL type as the checker sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Ty {
@@ -105,6 +107,8 @@ const OVERLOADS: &str = r"
 _?_:_(bool, A, A) -> A
 !_(bool) -> bool
 @not_strictly_false(bool) -> bool
+# transformMapEntry's step (comprehensions.rs), cel-go's `cel.@mapInsert(map, map)`
+@mapMerge(map(K, V), map(K, V)) -> map(K, V)
 _==_(A, A) -> bool
 _!=_(A, A) -> bool
 # arithmetic
@@ -195,10 +199,8 @@ _[_](list(A), int) -> A
 _[_](map(A, B), A) -> B
 @in(A, list(A)) -> bool
 @in(A, map(A, B)) -> bool
-# the steps of transformMap and transformMapEntry (comprehensions.rs): one entry added, or
-# the entries of a map (cel-go's `cel.@mapInsert`)
+# transformMap's step (comprehensions.rs): one entry added
 @mapInsert(map(K, V), K, V) -> map(K, V)
-@mapMerge(map(K, V), map(K, V)) -> map(K, V)
 # size
 size(bytes) -> int
 size(list(A)) -> int
@@ -825,51 +827,23 @@ fn less_specific(t1: &Ty, t2: &Ty) -> bool {
 // ---------------------------------------------------------------------------------------------
 // The checker.
 
-/// The kinds the `string.format` validator tells apart.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FormatKind {
-    Int,
-    Uint,
-    Double,
-    Bool,
-    String,
-    Bytes,
-    Timestamp,
-    Duration,
-    List,
-    Map,
-    Type,
-    Null,
-    Other,
-}
-
-impl FormatKind {
-    /// `None` for dyn, which every clause accepts.
-    fn of(t: &Ty) -> Option<FormatKind> {
-        Some(match t {
-            Ty::Dyn | Ty::Var(_) => return None,
-            Ty::Int => FormatKind::Int,
-            Ty::Uint => FormatKind::Uint,
-            Ty::Double => FormatKind::Double,
-            Ty::Bool => FormatKind::Bool,
-            Ty::String => FormatKind::String,
-            Ty::Bytes => FormatKind::Bytes,
-            Ty::Timestamp => FormatKind::Timestamp,
-            Ty::Duration => FormatKind::Duration,
-            Ty::List(_) => FormatKind::List,
-            Ty::Map(..) => FormatKind::Map,
-            Ty::Type(_) => FormatKind::Type,
-            Ty::Null => FormatKind::Null,
-            Ty::Optional(_) | Ty::Opaque(_) => FormatKind::Other,
-        })
-    }
-}
-
 /// A type error: the node it is at and what is wrong, worded as cel-go words it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TypeError {
     pub id: u64,
     pub message: String,
+}
+
+/// A type's name as cel-go's format messages give it: its kind's, without parameters.
+fn format_type_name(t: &Ty) -> String {
+    match t {
+        Ty::Null => "null_type".into(),
+        Ty::List(_) => "list".into(),
+        Ty::Map(..) => "map".into(),
+        Ty::Type(_) => "type".into(),
+        Ty::Optional(_) => "optional_type".into(),
+        other => other.to_string(),
+    }
 }
 
 /// The names a type name denotes as a value (`type(x) == string`).
@@ -1060,199 +1034,123 @@ impl Checker {
             .map_or(Ty::Dyn, |t| self.subst.apply(t, false))
     }
 
-    /// cel-go's validator of `string.format` (ext/formatting.go, the one of strings version 2,
-    /// which Kubernetes configures): where the format is a literal and its arguments a list
-    /// literal, the format is parsed, each clause checked against the type of its argument and
-    /// the number of arguments against the clauses, and kube-apiserver refuses the expression
-    /// rather than fail on every evaluation.
-    fn format_literals(&self, e: &IdedExpr) -> Result<(), TypeError> {
-        if let Expr::Call(call) = &e.expr
-            && call.func_name == "format"
-            && let Some(target) = call.target.as_deref()
-            && let Expr::Literal(LiteralValue::String(text)) = &target.expr
-            && let [arg] = call.args.as_slice()
-            && let Expr::List(list) = &arg.expr
-        {
-            self.format_call(e.id, text.inner(), &list.elements)?;
-        }
-        for c in super::children(e) {
-            self.format_literals(c)?;
-        }
-        Ok(())
-    }
-
-    fn format_call(&self, id: u64, text: &str, args: &[IdedExpr]) -> Result<(), TypeError> {
-        let error = |id: u64, message: String| Err(TypeError { id, message });
-        let bytes = text.as_bytes();
-        let (mut i, mut requested) = (0, 0);
-        while i < bytes.len() {
-            if bytes[i] != b'%' {
-                i += 1;
+    /// cel-go's `stringFormatValidator`, which the strings extension adds to Kubernetes'
+    /// environment: a literal format string applied to a list literal must have a valid clause
+    /// for each argument, no argument left over, and arguments whose type can suit their
+    /// clause (dyn always can). What it refuses could only fail when evaluated.
+    fn format_literals(&self, root: &IdedExpr) -> Result<(), TypeError> {
+        let mut stack = vec![root];
+        while let Some(e) = stack.pop() {
+            stack.extend(super::children(e));
+            let Expr::Call(call) = &e.expr else { continue };
+            let (Some(target), [arg]) = (call.target.as_deref(), call.args.as_slice()) else {
                 continue;
-            }
-            if bytes.get(i + 1) == Some(&b'%') {
-                i += 2;
-                continue;
-            }
-            let index = requested;
-            requested += 1;
-            if i + 1 >= bytes.len() {
-                return error(id, "unexpected end of string".into());
-            }
-            if index >= args.len() {
-                return error(id, format!("index {index} out of range"));
-            }
-            let mut j = i + 1;
-            if bytes[j] == b'.' {
-                j += 1;
-                let digits = j;
-                while j < bytes.len() && bytes[j].is_ascii_digit() {
-                    j += 1;
-                }
-                if j >= bytes.len() {
-                    return error(
-                        id,
-                        "could not parse formatting clause: error while parsing precision: could not find end of precision specifier".into(),
-                    );
-                }
-                if j == digits {
-                    return error(
-                        id,
-                        "could not parse formatting clause: error while parsing precision: no digits".into(),
-                    );
-                }
-            }
-            let verb = bytes[j];
-            let arg = &args[index];
-            let (ok, bad, what) = match verb {
-                b's' => {
-                    let (ok, bad) = self.format_string_arg(arg);
-                    (
-                        ok,
-                        bad,
-                        "string clause can only be used on strings, bools, bytes, ints, doubles, maps, lists, types, durations, and timestamps",
-                    )
-                }
-                b'd' => (
-                    self.format_arg_is(arg.id, &[FormatKind::Int, FormatKind::Uint]),
-                    arg.id,
-                    "decimal clause can only be used on integers",
-                ),
-                b'f' => (
-                    self.format_arg_is(arg.id, &[FormatKind::Double, FormatKind::String]),
-                    arg.id,
-                    "fixed-point clause can only be used on doubles",
-                ),
-                b'e' => (
-                    self.format_arg_is(arg.id, &[FormatKind::Double, FormatKind::String]),
-                    arg.id,
-                    "scientific clause can only be used on doubles",
-                ),
-                b'b' => (
-                    self.format_arg_is(
-                        arg.id,
-                        &[FormatKind::Int, FormatKind::Uint, FormatKind::Bool],
-                    ),
-                    arg.id,
-                    "only integers and bools can be formatted as binary",
-                ),
-                b'x' | b'X' => (
-                    self.format_arg_is(
-                        arg.id,
-                        &[
-                            FormatKind::Int,
-                            FormatKind::Uint,
-                            FormatKind::String,
-                            FormatKind::Bytes,
-                        ],
-                    ),
-                    arg.id,
-                    "only integers, byte buffers, and strings can be formatted as hex",
-                ),
-                b'o' => (
-                    self.format_arg_is(arg.id, &[FormatKind::Int, FormatKind::Uint]),
-                    arg.id,
-                    "octal clause can only be used on integers",
-                ),
-                other => {
-                    return error(
-                        id,
-                        format!(
-                            "could not parse formatting clause: unrecognized formatting clause \"{}\"",
-                            char::from(other)
-                        ),
-                    );
-                }
             };
-            if !ok {
-                return error(
-                    bad,
-                    format!(
-                        "error during formatting: {what}, was given {}",
-                        self.final_type(bad)
-                    ),
-                );
+            let (Expr::Literal(LiteralValue::String(text)), Expr::List(list)) =
+                (&target.expr, &arg.expr)
+            else {
+                continue;
+            };
+            if call.func_name != "format" {
+                continue;
             }
-            i = j + 1;
-        }
-        if args.len() > requested {
-            return error(
-                id,
-                format!(
-                    "too many arguments supplied to string.format (expected {requested}, got {})",
-                    args.len()
-                ),
-            );
+            let args = &list.elements;
+            let checked =
+                string_format::interpolate(text.inner(), args.len(), |i, verb| match args.get(i) {
+                    Some(a) => self.format_arg(a, verb).map(|()| String::new()),
+                    None => Ok(String::new()),
+                });
+            let clauses = match checked {
+                Ok((_, clauses)) => clauses,
+                Err(Failure::Text(message)) => return Err(TypeError { id: e.id, message }),
+                Err(Failure::Clause(err)) => return Err(err),
+            };
+            if args.len() > clauses {
+                return Err(TypeError {
+                    id: e.id,
+                    message: format!(
+                        "too many arguments supplied to string.format (expected {clauses}, got {})",
+                        args.len()
+                    ),
+                });
+            }
         }
         Ok(())
     }
 
-    /// Whether the argument's type is dyn or of one of `kinds`, compared as cel-go compares
-    /// them here: by kind, parameters not looked at.
-    fn format_arg_is(&self, id: u64, kinds: &[FormatKind]) -> bool {
-        FormatKind::of(&self.final_type(id)).is_none_or(|k| kinds.contains(&k))
+    /// Whether the argument's type can suit the clause, by its kind only (cel-go's
+    /// `stringFormatChecker`).
+    fn format_arg(&self, arg: &IdedExpr, verb: Verb) -> Result<(), TypeError> {
+        let t = self.final_type(arg.id);
+        let (ok, what) = match verb {
+            Verb::String => return self.format_string_arg(arg),
+            Verb::Decimal => (
+                matches!(t, Ty::Int | Ty::Uint),
+                "decimal clause can only be used on integers",
+            ),
+            Verb::Fixed(_) => (
+                matches!(t, Ty::Double | Ty::String),
+                "fixed-point clause can only be used on doubles",
+            ),
+            Verb::Scientific(_) => (
+                matches!(t, Ty::Double | Ty::String),
+                "scientific clause can only be used on doubles",
+            ),
+            Verb::Binary => (
+                matches!(t, Ty::Int | Ty::Uint | Ty::Bool),
+                "only integers and bools can be formatted as binary",
+            ),
+            Verb::Hex { .. } => (
+                matches!(t, Ty::Int | Ty::Uint | Ty::String | Ty::Bytes),
+                "only integers, byte buffers, and strings can be formatted as hex",
+            ),
+            Verb::Octal => (
+                matches!(t, Ty::Int | Ty::Uint),
+                "octal clause can only be used on integers",
+            ),
+        };
+        if ok || t.is_dyn() {
+            return Ok(());
+        }
+        Err(TypeError {
+            id: arg.id,
+            message: format!(
+                "error during formatting: {what}, was given {}",
+                format_type_name(&t)
+            ),
+        })
     }
 
-    /// `%s` takes nearly anything, and looks into list and map literals: the argument, or
-    /// the first element that it does not take.
-    fn format_string_arg(&self, arg: &IdedExpr) -> (bool, u64) {
-        const STRINGABLE: &[FormatKind] = &[
-            FormatKind::List,
-            FormatKind::Map,
-            FormatKind::Int,
-            FormatKind::Uint,
-            FormatKind::Double,
-            FormatKind::Bool,
-            FormatKind::String,
-            FormatKind::Timestamp,
-            FormatKind::Bytes,
-            FormatKind::Duration,
-            FormatKind::Type,
-            FormatKind::Null,
-        ];
-        if !self.format_arg_is(arg.id, STRINGABLE) {
-            return (false, arg.id);
+    /// `%s` takes any type but optionals and the libraries' own; into list and map literals
+    /// it looks at each element, key and value.
+    fn format_string_arg(&self, arg: &IdedExpr) -> Result<(), TypeError> {
+        let t = self.final_type(arg.id);
+        if matches!(t, Ty::Optional(_) | Ty::Opaque(_)) {
+            return Err(TypeError {
+                id: arg.id,
+                message: format!(
+                    "error during formatting: string clause can only be used on strings, bools, bytes, ints, doubles, maps, lists, types, durations, and timestamps, was given {}",
+                    format_type_name(&t)
+                ),
+            });
         }
-        let inner: Vec<&IdedExpr> = match &arg.expr {
-            Expr::List(list) => list.elements.iter().collect(),
-            Expr::Map(map) => map
-                .entries
-                .iter()
-                .filter_map(|entry| match &entry.expr {
-                    EntryExpr::MapEntry(me) => Some([&me.key, &me.value]),
-                    EntryExpr::StructField(_) => None,
-                })
-                .flatten()
-                .collect(),
-            _ => Vec::new(),
-        };
-        for e in inner {
-            let (ok, bad) = self.format_string_arg(e);
-            if !ok {
-                return (false, bad);
+        match &arg.expr {
+            Expr::List(list) => {
+                for item in &list.elements {
+                    self.format_string_arg(item)?;
+                }
             }
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        self.format_string_arg(&me.key)?;
+                        self.format_string_arg(&me.value)?;
+                    }
+                }
+            }
+            _ => {}
         }
-        (true, arg.id)
+        Ok(())
     }
 
     /// For messages: bound parameters replaced, unbound ones `dyn`.
@@ -1610,6 +1508,14 @@ impl Checker {
             && self.lookup(ns).is_none()
         {
             let qualified = format!("{ns}.{name}");
+            // The format namespace is Kubernetes' alone and retainer has all of it, so a name
+            // it lacks (`format.nope()`) can never evaluate: refused, as cel-go refuses it.
+            if ns == "format" && !TABLE.contains_key(&qualified) {
+                return Err(TypeError {
+                    id: e.id,
+                    message: format!("undeclared reference to '{qualified}'"),
+                });
+            }
             if TABLE.contains_key(&qualified) || NAMESPACES.contains(&ns.as_str()) {
                 return self.resolve(e.id, &qualified, None, &arg_types);
             }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use cel::Value;
 use cel::objects::{Key, Map, Opaque, OptionalValue};
-use retainer::expr::{Cidr, Ip, Quantity, Semver};
+use retainer::expr::{Cidr, Ip, NamedFormat, Quantity, Semver, Url};
 use serde_json::Value as Json;
 
 /// What kube-apiserver returned, in the form retainer's values are compared with.
@@ -22,8 +22,9 @@ pub enum Want {
 }
 
 /// The tags of opaque values and how retainer writes each in the form kube-apiserver's encoder
-/// does (the quantity's canonical form, the address or prefix, the URL's String()).
-pub const OPAQUE: &[&str] = &["semver", "quantity", "ip", "cidr", "url"];
+/// does (the quantity's canonical form, the address or prefix, the URL's String(), the named
+/// format's Name).
+pub const OPAQUE: &[&str] = &["semver", "quantity", "ip", "cidr", "url", "format"];
 
 pub fn opaque_text(v: &Value) -> Option<(&'static str, String)> {
     let Value::Opaque(o) = v else { return None };
@@ -38,6 +39,12 @@ pub fn opaque_text(v: &Value) -> Option<(&'static str, String)> {
     }
     if let Some(cidr) = o.downcast_ref::<Cidr>() {
         return Some(("cidr", cidr.to_string()));
+    }
+    if let Some(url) = o.downcast_ref::<Url>() {
+        return Some(("url", url.to_string()));
+    }
+    if let Some(format) = o.downcast_ref::<NamedFormat>() {
+        return Some(("format", format.name().to_string()));
     }
     None
 }
@@ -76,6 +83,10 @@ pub fn to_value(j: &Json) -> Result<Value, String> {
         return Ok(Value::Opaque(Arc::new(OpaqueText(tag, text))));
     }
     Ok(match tag.as_str() {
+        // The cel crate hands a type value out as its name (`type(x)` is a string once it
+        // leaves the interpreter), so the name is what can be compared; that it is a type, not
+        // a string, the type checker sees to (`type(x) == 'int'` does not compile).
+        "type" => Value::String(Arc::new(v.as_str().ok_or("type")?.to_string())),
         "null" => Value::Null,
         "bool" => Value::Bool(v.as_bool().ok_or("bool")?),
         "int" => Value::Int(v.as_i64().ok_or("int")?),

@@ -15,7 +15,8 @@
 // {"double": "1.5"}, {"string": "a"}, {"bool": true}, {"null": null}, {"bytes": "<base64>"},
 // {"duration": {"seconds": 1, "nanos": 0}}, {"timestamp": "RFC 3339"}, {"list": [...]},
 // {"map": [[k, v], ...]}, {"semver": "1.2.3"}, {"quantity": "1Ki"} (canonical form),
-// {"url": "https://a/b"}, {"ip": "::1"}, {"cidr": "10.0.0.0/8"}, {"type": "int"}), because JSON alone cannot
+// {"url": "https://a/b"}, {"ip": "::1"}, {"cidr": "10.0.0.0/8"}, {"format": "DNS1123Label"} (the
+// named format's Name, which is what its equality compares), {"type": "int"}), because JSON alone cannot
 // tell 1 from 1u from 1.0. A failure is {"error": "...", "stage": "compile" | "eval"}.
 package main
 
@@ -260,6 +261,8 @@ func convert(v ref.Val) (any, error) {
 		return map[string]any{"quantity": canonicalQuantity(x.Quantity)}, nil
 	case apiservercel.URL:
 		return map[string]any{"url": x.URL.String()}, nil
+	case apiservercel.Format:
+		return map[string]any{"format": x.Name}, nil
 	case apiservercel.IP:
 		return map[string]any{"ip": x.Addr.String()}, nil
 	case apiservercel.CIDR:

@@ -312,9 +312,20 @@ fn random_changes_evaluate_as_a_full_evaluation_does() {
                     }
                     70..78 => outside.custom = bundles(&mut rng, &names, version),
                     78..95 => {
+                        // Minutes, seconds and nanoseconds: crossings of keep's thresholds
+                        // fall between whole minutes too, and on them.
                         let minutes = rng.random_range(0..90);
-                        outside.now =
-                            Timestamp::from_second(outside.now.as_second() + 60 * minutes).unwrap();
+                        let nanos = if rng.random_bool(0.5) {
+                            rng.random_range(0..60_000_000_000i64)
+                        } else {
+                            0
+                        };
+                        outside.now = outside
+                            .now
+                            .checked_add(jiff::SignedDuration::from_nanos(
+                                60_000_000_000 * minutes + nanos,
+                            ))
+                            .unwrap();
                     }
                     _ => {
                         let labels = if rng.random_bool(0.5) {
@@ -482,12 +493,46 @@ fn a_new_now_evaluates_again_only_what_reads_the_clock() {
     state
         .apply(&keep_reads_age, &world, upserts(fleet(200)), &|| false)
         .unwrap();
+    // keep reads the clock only as `age < 3h`: an hour later, keep runs again for exactly the
+    // Jobs whose age reached 3h in that hour; match, groupBy and orderBy do not read the clock.
+    let crossed = fleet(200)
+        .iter()
+        .filter(|j| {
+            let created: Timestamp = j["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let at = created.as_second() + 3 * 3600;
+            T0 < at && at <= T0 + 3600
+        })
+        .count();
+    assert!(crossed > 0 && crossed < 200, "{crossed}");
+    // The instant the next Job reaches 3h: the worker wakes then to show it in status.
+    let first = fleet(200)
+        .iter()
+        .map(|j| {
+            j["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap()
+                .parse::<Timestamp>()
+                .unwrap()
+                .as_second()
+                + 3 * 3600
+        })
+        .filter(|at| *at > T0)
+        .min()
+        .unwrap();
+    assert_eq!(
+        state.next_due(),
+        Some(Timestamp::from_second(first).unwrap())
+    );
     let later = empty_world(&refs, &namespaces, T0 + 3600);
     let work = state
         .apply(&keep_reads_age, &later, Changes::default(), &|| false)
         .unwrap();
-    // keep runs again everywhere; match, groupBy and orderBy do not read the clock.
-    assert_eq!((work.placed, work.ranked, work.decided), (0, 0, 200));
+    assert_eq!((work.placed, work.ranked, work.decided), (0, 0, crossed));
+    assert!(state.next_due().is_some_and(|d| d > later.now));
     check_equal(
         "an hour later",
         1,
@@ -496,6 +541,57 @@ fn a_new_now_evaluates_again_only_what_reads_the_clock() {
         &later,
         &keep_reads_age,
     );
+    // A second later no age crossed 3h: nothing runs.
+    let second = empty_world(&refs, &namespaces, T0 + 3601);
+    let work = state
+        .apply(&keep_reads_age, &second, Changes::default(), &|| false)
+        .unwrap();
+    assert_eq!(work.decided, 0);
+    check_equal(
+        "a second later",
+        2,
+        &state,
+        &applied(fleet(200)),
+        &second,
+        &keep_reads_age,
+    );
+    // A clock that went back: every verdict is worked out again.
+    let back = empty_world(&refs, &namespaces, T0 + 60);
+    let work = state
+        .apply(&keep_reads_age, &back, Changes::default(), &|| false)
+        .unwrap();
+    assert_eq!(work.decided, 200);
+    check_equal(
+        "back",
+        3,
+        &state,
+        &applied(fleet(200)),
+        &back,
+        &keep_reads_age,
+    );
+
+    // keep reading the clock in any other way runs again for every object.
+    for keep in [
+        "rank < 1 || now - timestamp(object.metadata.creationTimestamp) < duration('3h')",
+        "rank < 1 || age.getHours() < 3",
+        "rank < 1 || age < duration('3h') + duration(string(rank) + 's')",
+        "[1].exists(age, age == 1) || age < duration('3h')",
+    ] {
+        let policy = compile(
+            Some("prod"),
+            json!({"target": {"kind": "Job"}, "groupBy": "object.metadata.labels.app",
+                   "keep": keep, "schedule": "@hourly"}),
+        );
+        let mut state = IncrementalEvaluation::new(&policy);
+        state
+            .apply(&policy, &world, upserts(fleet(200)), &|| false)
+            .unwrap();
+        let work = state
+            .apply(&policy, &later, Changes::default(), &|| false)
+            .unwrap();
+        assert_eq!((work.placed, work.decided), (0, 200), "{keep}");
+        check_equal(keep, 1, &state, &applied(fleet(200)), &later, &policy);
+    }
 }
 
 #[test]
