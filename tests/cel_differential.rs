@@ -336,6 +336,7 @@ enum Ty {
     Quantity,
     Ip,
     Cidr,
+    Url,
     OptDyn,
 }
 
@@ -357,22 +358,25 @@ const ALL_TYPES: &[Ty] = &[
     Ty::Quantity,
     Ty::Ip,
     Ty::Cidr,
+    Ty::Url,
     Ty::OptDyn,
 ];
 
 /// The types whose values may stand in a dyn position. Kept out:
-/// - Kubernetes library objects: cel-go compares a quantity, semver, ip or cidr with a value of
-///   another type as an error ("no such overload") where the cel crate answers false, and
-///   takes such an error inside a list comparison as equal; retainer copies neither.
+/// - Kubernetes library objects: cel-go compares a quantity, semver, ip, cidr or url with a
+///   value of another type as an error ("no such overload") where the cel crate answers false,
+///   and takes such an error inside a list comparison as equal; retainer copies neither.
 /// - optionals: cel-go selects a field of, or indexes, an optional held in a dyn value as it
 ///   does `x.?f`; retainer does so only where the type checker sees the optional.
+/// - bytes: a bytes key looked up in a map the expression built (`b'a' in {k: 1}`) panics in
+///   cel-go ("hash of unhashable type types.Bytes"), which aborts the whole evaluation;
+///   retainer answers false. Bytes stay where the grammar asks for them by type.
 const PLAIN_TYPES: &[Ty] = &[
     Ty::Bool,
     Ty::Int,
     Ty::UInt,
     Ty::Double,
     Ty::Str,
-    Ty::Bytes,
     Ty::Timestamp,
     Ty::Duration,
     Ty::ListInt,
@@ -515,6 +519,33 @@ const CIDRS: &[&str] = &[
     "1.2.3.4/33",
     "1.2.3.4",
 ];
+const URLS: &[&str] = &[
+    "https://example.com/a?b=c&b=d#frag",
+    "http://[::1]:8080/x%20y",
+    "https://user:pw@Example.COM:443/",
+    "HTTPS://example.com",
+    "example.com/path",
+    "/relative/path?q=1",
+    "mailto:someone@example.com",
+    "https://example.com/a b",
+    "http://host:port",
+];
+/// The named formats of Kubernetes' format library.
+const FORMATS: &[&str] = &[
+    "dns1123Label",
+    "dns1123Subdomain",
+    "dns1035Label",
+    "qualifiedName",
+    "dns1123LabelPrefix",
+    "dns1123SubdomainPrefix",
+    "dns1035LabelPrefix",
+    "labelValue",
+    "uri",
+    "uuid",
+    "byte",
+    "date",
+    "datetime",
+];
 const DURATIONS: &[&str] = &[
     "1h", "90m", "1.5s", "-30s", "1h30m", "0", "100ms", "1us", "24h", "1d", "2562047h",
 ];
@@ -636,6 +667,7 @@ impl Gen<'_> {
                 0 => format!("{}.masked()", self.expr(Ty::Cidr, d)),
                 _ => format!("cidr({})", self.expr(Ty::Str, d)),
             },
+            Ty::Url => format!("url({})", self.expr(Ty::Str, d)),
             Ty::OptDyn => self.optional_expr(d),
         }
     }
@@ -716,6 +748,7 @@ impl Gen<'_> {
             Ty::Quantity => format!("quantity({})", lit(rng.pick(QUANTITIES))),
             Ty::Ip => format!("ip({})", lit(rng.pick(IPS))),
             Ty::Cidr => format!("cidr({})", lit(rng.pick(CIDRS))),
+            Ty::Url => format!("url({})", lit(rng.pick(URLS))),
             Ty::OptDyn => match rng.below(3) {
                 0 => "optional.none()".into(),
                 1 => "object.?spec.replicas".into(),
@@ -730,7 +763,7 @@ impl Gen<'_> {
     /// add or sub made (a pointer, which the quantity's Equal does not take); the cel crate
     /// answers false or compares. Neither is copied by retainer.
     fn equal_operand(&mut self, ty: Ty, d: u32) -> String {
-        if matches!(ty, Ty::Semver | Ty::Quantity | Ty::Ip | Ty::Cidr) {
+        if matches!(ty, Ty::Semver | Ty::Quantity | Ty::Ip | Ty::Cidr | Ty::Url) {
             self.leaf(ty)
         } else {
             self.expr(ty, d)
@@ -742,7 +775,7 @@ impl Gen<'_> {
     }
 
     fn bool_expr(&mut self, d: u32) -> String {
-        match self.rng.below(34) {
+        match self.rng.below(36) {
             0 => format!("{} && {}", self.expr(Ty::Bool, d), self.expr(Ty::Bool, d)),
             1 => format!("{} || {}", self.expr(Ty::Bool, d), self.expr(Ty::Bool, d)),
             2 => format!("!{}", self.expr(Ty::Bool, d)),
@@ -908,6 +941,24 @@ impl Gen<'_> {
                 self.equal_operand(Ty::Ip, d)
             ),
             32 => format!("{}.first().hasValue()", self.expr(Ty::ListDyn, d)),
+            33 => match self.rng.below(3) {
+                0 => format!("isURL({})", lit(self.rng.pick(URLS))),
+                1 => format!("isURL({})", self.expr(Ty::Str, d)),
+                _ => format!(
+                    "{} == {}",
+                    self.expr(Ty::Url, d),
+                    self.equal_operand(Ty::Url, d)
+                ),
+            },
+            34 => match self.rng.below(3) {
+                0 => format!("format.named({}).hasValue()", self.expr(Ty::Str, d)),
+                1 => format!("format.named({}).hasValue()", lit(self.rng.pick(FORMATS))),
+                _ => format!(
+                    "format.{}().validate({}).hasValue()",
+                    self.rng.pick(FORMATS),
+                    self.expr(Ty::Str, d)
+                ),
+            },
             _ => format!("{} < {}", self.expr(Ty::Dyn, d), self.expr(Ty::Dyn, d)),
         }
     }
@@ -1112,7 +1163,7 @@ impl Gen<'_> {
     }
 
     fn str_expr(&mut self, d: u32) -> String {
-        match self.rng.below(22) {
+        match self.rng.below(24) {
             0 => format!("{} + {}", self.expr(Ty::Str, d), self.expr(Ty::Str, d)),
             1 => format!(
                 "{}.charAt({})",
@@ -1170,19 +1221,28 @@ impl Gen<'_> {
             }
             6 => format!("strings.quote({})", self.expr(Ty::Str, d)),
             7 => {
-                // Ints, uints, bools and strings, and no `%e`: cel-go formats with the en_US
-                // locale (`%.2f` of 1000.0 is `1,000.00`), writes a double for `%s` as `%g`, a
-                // timestamp in its own offset and the strings in a list quoted, and `%e` its
-                // own way; the cel crate's `format` does not. The arguments are literals, which
-                // an object field of another type cannot replace.
                 let fmt = self.rng.pick(&[
-                    "%s", "%d", "%s-%s", "%x", "%o", "%b", "%.2f", "%5s", "%%", "%.f", "%",
+                    "%s", "%d", "%s-%s", "%x", "%X", "%o", "%b", "%f", "%.2f", "%e", "%.3e", "%5s",
+                    "%%", "%.f", "%",
                 ]);
-                let t = *self.rng.pick(&[Ty::Int, Ty::Str, Ty::Bool, Ty::UInt]);
+                let t = *self.rng.pick(&[
+                    Ty::Int,
+                    Ty::Str,
+                    Ty::Double,
+                    Ty::Bool,
+                    Ty::UInt,
+                    Ty::Bytes,
+                    Ty::ListStr,
+                    Ty::ListDyn,
+                    Ty::MapStr,
+                    Ty::Timestamp,
+                    Ty::Duration,
+                    Ty::Dyn,
+                ]);
                 let args = if fmt.matches('%').count() == 2 && *fmt != "%%" {
-                    format!("[{}, {}]", self.leaf(t), self.leaf(Ty::Str))
+                    format!("[{}, {}]", self.expr(t, d), self.expr(Ty::Str, d))
                 } else {
-                    format!("[{}]", self.leaf(t))
+                    format!("[{}]", self.expr(t, d))
                 };
                 format!("{}.format({args})", lit(fmt))
             }
@@ -1201,6 +1261,21 @@ impl Gen<'_> {
                 ]);
                 format!("string({})", self.expr(t, d))
             }
+            16 => {
+                let f = self.rng.pick(&[
+                    "getScheme",
+                    "getHost",
+                    "getHostname",
+                    "getPort",
+                    "getEscapedPath",
+                ]);
+                format!("{}.{f}()", self.expr(Ty::Url, d))
+            }
+            17 => format!(
+                "{}.getQuery()[?{}].orValue([]).join(',')",
+                self.expr(Ty::Url, d),
+                self.expr(Ty::Str, d)
+            ),
             9 => format!(
                 "{}.find({})",
                 self.expr(Ty::Str, d),
@@ -1270,7 +1345,7 @@ impl Gen<'_> {
             Ty::ListStr => Ty::Str,
             _ => Ty::Dyn,
         };
-        match self.rng.below(13) {
+        match self.rng.below(14) {
             0 => {
                 let items: Vec<String> =
                     (0..self.rng.below(4)).map(|_| self.expr(elem, d)).collect();
@@ -1305,6 +1380,11 @@ impl Gen<'_> {
                 // A list for certain: retainer has the strings extension's `reverse()` of a
                 // string (version 3), which Kubernetes 1.36 lacks ("no such overload").
                 "reverse" => format!("{}.reverse()", ordered(self.expr(ty, d))),
+                // A list literal: cel-go's `distinct()` of anything else, an error or null
+                // included, panics, which aborts the whole evaluation even under `|| true`
+                // ("internal error: interface conversion: types.Null is not traits.Lister"),
+                // where retainer has an ordinary error.
+                "distinct" => format!("{}.distinct()", self.leaf(ty)),
                 f => format!("{}.{f}()", self.expr(ty, d)),
             },
             6 if self.may_nest() => {
@@ -1315,9 +1395,13 @@ impl Gen<'_> {
                 // error: interface conversion: *types.Err is not traits.Lister", a cel-go
                 // panic), which no `&&` or `||` absorbs; retainer takes it as any error.
                 let list = self.leaf(ty);
+                let literal = match elem {
+                    Ty::Int | Ty::Str => self.leaf(elem),
+                    _ => lit(self.rng.pick(STRINGS)),
+                };
                 let key = match self.rng.below(3) {
                     0 => format!("type({v}) == string ? 1 : 0"),
-                    1 => format!("{v} == {} ? 0 : 1", self.leaf(elem)),
+                    1 => format!("{v} == {literal} ? 0 : 1"),
                     _ => self.leaf(Ty::Int),
                 };
                 format!("{list}.sortBy({v}, {key})")
@@ -1354,6 +1438,11 @@ impl Gen<'_> {
                 format!("{range}.transformList({k}, {v}, {body})")
             }
             11 => format!("{}.orValue([])", self.expr(Ty::OptDyn, d)),
+            12 if ty == Ty::ListStr => format!(
+                "format.{}().validate({}).orValue([])",
+                self.rng.pick(FORMATS),
+                self.expr(Ty::Str, d)
+            ),
             _ => self.rng.pick(typed_paths(ty)).to_string(),
         }
     }
