@@ -197,16 +197,24 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// The candidates status lists: the oldest first, at most MAX_LISTED_CANDIDATES.
 pub fn listed_candidates(eval: &Evaluation) -> Vec<CandidateRef> {
+    // Unknown creation times sort last: they read as new; equal times in the results' order.
+    // The index makes every key distinct, so choosing the first few and sorting only those
+    // lists what sorting every candidate would: status is built after every change, and a
+    // policy may have a hundred thousand candidates.
     let mut c: Vec<_> = eval
         .results
         .iter()
         .filter(|r| r.verdict == Verdict::Delete)
+        .enumerate()
+        .map(|(i, r)| ((r.created.is_none(), r.created, i), r))
         .collect();
-    // Unknown creation times sort last: they read as new.
-    c.sort_by_key(|r| (r.created.is_none(), r.created));
+    if c.len() > MAX_LISTED_CANDIDATES {
+        c.select_nth_unstable_by_key(MAX_LISTED_CANDIDATES, |(key, _)| *key);
+        c.truncate(MAX_LISTED_CANDIDATES);
+    }
+    c.sort_unstable_by_key(|(key, _)| *key);
     c.into_iter()
-        .take(MAX_LISTED_CANDIDATES)
-        .map(|r| match &r.id {
+        .map(|(_, r)| match &r.id {
             ObjectId::Kube {
                 namespace, name, ..
             } => CandidateRef {
@@ -428,6 +436,44 @@ mod tests {
         assert_eq!(listed.len(), MAX_LISTED_CANDIDATES);
         assert_eq!(listed[0].name.as_deref(), Some("j24"));
         assert_eq!(listed[19].name.as_deref(), Some("j05"));
+    }
+
+    /// Choosing the oldest few lists what a stable sort of every candidate lists, ties (equal
+    /// and unknown creation times) in the results' order.
+    #[test]
+    fn listing_the_oldest_equals_sorting_every_candidate() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for n in [0, 1, 19, 20, 21, 200] {
+            let mut e = eval(n);
+            for r in e.results.iter_mut() {
+                let r = std::sync::Arc::make_mut(r);
+                // Few distinct times, some unknown: many ties.
+                r.created = match rng.random_range(0..5) {
+                    0 => None,
+                    d => Some(ts("2026-01-01T00:00:00Z") + jiff::SignedDuration::from_hours(d)),
+                };
+                if rng.random_bool(0.2) {
+                    r.verdict = Verdict::Keep;
+                }
+            }
+            let mut want: Vec<_> = e
+                .results
+                .iter()
+                .filter(|r| r.verdict == Verdict::Delete)
+                .collect();
+            want.sort_by_key(|r| (r.created.is_none(), r.created));
+            let want: Vec<_> = want
+                .iter()
+                .take(MAX_LISTED_CANDIDATES)
+                .map(|r| match &r.id {
+                    ObjectId::Kube { name, .. } => Some(name.clone()),
+                    ObjectId::Oci { .. } => None,
+                })
+                .collect();
+            let got: Vec<_> = listed_candidates(&e).into_iter().map(|c| c.name).collect();
+            assert_eq!(got, want, "{n} candidates");
+        }
     }
 
     #[test]

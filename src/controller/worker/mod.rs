@@ -413,18 +413,7 @@ impl Worker {
         let requested = sweep_request(obj);
         let manual = requested.is_some() && requested != self.state.sweep_request;
         let suspended = compiled.view.spec.suspend;
-        let registry_facts = oci.then(|| RegistryFacts {
-            read_at: self.state.inventory.as_ref().map(|(t, _)| *t),
-            failed_at: self.state.registry_error.as_ref().map(|(t, _)| *t),
-            reading: self.state.reading.is_some(),
-            sweep_waiting_since: self.state.sweep_waiting_since,
-            refresh: self.shared.registry.refresh,
-            retry: self
-                .shared
-                .registry
-                .refresh
-                .min(self.state.registry_backoff.current(REGISTRY_RETRY)),
-        });
+        let registry_facts = oci.then(|| self.registry_facts(self.state.sweep_waiting_since));
         let Decision {
             sweep,
             read_inventory,
@@ -503,13 +492,7 @@ impl Worker {
             .collect();
         // An object's age crossed one of keep's thresholds: its verdict may have changed with
         // nothing else changing.
-        let clock_due = self
-            .state
-            .carried
-            .tracked
-            .as_ref()
-            .and_then(Tracked::next_due)
-            .is_some_and(|due| due <= now);
+        let clock_due = self.clock_due().is_some_and(|due| due <= now);
         if self.state.seen != versions
             || clock_due
             || (self.state.evaluation.is_none() && self.state.over_budget.is_none())
@@ -621,6 +604,31 @@ impl Worker {
 
     /// When to look again without any change: the decision's time, worked out again now that
     /// the state moved on.
+    /// What `decide` needs to know of the policy's registry reads.
+    fn registry_facts(&self, sweep_waiting_since: Option<Timestamp>) -> RegistryFacts {
+        RegistryFacts {
+            read_at: self.state.inventory.as_ref().map(|(t, _)| *t),
+            failed_at: self.state.registry_error.as_ref().map(|(t, _)| *t),
+            reading: self.state.reading.is_some(),
+            sweep_waiting_since,
+            refresh: self.shared.registry.refresh,
+            retry: self
+                .shared
+                .registry
+                .refresh
+                .min(self.state.registry_backoff.current(REGISTRY_RETRY)),
+        }
+    }
+
+    /// When the clock alone may next change a verdict (`Tracked::next_due`).
+    fn clock_due(&self) -> Option<Timestamp> {
+        self.state
+            .carried
+            .tracked
+            .as_ref()
+            .and_then(Tracked::next_due)
+    }
+
     fn next_wake(&self, compiled: &CompiledPolicy, now: Timestamp) -> Option<Timestamp> {
         let oci = compiled.target == TargetKind::OciArtifact;
         let d = decide::decide(&Facts {
@@ -629,18 +637,7 @@ impl Worker {
             requested: false,
             resume: false,
             suspended: compiled.view.spec.suspend,
-            registry: oci.then(|| RegistryFacts {
-                read_at: self.state.inventory.as_ref().map(|(t, _)| *t),
-                failed_at: self.state.registry_error.as_ref().map(|(t, _)| *t),
-                reading: self.state.reading.is_some(),
-                sweep_waiting_since: None,
-                refresh: self.shared.registry.refresh,
-                retry: self
-                    .shared
-                    .registry
-                    .refresh
-                    .min(self.state.registry_backoff.current(REGISTRY_RETRY)),
-            }),
+            registry: oci.then(|| self.registry_facts(None)),
         });
         if d.read_inventory {
             // Due now: the next step starts the read.
@@ -651,11 +648,7 @@ impl Worker {
         // sweep; at most once per AGE_REFRESH, so that a stream of crossings does not become a
         // stream of status writes.
         let crossing = self
-            .state
-            .carried
-            .tracked
-            .as_ref()
-            .and_then(Tracked::next_due)
+            .clock_due()
             .map(|due| due.max(now.checked_add(AGE_REFRESH).unwrap_or(Timestamp::MAX)));
         match (d.wake_at, crossing) {
             (Some(a), Some(b)) => Some(a.min(b)),
