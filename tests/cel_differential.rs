@@ -1522,9 +1522,10 @@ impl Gen<'_> {
     }
 }
 
-/// The range of a macro that builds a list, made a list: iterating a map gives its keys in the
-/// map's order, which is not the same from one run to the next in either implementation.
-/// `m + []` is an error on a map and the list itself on a list.
+/// `x` as a list or an error: `x + []` is the list itself on a list and an error on anything
+/// else. For the range of a macro that builds a list, since iterating a map gives its keys in
+/// the map's order, which is not the same from one run to the next in either implementation;
+/// and for `reverse()`, which retainer also has for strings.
 fn ordered(range: String) -> String {
     format!("({range} + [])")
 }
