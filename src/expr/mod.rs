@@ -643,11 +643,7 @@ fn check_references(
         {
             continue;
         }
-        let (line, column) = program
-            .source_info()
-            .offset_for(id)
-            .map(|(start, _)| line_column(source, start as usize))
-            .unwrap_or((1, 1));
+        let (line, column) = position(program, source, id);
         if Field::Keep.variables().contains(&name.as_str()) || keep_extra.contains(&name.as_str()) {
             return Err(CompileError::KeepOnly {
                 field: field.path(),
@@ -711,15 +707,8 @@ fn unbounded_range(e: &IdedExpr) -> Option<u64> {
 }
 
 fn check_nesting(field: Field, source: &str, program: &Program) -> Result<(), CompileError> {
-    let position = |id: u64| {
-        program
-            .source_info()
-            .offset_for(id)
-            .map(|(start, _)| line_column(source, start as usize))
-            .unwrap_or((1, 1))
-    };
     if let Some(id) = unbounded_range(program.expression()) {
-        let (line, column) = position(id);
+        let (line, column) = position(program, source, id);
         return Err(CompileError::UnboundedRange {
             field: field.path(),
             line,
@@ -730,7 +719,7 @@ fn check_nesting(field: Field, source: &str, program: &Program) -> Result<(), Co
     if depth <= MAX_NESTED_MACROS {
         return Ok(());
     }
-    let (line, column) = position(id);
+    let (line, column) = position(program, source, id);
     Err(CompileError::TooDeep {
         field: field.path(),
         depth,
@@ -804,11 +793,7 @@ fn check_constant_conversions(
         let mut ctx = Context::with_env(env());
         ctx.set_variable_resolver(&resolver);
         if let Err(err) = Value::resolve(&folded.expr, &ctx) {
-            let (line, column) = program
-                .source_info()
-                .offset_for(arg.id)
-                .map(|(start, _)| line_column(source, start as usize))
-                .unwrap_or((1, 1));
+            let (line, column) = position(program, source, arg.id);
             let function = CONVERSIONS
                 .iter()
                 .find(|f| **f == function)
@@ -861,11 +846,7 @@ fn check_constant_indexes(
             continue;
         };
         if planned_constant(index) && !qualifies(index) {
-            let (line, column) = program
-                .source_info()
-                .offset_for(index.id)
-                .map(|(start, _)| line_column(source, start as usize))
-                .unwrap_or((1, 1));
+            let (line, column) = position(program, source, index.id);
             return Err(CompileError::TypeCheck {
                 field: field.path(),
                 line,
@@ -903,11 +884,7 @@ fn check_time_literals(field: Field, source: &str, program: &Program) -> Result<
             // cel-go's duration literal validator evaluates the call, and Kubernetes'
             // environment has no conversion of a number to a duration.
             if call.func_name == "duration" {
-                let (line, column) = program
-                    .source_info()
-                    .offset_for(arg.id)
-                    .map(|(start, _)| line_column(source, start as usize))
-                    .unwrap_or((1, 1));
+                let (line, column) = position(program, source, arg.id);
                 return Err(CompileError::InvalidLiteral {
                     field: field.path(),
                     function: "duration",
@@ -930,11 +907,7 @@ fn check_time_literals(field: Field, source: &str, program: &Program) -> Result<
             _ => continue,
         };
         if let Err(e) = result {
-            let (line, column) = program
-                .source_info()
-                .offset_for(arg.id)
-                .map(|(start, _)| line_column(source, start as usize))
-                .unwrap_or((1, 1));
+            let (line, column) = position(program, source, arg.id);
             return Err(CompileError::InvalidLiteral {
                 field: field.path(),
                 function,
@@ -963,11 +936,7 @@ fn check_types(
         .map(|n| (*n, types::variable_type(n)))
         .collect();
     types::check(program.expression(), &vars).map_err(|e| {
-        let (line, column) = program
-            .source_info()
-            .offset_for(e.id)
-            .map(|(start, _)| line_column(source, start as usize))
-            .unwrap_or((1, 1));
+        let (line, column) = position(program, source, e.id);
         CompileError::TypeCheck {
             field: field.path(),
             line,
@@ -997,11 +966,7 @@ fn check_regex_literals(field: Field, source: &str, program: &Program) -> Result
             continue;
         };
         if let Err(e) = library::compile_regex(function, text.inner()) {
-            let (line, column) = program
-                .source_info()
-                .offset_for(pattern.id)
-                .map(|(start, _)| line_column(source, start as usize))
-                .unwrap_or((1, 1));
+            let (line, column) = position(program, source, pattern.id);
             return Err(CompileError::InvalidLiteral {
                 field: field.path(),
                 function,
@@ -1012,6 +977,16 @@ fn check_regex_literals(field: Field, source: &str, program: &Program) -> Result
         }
     }
     Ok(())
+}
+
+/// The line and column (1-based, in characters) of the expression node `id`, as compile
+/// errors report it; the start when the parser recorded no offset.
+fn position(program: &Program, source: &str, id: u64) -> (usize, usize) {
+    program
+        .source_info()
+        .offset_for(id)
+        .map(|(start, _)| line_column(source, start as usize))
+        .unwrap_or((1, 1))
 }
 
 fn line_column(source: &str, char_offset: usize) -> (usize, usize) {
