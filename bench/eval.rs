@@ -176,7 +176,11 @@ fn incremental(policy: &CompiledPolicy, objects: &[Value]) {
     };
     let mut state = IncrementalEvaluation::new(policy);
     let changes = Changes {
-        objects: objects.iter().cloned().map(ObjectChange::Upsert).collect(),
+        objects: objects
+            .iter()
+            .cloned()
+            .map(ObjectChange::Upsert)
+            .collect::<Vec<_>>(),
         refs_changed: false,
     };
     let start = Instant::now();

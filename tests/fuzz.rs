@@ -378,7 +378,11 @@ fn check_policy(spec: Json, objects: Vec<Json>) -> Result<(), TestCaseError> {
     let mut held: std::collections::BTreeMap<String, &Json> = Default::default();
     for batch in [first, second] {
         let changes = Changes {
-            objects: batch.iter().cloned().map(ObjectChange::Upsert).collect(),
+            objects: batch
+                .iter()
+                .cloned()
+                .map(ObjectChange::Upsert)
+                .collect::<Vec<_>>(),
             refs_changed: false,
         };
         for o in batch {

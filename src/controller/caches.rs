@@ -386,25 +386,24 @@ impl Cache {
     /// The objects `keep` accepts, parsed with only the `fields` named (see
     /// `json::parse_pruned`).
     pub fn parsed_where(&self, fields: &FieldTree, keep: impl FnMut(&Json) -> bool) -> Vec<Json> {
-        self.parsed_where_at(fields, keep).1
+        self.parsed_where_at(fields, keep).1.collect()
     }
 
-    /// `parsed_where`, with the sequence number the objects are as of.
-    pub fn parsed_where_at(
+    /// `parsed_where`, one object at a time as the iterator is read, with the sequence
+    /// number the objects are as of. Only the texts are taken under the lock; a caller that
+    /// keeps less than the parsed object never holds them all parsed at once.
+    pub fn parsed_where_at<'a>(
         &self,
-        fields: &FieldTree,
-        mut keep: impl FnMut(&Json) -> bool,
-    ) -> (u64, Vec<Json>) {
+        fields: &'a FieldTree,
+        mut keep: impl FnMut(&Json) -> bool + 'a,
+    ) -> (u64, impl Iterator<Item = Json> + 'a) {
         let (seq, texts) = self.texts();
-        let mut out = Vec::new();
-        for text in texts {
-            if let Ok(obj) = crate::json::parse_pruned(&text, fields)
-                && keep(&obj)
-            {
-                out.push(obj);
-            }
-        }
-        (seq, out)
+        let objects = texts.into_iter().filter_map(move |text| {
+            crate::json::parse_pruned(&text, fields)
+                .ok()
+                .filter(|obj| keep(obj))
+        });
+        (seq, objects)
     }
 
     /// Every object, parsed whole.

@@ -193,11 +193,10 @@ pub fn evaluate(
 /// Every selected object of the target cache into a new state.
 fn full(inputs: &Inputs<'_>, over_budget: &dyn Fn() -> bool, why: &'static str) -> Outcome {
     let policy = inputs.policy;
+    let fields = policy.retained_fields();
     let (seq, objects) = inputs
         .target
-        .parsed_where_at(&policy.retained_fields(), |o| {
-            selects(policy, o, inputs.namespace_labels)
-        });
+        .parsed_where_at(&fields, |o| selects(policy, o, inputs.namespace_labels));
     let mut state = IncrementalEvaluation::new(policy);
     let world = World {
         refs: &inputs.refs,
@@ -209,7 +208,7 @@ fn full(inputs: &Inputs<'_>, over_budget: &dyn Fn() -> bool, why: &'static str) 
         policy,
         &world,
         Changes {
-            objects: objects.into_iter().map(ObjectChange::Upsert).collect(),
+            objects: objects.map(ObjectChange::Upsert),
             refs_changed: true,
         },
         over_budget,

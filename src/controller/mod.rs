@@ -35,11 +35,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{GROUP, VERSION};
+use crate::api::{GROUP, TargetKind, VERSION};
 use crate::oci::ManifestCache;
 /// Re-exported: `retainer run`'s registry settings are part of its `Options`.
 pub use crate::oci::RegistryOptions;
-use crate::refs::RefIndex;
+use crate::refs::{RefIndex, RefPart};
 use caches::{Caches, Kind};
 use decide::Interruption;
 use leader::Leadership;
@@ -190,8 +190,9 @@ struct Shared {
     incremental_evaluation: bool,
     /// Evaluation slots: evaluations are CPU-bound, so at most this many run at once.
     evaluations: Arc<Semaphore>,
-    /// Built-in references: rebuilt only when a referrer cache changed.
-    refs: Mutex<VersionedRefs>,
+    /// Built-in references, the Secret part and the image part: each rebuilt only when a
+    /// referrer cache changed and a policy reads it.
+    refs: [Mutex<VersionedRefs>; 2],
     /// Custom referrer kinds by (apiVersion, kind), and when each was looked up: a kind not
     /// served (or a failed lookup) is asked again after DISCOVERY_RETRY, so a CRD installed
     /// after the policy is picked up without a restart.
@@ -202,8 +203,14 @@ struct Shared {
 }
 
 impl Shared {
-    /// The index of built-in references, rebuilt if a referrer cache changed since.
-    fn ref_index(&self) -> Arc<RefIndex> {
+    /// The part of the index of built-in references that a policy of `target` reads, rebuilt
+    /// if a referrer cache changed since; Job policies read none.
+    fn ref_index(&self, target: TargetKind) -> Arc<RefIndex> {
+        let (part, slot) = match target {
+            TargetKind::Job => return Arc::new(RefIndex::default()),
+            TargetKind::Secret => (RefPart::Secrets, 0),
+            TargetKind::OciArtifact => (RefPart::Images, 1),
+        };
         let kinds = Kind::builtin_referrers();
         let versions: Vec<(Kind, u64)> = kinds
             .iter()
@@ -215,11 +222,16 @@ impl Shared {
             })
             .collect();
         // Held while rebuilding: two workers that need it at once build it once.
-        let mut refs = self.refs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut refs = self.refs[slot].lock().unwrap_or_else(|p| p.into_inner());
         if refs.0 != versions {
+            // The old index is let go before the new one is built: policies still holding it
+            // keep it alive, the controller does not.
+            refs.1 = Arc::new(RefIndex::default());
             let mut index = RefIndex::default();
             for k in &kinds {
-                self.caches.get(k).for_each_refs(|r| index.add_refs(r));
+                self.caches
+                    .get(k)
+                    .for_each_refs(|r| index.add_part(part, r));
             }
             *refs = (versions, Arc::new(index));
         }
@@ -362,7 +374,7 @@ pub async fn run(config: Config, opts: Options) -> Result<(), ControllerError> {
         eval_budget: opts.eval_budget,
         incremental_evaluation: opts.incremental_evaluation,
         evaluations: Arc::new(Semaphore::new(slots)),
-        refs: Mutex::new((Vec::new(), Arc::new(RefIndex::default()))),
+        refs: Default::default(),
         discovered: Mutex::new(HashMap::new()),
         registry: opts.registry.clone(),
         manifests: Arc::new(ManifestCache::default()),

@@ -18,7 +18,7 @@
 //! following their subject) tie verdicts across objects. They are registry sweeps, not watch
 //! events, so they gain little from incremental evaluation anyway.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -77,12 +77,23 @@ pub struct World<'a> {
 
 /// What changed since the previous `apply`. Custom referrers, namespace labels and `now` are
 /// compared with what the previous call saw, so they need no flag here.
+///
+/// `objects` may be any iterator: a first evaluation is handed every object of a cache, and
+/// each is stored (pruned to what the expressions read) before the next is parsed, so the
+/// parsed objects are never all held at once.
 #[derive(Clone, Debug, Default)]
-pub struct Changes {
-    pub objects: Vec<ObjectChange>,
+pub struct Changes<I = Vec<ObjectChange>> {
+    pub objects: I,
     /// The built-in reference index differs from the one the previous call saw. Comparing two
     /// indexes would cost as much as using them, so the caller, who rebuilds it, says so.
     pub refs_changed: bool,
+}
+
+impl Changes {
+    /// No object changed: the world around them may have.
+    pub fn none() -> Changes {
+        Changes::default()
+    }
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -150,16 +161,45 @@ impl TimePlan {
 
 /// Where an object's result sits in the results: by namespace and name (repository and digest
 /// for OCI), then identity, so that the order does not depend on the order of changes.
-type Pos = (String, String, String);
+///
+/// Shared text: a position is held by the entries, the uid index and the object's group, and
+/// queued in pending work; clones are reference counts, and a namespace's text is one
+/// allocation for all its objects (`Interned`).
+type Pos = (Arc<str>, Arc<str>, Arc<str>);
 
-fn position(obj: &Json, id: String) -> Pos {
+fn position(obj: &Json, id: Arc<str>, namespaces: &mut Interned) -> Pos {
     let first = str_at(obj, "/metadata/namespace")
         .or_else(|| str_at(obj, "/repository"))
         .unwrap_or("");
     let second = str_at(obj, "/metadata/name")
         .or_else(|| str_at(obj, "/digest"))
         .unwrap_or("");
-    (first.to_string(), second.to_string(), id)
+    (namespaces.get(first), Arc::from(second), id)
+}
+
+/// Texts that many objects share (namespaces, group keys), held once. Entries no object uses
+/// any more are dropped when the set has doubled since it was last swept, so it stays within
+/// twice what is in use.
+#[derive(Default)]
+struct Interned {
+    texts: HashSet<Arc<str>>,
+    swept_at: usize,
+}
+
+impl Interned {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(t) = self.texts.get(text) {
+            return t.clone();
+        }
+        if self.texts.len() >= 2 * self.swept_at.max(64) {
+            // Held only here: no object uses it.
+            self.texts.retain(|t| Arc::strong_count(t) > 1);
+            self.swept_at = self.texts.len();
+        }
+        let t: Arc<str> = Arc::from(text);
+        self.texts.insert(t.clone());
+        t
+    }
 }
 
 /// What match, groupBy and orderBy made of a governed object.
@@ -313,13 +353,13 @@ impl Stored {
         if let Some(meta) = meta.as_object_mut() {
             let (namespace, name, id) = pos;
             if !namespace.is_empty() {
-                meta.insert("namespace".into(), Json::from(namespace.as_str()));
+                meta.insert("namespace".into(), Json::from(&**namespace));
             }
             if !name.is_empty() {
-                meta.insert("name".into(), Json::from(name.as_str()));
+                meta.insert("name".into(), Json::from(&**name));
             }
             if !id.starts_with("name:") {
-                meta.insert("uid".into(), Json::from(id.as_str()));
+                meta.insert("uid".into(), Json::from(&**id));
             }
             if let Some(v) = resource_version {
                 meta.insert("resourceVersion".into(), Json::from(&**v));
@@ -382,7 +422,9 @@ pub struct IncrementalEvaluation {
     referrers_seen: Option<Vec<[String; 4]>>,
     custom: CustomRefs,
     entries: BTreeMap<Pos, Entry>,
-    positions: HashMap<String, Pos>,
+    positions: HashMap<Arc<str>, Pos>,
+    /// The namespaces (repositories) of the positions.
+    namespaces: Interned,
     /// The ranked members of each group.
     groups: HashMap<String, Group>,
     summary: Counts,
@@ -415,6 +457,7 @@ impl IncrementalEvaluation {
             custom: CustomRefs::default(),
             entries: BTreeMap::new(),
             positions: HashMap::new(),
+            namespaces: Interned::default(),
             groups: HashMap::new(),
             summary: Counts::default(),
             whole: None,
@@ -438,7 +481,7 @@ impl IncrementalEvaluation {
         &mut self,
         policy: &CompiledPolicy,
         world: &World<'_>,
-        changes: Changes,
+        changes: Changes<impl IntoIterator<Item = ObjectChange>>,
         over_budget: &dyn Fn() -> bool,
     ) -> Result<Work, IncrementalError> {
         if policy.view != self.view {
@@ -650,7 +693,12 @@ impl IncrementalEvaluation {
                 let id = identity(&obj);
                 let selected = selects_itself(policy, &obj);
                 let guarded = guard(self.kind, &obj);
-                let pos = position(&obj, id.clone());
+                // The uid's text once, shared by the index and the position.
+                let id: Arc<str> = match self.positions.get_key_value(id.as_str()) {
+                    Some((known, _)) => known.clone(),
+                    None => Arc::from(id),
+                };
+                let pos = position(&obj, id.clone(), &mut self.namespaces);
                 let obj = Stored::of(self.kept.as_ref(), obj);
                 if let Some(old) = self.positions.get(&id).cloned() {
                     if old == pos
@@ -679,7 +727,7 @@ impl IncrementalEvaluation {
                 pending.place.insert(pos);
             }
             ObjectChange::Delete(id) => {
-                if let Some(pos) = self.positions.remove(&id) {
+                if let Some(pos) = self.positions.remove(id.as_str()) {
                     self.forget(&pos, pending);
                 }
             }

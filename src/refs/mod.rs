@@ -277,10 +277,18 @@ impl ObjectRefs {
 /// Built-in references, indexed once per snapshot and shared by every policy.
 #[derive(Default, Debug)]
 pub struct RefIndex {
-    /// (namespace, secret name) → referrers
+    /// (namespace, secret name) → referrers; empty in an index of `RefPart::Images`.
     pub secrets: BTreeMap<(String, String), BTreeSet<Referrer>>,
-    /// (registry, repository) → references with their referrers
+    /// (registry, repository) → references with their referrers; empty in an index of
+    /// `RefPart::Secrets`.
     pub images: BTreeMap<(String, String), Vec<(ImageRef, Referrer)>>,
+}
+
+/// Which references an index holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefPart {
+    Secrets,
+    Images,
 }
 
 impl RefIndex {
@@ -300,11 +308,22 @@ impl RefIndex {
 
     /// Adds what one object references, as extracted when it arrived.
     pub fn add_refs(&mut self, r: &ObjectRefs) {
-        for name in &r.secrets {
-            self.secrets
-                .entry((r.who.namespace.clone(), name.clone()))
-                .or_default()
-                .insert(r.who.clone());
+        self.add_part(RefPart::Secrets, r);
+        self.add_part(RefPart::Images, r);
+    }
+
+    /// Adds one part of what an object references: Secret policies read only the Secret
+    /// references, OCI policies only the image references, and an index of every Job's images
+    /// costs megabytes a Secret policy never reads.
+    pub fn add_part(&mut self, part: RefPart, r: &ObjectRefs) {
+        if part == RefPart::Secrets {
+            for name in &r.secrets {
+                self.secrets
+                    .entry((r.who.namespace.clone(), name.clone()))
+                    .or_default()
+                    .insert(r.who.clone());
+            }
+            return;
         }
         for image in &r.images {
             self.images

@@ -18,7 +18,6 @@ use crate::engine::{
     CompiledPolicy, Evaluation, OverBudget, Snapshot, evaluate_within, labels_of, selects,
 };
 use crate::expr::FieldTree;
-use crate::refs::RefIndex;
 
 impl Worker {
     /// Evaluates on the blocking pool, within one of the shared evaluation slots. None when the
@@ -91,11 +90,7 @@ pub(super) fn evaluate_now(
             labels
         })
         .unwrap_or_default();
-    let refs = if policy.target != TargetKind::Job {
-        shared.ref_index()
-    } else {
-        Arc::new(RefIndex::default())
-    };
+    let refs = shared.ref_index(policy.target);
     // Parsed again only when one of their caches changed.
     let custom_caches: Vec<Arc<Cache>> = custom.iter().map(|k| shared.caches.get(k)).collect();
     // By kind too: an edit may name other kinds whose versions happen to be the same numbers.

@@ -76,7 +76,7 @@ impl Worker {
             unhealthy: Box::new(move || caches.iter().find_map(|c| c.unhealthy())),
             user: Box::new(move |repo, digest, tags| {
                 shared
-                    .ref_index()
+                    .ref_index(TargetKind::OciArtifact)
                     .image_referrers(&host, repo, digest, tags)
                     .first()
                     .map(crate::engine::in_use_reason)

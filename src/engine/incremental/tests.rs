@@ -275,7 +275,7 @@ fn random_changes_evaluate_as_a_full_evaluation_does() {
         let mut seen = (0, 0, 0);
         for step in 0..750 {
             version += 1;
-            let mut changes = Changes::default();
+            let mut changes = Changes::none();
             // A few changes at once, as a batch of watch events would bring them.
             for _ in 0..rng.random_range(1..4) {
                 match rng.random_range(0..100) {
@@ -529,7 +529,7 @@ fn a_new_now_evaluates_again_only_what_reads_the_clock() {
     );
     let later = empty_world(&refs, &namespaces, T0 + 3600);
     let work = state
-        .apply(&keep_reads_age, &later, Changes::default(), &|| false)
+        .apply(&keep_reads_age, &later, Changes::none(), &|| false)
         .unwrap();
     assert_eq!((work.placed, work.ranked, work.decided), (0, 0, crossed));
     assert!(state.next_due().is_some_and(|d| d > later.now));
@@ -544,7 +544,7 @@ fn a_new_now_evaluates_again_only_what_reads_the_clock() {
     // A second later no age crossed 3h: nothing runs.
     let second = empty_world(&refs, &namespaces, T0 + 3601);
     let work = state
-        .apply(&keep_reads_age, &second, Changes::default(), &|| false)
+        .apply(&keep_reads_age, &second, Changes::none(), &|| false)
         .unwrap();
     assert_eq!(work.decided, 0);
     check_equal(
@@ -558,7 +558,7 @@ fn a_new_now_evaluates_again_only_what_reads_the_clock() {
     // A clock that went back: every verdict is worked out again.
     let back = empty_world(&refs, &namespaces, T0 + 60);
     let work = state
-        .apply(&keep_reads_age, &back, Changes::default(), &|| false)
+        .apply(&keep_reads_age, &back, Changes::none(), &|| false)
         .unwrap();
     assert_eq!(work.decided, 200);
     check_equal(
@@ -587,7 +587,7 @@ fn a_new_now_evaluates_again_only_what_reads_the_clock() {
             .apply(&policy, &world, upserts(fleet(200)), &|| false)
             .unwrap();
         let work = state
-            .apply(&policy, &later, Changes::default(), &|| false)
+            .apply(&policy, &later, Changes::none(), &|| false)
             .unwrap();
         assert_eq!((work.placed, work.decided), (0, 200), "{keep}");
         check_equal(keep, 1, &state, &applied(fleet(200)), &later, &policy);
@@ -609,7 +609,7 @@ fn running_out_of_budget_stores_the_changes_and_the_next_call_catches_up() {
         .unwrap_err();
     assert!(matches!(err, IncrementalError::OverBudget(_)), "{err}");
     let work = state
-        .apply(policy, &world, Changes::default(), &|| false)
+        .apply(policy, &world, Changes::none(), &|| false)
         .unwrap();
     assert!(work.whole);
     check_equal(
@@ -633,7 +633,7 @@ fn a_changed_policy_is_refused() {
     let (refs, namespaces) = (RefIndex::default(), BTreeMap::new());
     let world = empty_world(&refs, &namespaces, T0);
     let err = state
-        .apply(&changed, &world, Changes::default(), &|| false)
+        .apply(&changed, &world, Changes::none(), &|| false)
         .unwrap_err();
     assert!(
         matches!(err, IncrementalError::PolicyChanged { .. }),
