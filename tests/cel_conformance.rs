@@ -1,5 +1,12 @@
-//! The CEL specification's conformance suite (cel.dev/expr, tests/simple/testdata) run against
-//! retainer's CEL environment, through the environment and evaluation policies use.
+//! The CEL specification's conformance suite (cel.dev/expr, tests/simple/testdata) run through
+//! the path a policy's expressions take: each case compiled by `Compiled` as `spec.keep` is
+//! (every static check, the type checker, folding) and evaluated by `Compiled::eval`, the folded
+//! tree policies run. Each is evaluated unfolded as well (`Compiled::eval_unfolded`) and must
+//! have the same outcome, so folding is checked against the suite too.
+//!
+//! A case's variables are declared with the types of their values (`Compiled::compile_declared`)
+//! in place of a policy's, and its result may have any type: a policy field's result type is
+//! that field's requirement, and a case has no field.
 //!
 //! The cases are the JSON files under tests/cel-conformance/, generated from the spec's textproto
 //! files by tools/cel-conformance (`make cel-conformance`). Failures retainer knows about are
@@ -11,14 +18,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use base64::Engine as _;
-use cel::objects::{Key, Map};
-use cel::{Context, Value};
-use retainer::expr::{CompileError, Compiled, Field};
+use cel::Value;
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use retainer::expr::{CompileError, Compiled};
 use serde::Deserialize;
 use serde_json::Value as Json;
+
+#[path = "support/cel_values.rs"]
+mod cel_values;
+use cel_values::{plain_json, same, to_value};
 
 /// Variables bound through retainer's JSON conversion, reported beside the table.
 static JSON_BOUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -44,7 +54,7 @@ const FILE_SKIPS: &[(&str, &str)] = &[
     ),
     (
         "type_deductions",
-        "type checker: the cel crate has no type checker",
+        "type checker: the cases compare deduced types, which retainer's checker does not report",
     ),
 ];
 
@@ -100,121 +110,12 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cel-conformance")
 }
 
-/// The typed JSON the generator writes, as a CEL value.
-fn to_value(j: &Json) -> Result<Value, String> {
-    let obj = j
-        .as_object()
-        .filter(|o| o.len() == 1)
-        .ok_or_else(|| format!("not a typed value: {j}"))?;
-    let (tag, v) = obj.iter().next().ok_or("empty typed value")?;
-    Ok(match tag.as_str() {
-        "null" => Value::Null,
-        "bool" => Value::Bool(v.as_bool().ok_or("bool")?),
-        "int" => Value::Int(v.as_i64().ok_or("int")?),
-        "uint" => Value::UInt(v.as_u64().ok_or("uint")?),
-        "double" => Value::Float(match v.as_str().ok_or("double")? {
-            "NaN" => f64::NAN,
-            "Infinity" => f64::INFINITY,
-            "-Infinity" => f64::NEG_INFINITY,
-            // Rust's parser rounds correctly, as Go's that wrote the text does.
-            other => other.parse().map_err(|e| format!("double {other}: {e}"))?,
-        }),
-        "string" => Value::String(Arc::new(v.as_str().ok_or("string")?.to_string())),
-        "bytes" => Value::Bytes(Arc::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(v.as_str().ok_or("bytes")?)
-                .map_err(|e| e.to_string())?,
-        )),
-        // The cel crate hands type values out as their names.
-        "type" => Value::String(Arc::new(v.as_str().ok_or("type")?.to_string())),
-        "timestamp" => Value::Timestamp(
-            chrono::DateTime::parse_from_rfc3339(v.as_str().ok_or("timestamp")?)
-                .map_err(|e| e.to_string())?,
-        ),
-        "duration" => {
-            let secs = v["seconds"].as_i64().ok_or("duration seconds")?;
-            let nanos = v["nanos"].as_i64().ok_or("duration nanos")?;
-            Value::Duration(chrono::Duration::seconds(secs) + chrono::Duration::nanoseconds(nanos))
-        }
-        "list" => Value::List(Arc::new(
-            v.as_array()
-                .ok_or("list")?
-                .iter()
-                .map(to_value)
-                .collect::<Result<_, _>>()?,
-        )),
-        "map" => {
-            let mut m = HashMap::new();
-            for entry in v.as_array().ok_or("map")? {
-                let k = to_value(&entry[0])?;
-                let key = match k {
-                    Value::Int(i) => Key::Int(i),
-                    Value::UInt(u) => Key::Uint(u),
-                    Value::Bool(b) => Key::Bool(b),
-                    Value::String(s) => Key::String(s),
-                    other => return Err(format!("map key {other:?}")),
-                };
-                m.insert(key, to_value(&entry[1])?);
-            }
-            Value::Map(Map { map: Arc::new(m) })
-        }
-        other => return Err(format!("unknown tag {other}")),
-    })
-}
+/// A case's variables, as evaluation asks for them.
+struct Bindings<'a>(HashMap<&'a str, Box<dyn Val + 'a>>);
 
-/// The typed value as the plain JSON an object holds, when JSON can say it without losing its
-/// CEL type: ints, finite doubles, strings, bools, null, and lists and string-keyed maps of
-/// those.
-fn plain_json(j: &Json) -> Option<Json> {
-    let (tag, v) = j.as_object()?.iter().next()?;
-    Some(match tag.as_str() {
-        "null" => Json::Null,
-        "bool" | "string" => v.clone(),
-        "int" => Json::from(v.as_i64()?),
-        // serde_json keeps 1.0 a float, as it does when it parses an object's text.
-        "double" => Json::from(serde_json::Number::from_f64(v.as_str()?.parse().ok()?)?),
-        "list" => Json::Array(
-            v.as_array()?
-                .iter()
-                .map(plain_json)
-                .collect::<Option<_>>()?,
-        ),
-        "map" => Json::Object(
-            v.as_array()?
-                .iter()
-                .map(|e| {
-                    let key = e[0].get("string")?.as_str()?.to_string();
-                    Some((key, plain_json(&e[1])?))
-                })
-                .collect::<Option<_>>()?,
-        ),
-        _ => return None,
-    })
-}
-
-/// Equality as the conformance suite defines it: proto equality of the result, so 1, 1u and 1.0
-/// differ; maps compare without order; any NaN matches any NaN.
-fn same(want: &Value, got: &Value) -> bool {
-    match (want, got) {
-        (Value::Float(a), Value::Float(b)) => (a.is_nan() && b.is_nan()) || a == b,
-        (Value::List(a), Value::List(b)) => {
-            a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| same(x, y))
-        }
-        (Value::Map(a), Value::Map(b)) => {
-            a.map.len() == b.map.len()
-                && a.map
-                    .iter()
-                    .all(|(k, v)| b.map.get(k).is_some_and(|w| same(v, w)))
-        }
-        (Value::Null, Value::Null) => true,
-        (Value::Bool(a), Value::Bool(b)) => a == b,
-        (Value::Int(a), Value::Int(b)) => a == b,
-        (Value::UInt(a), Value::UInt(b)) => a == b,
-        (Value::String(a), Value::String(b)) => a == b,
-        (Value::Bytes(a), Value::Bytes(b)) => a == b,
-        (Value::Timestamp(a), Value::Timestamp(b)) => a == b,
-        (Value::Duration(a), Value::Duration(b)) => a == b,
-        _ => false,
+impl VariableResolver for Bindings<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        self.0.get(variable).map(|v| CowVal::Borrowed(v.as_ref()))
     }
 }
 
@@ -228,80 +129,99 @@ fn run_case(case: &Case) -> Outcome {
     if !case.container.is_empty() {
         return Outcome::Skip("a container (namespace): policies have none".into());
     }
-    let env = retainer::expr::env();
-    let program = match env.compile(&case.expr) {
-        Ok(p) => p,
-        Err(e) => {
-            return match &case.error {
-                // The spec's parse errors are expected errors too.
-                Some(_) => Outcome::Pass,
-                None => Outcome::Fail(format!("compile error: {e}")),
-            };
-        }
-    };
-    // Policies also pass retainer's own compile checks (references, cost limits), which must not
-    // refuse a valid expression. Case variables are not policy variables, so only cases without
-    // bindings can be checked; the result type a policy field needs is not the case's concern.
-    if case.bindings.is_empty() {
-        match Compiled::compile(Field::Keep, &case.expr) {
-            Ok(_) | Err(CompileError::ResultType { .. }) => {}
-            // A refusal at compile time is the error the case expects.
-            Err(_) if case.error.is_some() => return Outcome::Pass,
-            Err(
-                CompileError::UnboundedRange { .. }
-                | CompileError::TooDeep { .. }
-                | CompileError::TooNested { .. }
-                | CompileError::TooLong { .. },
-            ) => {
-                return Outcome::Skip("refused by retainer's cost limits".into());
-            }
-            // A checker refuses names nothing declares, and so does retainer; such cases turn
-            // checking off to reach the runtime.
-            Err(CompileError::UndeclaredReference { .. }) if case.disable_check => {
-                return Outcome::Skip(
-                    "undeclared names with checking off: retainer refuses them at compile time"
-                        .into(),
-                );
-            }
-            // The same for type errors: cel-go's checker refuses them as retainer's does, and
-            // the case turns checking off to test the runtime's behaviour.
-            Err(CompileError::TypeCheck { .. }) if case.disable_check => {
-                return Outcome::Skip(
-                    "type errors with checking off: retainer refuses them at compile time".into(),
-                );
-            }
-            // Kubernetes' environment sets HomogeneousAggregateLiterals; the spec's suite
-            // does not, and mixes element types in list and map literals.
-            Err(CompileError::TypeCheck { message, .. })
-                if message.starts_with("expected type") =>
-            {
-                return Outcome::Skip(
-                    "a list or map literal mixing types: Kubernetes' environment refuses it at compile time".into(),
-                );
-            }
-            Err(e) => return Outcome::Fail(format!("retainer's compile checks refuse it: {e}")),
-        }
+    // A name with a dot is a variable only to an environment that declares one so (the suite
+    // tests how `a.b.c` resolves against `a.b` and `a.b.c`); a policy's variables are
+    // identifiers.
+    if case.bindings.keys().any(|name| name.contains('.')) {
+        return Outcome::Skip(
+            "a variable with a qualified name (a.b.c): policies' variables are identifiers".into(),
+        );
     }
-    // A binding JSON can carry goes through retainer's own conversion, the one policies' objects
-    // take; the others (uint, bytes, timestamps, ...) through the cel crate's values.
-    let as_json: BTreeMap<&String, Option<Json>> = case
+    let mut values = BTreeMap::new();
+    for (name, typed) in &case.bindings {
+        match to_value(typed) {
+            Ok(v) => values.insert(name.as_str(), v),
+            Err(e) => return Outcome::Fail(format!("binding {name}: {e}")),
+        };
+    }
+    // Each variable is declared with the type of its value, which is the type the spec's cases
+    // declare it with; a case that turns checking off declares nothing, and cel-go then
+    // declares its variables dyn, as this does.
+    let declared: Vec<(&str, Option<&Value>)> = values
+        .iter()
+        .map(|(name, v)| (*name, (!case.disable_check).then_some(v)))
+        .collect();
+    let compiled = match Compiled::compile_declared(&case.expr, &declared) {
+        Ok(c) => c,
+        // A refusal at compile time, parse errors included, is the error the case expects.
+        Err(_) if case.error.is_some() => return Outcome::Pass,
+        Err(
+            CompileError::UnboundedRange { .. }
+            | CompileError::TooDeep { .. }
+            | CompileError::TooNested { .. }
+            | CompileError::TooLong { .. },
+        ) => {
+            return Outcome::Skip("refused by retainer's cost limits".into());
+        }
+        // A checker refuses names nothing declares, and so does retainer; such cases turn
+        // checking off to reach the runtime.
+        Err(CompileError::UndeclaredReference { .. }) if case.disable_check => {
+            return Outcome::Skip(
+                "undeclared names with checking off: retainer refuses them at compile time".into(),
+            );
+        }
+        // The same for type errors: cel-go's checker refuses them as retainer's does, and the
+        // case turns checking off to test the runtime's behaviour.
+        Err(CompileError::TypeCheck { .. }) if case.disable_check => {
+            return Outcome::Skip(
+                "type errors with checking off: retainer refuses them at compile time".into(),
+            );
+        }
+        // Kubernetes' environment sets HomogeneousAggregateLiterals; the spec's suite does not,
+        // and mixes element types in list and map literals.
+        Err(CompileError::TypeCheck { message, .. }) if message.starts_with("expected type") => {
+            return Outcome::Skip(
+                "a list or map literal mixing types: Kubernetes' environment refuses it at compile time".into(),
+            );
+        }
+        Err(e) => return Outcome::Fail(format!("compile error: {e}")),
+    };
+    // A binding JSON can carry goes through retainer's own conversion, the one policies'
+    // objects take; the others (uint, bytes, timestamps, ...) through the cel crate's values.
+    let as_json: Vec<(&str, Json)> = case
         .bindings
         .iter()
-        .map(|(name, v)| (name, plain_json(v)))
+        .filter_map(|(name, typed)| Some((name.as_str(), plain_json(typed)?)))
         .collect();
-    let mut ctx = Context::with_env(env);
-    for (name, typed) in &case.bindings {
-        match (&as_json[name], to_value(typed)) {
-            (Some(json), _) => {
-                JSON_BOUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                ctx.add_variable_as_val(name.clone(), retainer::expr::json_to_val(json))
-            }
-            (None, Ok(v)) => ctx.add_variable_from_value(name.clone(), v),
-            (None, Err(e)) => return Outcome::Fail(format!("binding {name}: {e}")),
-        }
+    let mut bindings = Bindings(HashMap::new());
+    for (name, json) in &as_json {
+        JSON_BOUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bindings.0.insert(name, retainer::expr::json_to_val(json));
     }
-    let got = program.execute(&ctx);
-    match (&case.error, &case.value, got) {
+    for (name, v) in values {
+        if bindings.0.contains_key(name) {
+            continue;
+        }
+        match Box::<dyn Val>::try_from(v) {
+            Ok(v) => bindings.0.insert(name, v),
+            Err(e) => return Outcome::Fail(format!("binding {name}: {e}")),
+        };
+    }
+    let folded = compiled.eval(&bindings).map_err(|e| e.to_string());
+    let unfolded = compiled.eval_unfolded(&bindings).map_err(|e| e.to_string());
+    // Folding computes ahead what evaluation would compute, and leaves a call that fails to fail
+    // when the expression runs, so neither the value nor the error may change.
+    let agree = match (&folded, &unfolded) {
+        (Ok(a), Ok(b)) => same(a, b),
+        (Err(a), Err(b)) => a == b,
+        _ => false,
+    };
+    if !agree {
+        return Outcome::Fail(format!(
+            "folded: {folded:?}, unfolded: {unfolded:?}: folding changed the outcome"
+        ));
+    }
+    match (&case.error, &case.value, folded) {
         (Some(_), _, Err(_)) => Outcome::Pass,
         (Some(want), _, Ok(v)) => Outcome::Fail(format!("want error '{want}', got {v:?}")),
         (None, Some(want), Ok(v)) => match to_value(want) {

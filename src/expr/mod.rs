@@ -366,22 +366,67 @@ impl Compiled {
         source: &str,
         keep_extra: &[&str],
     ) -> Result<Compiled, CompileError> {
+        let mut names = field.variables().to_vec();
+        if field == Field::Keep {
+            names.extend_from_slice(keep_extra);
+        }
+        let vars: Vec<(&str, types::Ty)> = names
+            .iter()
+            .map(|n| (*n, types::variable_type(n)))
+            .collect();
+        let keep_only: Vec<&str> = Field::Keep
+            .variables()
+            .iter()
+            .chain(keep_extra)
+            .copied()
+            .collect();
+        Compiled::build(field, source, &vars, &keep_only, Some(field.expected()))
+    }
+
+    /// Compiles `source` as `spec.keep` is compiled (every static check, then folding), for
+    /// test suites written for CEL rather than for policies (the specification's conformance
+    /// suite): the variables are `vars` instead of a policy's, each declared with the type of
+    /// the value it will be bound to (dyn for `None`), and the result may have any type, since
+    /// which type is right is a policy field's requirement and such a suite has no field.
+    #[doc(hidden)]
+    pub fn compile_declared(
+        source: &str,
+        vars: &[(&str, Option<&Value>)],
+    ) -> Result<Compiled, CompileError> {
+        let vars: Vec<(&str, types::Ty)> = vars
+            .iter()
+            .map(|(n, v)| (*n, v.map_or(types::Ty::Dyn, types::value_type)))
+            .collect();
+        Compiled::build(Field::Keep, source, &vars, &[], None)
+    }
+
+    /// `vars` are the variables the expression may read, with their types; `keep_only` the
+    /// names it is told only keep may read; `result` the type it must have, if any.
+    fn build(
+        field: Field,
+        source: &str,
+        vars: &[(&str, types::Ty)],
+        keep_only: &[&str],
+        result: Option<Expected>,
+    ) -> Result<Compiled, CompileError> {
         let program = parse(field, source)?;
-        check_references(field, source, &program, keep_extra)?;
+        let names: Vec<&str> = vars.iter().map(|(n, _)| *n).collect();
+        check_references(field, source, &program, &names, keep_only)?;
         check_nesting(field, source, &program)?;
         check_time_literals(field, source, &program)?;
         check_regex_literals(field, source, &program)?;
-        let checked = check_types(field, source, &program, keep_extra)?;
+        let checked = check_types(field, source, &program, vars)?;
         check_constant_conversions(field, source, &program)?;
         check_constant_indexes(field, source, &program)?;
         // The checker's type, as kube-apiserver checks a validation's result: dyn (anything
         // read from `object`) is left to evaluation.
-        if let Some(got) = result_type_name(&checked.ty)
-            && !satisfies(got, field.expected())
+        if let Some(want) = result
+            && let Some(got) = result_type_name(&checked.ty)
+            && !satisfies(got, want)
         {
             return Err(CompileError::ResultType {
                 field: field.path(),
-                want: field.expected().describe(),
+                want: want.describe(),
                 got,
             });
         }
@@ -626,16 +671,13 @@ fn check_references(
     field: Field,
     source: &str,
     program: &Program,
-    keep_extra: &[&str],
+    allowed: &[&str],
+    keep_only: &[&str],
 ) -> Result<(), CompileError> {
     let mut bound = BTreeSet::new();
     collect_bound(program.expression(), &mut bound);
     let mut idents = Vec::new();
     collect_idents(program.expression(), &mut idents);
-    let mut allowed = field.variables().to_vec();
-    if field == Field::Keep {
-        allowed.extend_from_slice(keep_extra);
-    }
     for (id, name) in idents {
         if allowed.contains(&name.as_str())
             || bound.contains(&name)
@@ -644,7 +686,7 @@ fn check_references(
             continue;
         }
         let (line, column) = position(program, source, id);
-        if Field::Keep.variables().contains(&name.as_str()) || keep_extra.contains(&name.as_str()) {
+        if keep_only.contains(&name.as_str()) {
             return Err(CompileError::KeepOnly {
                 field: field.path(),
                 name,
@@ -920,22 +962,14 @@ fn check_time_literals(field: Field, source: &str, program: &Program) -> Result<
     Ok(())
 }
 
-/// The static type check (types.rs), with this field's variables declared.
+/// The static type check (types.rs), with `vars` declared.
 fn check_types(
     field: Field,
     source: &str,
     program: &Program,
-    keep_extra: &[&str],
+    vars: &[(&str, types::Ty)],
 ) -> Result<types::Checked, CompileError> {
-    let mut names = field.variables().to_vec();
-    if field == Field::Keep {
-        names.extend_from_slice(keep_extra);
-    }
-    let vars: Vec<(&str, types::Ty)> = names
-        .iter()
-        .map(|n| (*n, types::variable_type(n)))
-        .collect();
-    types::check(program.expression(), &vars).map_err(|e| {
+    types::check(program.expression(), vars).map_err(|e| {
         let (line, column) = position(program, source, e.id);
         CompileError::TypeCheck {
             field: field.path(),

@@ -220,6 +220,36 @@ fn macro_nesting_is_bounded_but_chaining_is_not() {
 }
 
 #[test]
+fn declared_variables_are_checked_with_the_types_of_their_values() {
+    let int = Value::Int(1);
+    let ints = Value::List(Arc::new(vec![Value::Int(1), Value::Int(2)]));
+    let mixed = Value::List(Arc::new(vec![Value::Int(1), Value::from("a")]));
+    let compile = |src: &str, vars: &[(&str, Option<&Value>)]| {
+        Compiled::compile_declared(src, vars).map_err(|e| format!("{src}: {e}"))
+    };
+    // No field, so no result type is required.
+    compile("x + 1", &[("x", Some(&int))]).unwrap();
+    compile("x + 'a'", &[("x", None)]).unwrap();
+    compile("l[0] + 'a'", &[("l", Some(&mixed))]).unwrap();
+    for (src, vars) in [
+        ("x + 'a'", &[("x", Some(&int))]),
+        ("l[0] + 'a'", &[("l", Some(&ints))]),
+    ] {
+        let err = Compiled::compile_declared(src, vars).unwrap_err();
+        assert!(
+            matches!(err, CompileError::TypeCheck { .. }),
+            "{src}: {err}"
+        );
+    }
+    // The declared variables replace a policy's.
+    let err = Compiled::compile_declared("object.x", &[]).unwrap_err();
+    assert!(
+        matches!(err, CompileError::UndeclaredReference { .. }),
+        "{err}"
+    );
+}
+
+#[test]
 fn runtime_type_errors_are_errors_not_verdicts() {
     let obj = object();
     let c = Compiled::compile(Field::Keep, "object.metadata.name").unwrap();

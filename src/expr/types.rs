@@ -881,6 +881,47 @@ pub(crate) fn variable_type(name: &str) -> Ty {
     }
 }
 
+/// The type a variable bound to `v` is declared with, as a CEL environment declares it: a list
+/// or map whose elements all have one type has that element type, an empty or mixed one dyn
+/// elements; a value the checker has no type for (a library's or an optional) is dyn.
+pub(crate) fn value_type(v: &cel::Value) -> Ty {
+    use cel::Value;
+    use cel::objects::Key;
+    /// The one type of all `types`, if they agree.
+    fn common(mut types: impl Iterator<Item = Ty>) -> Ty {
+        let Some(first) = types.next() else {
+            return Ty::Dyn;
+        };
+        if types.all(|t| t == first) {
+            first
+        } else {
+            Ty::Dyn
+        }
+    }
+    match v {
+        Value::Null => Ty::Null,
+        Value::Bool(_) => Ty::Bool,
+        Value::Int(_) => Ty::Int,
+        Value::UInt(_) => Ty::Uint,
+        Value::Float(_) => Ty::Double,
+        Value::String(_) => Ty::String,
+        Value::Bytes(_) => Ty::Bytes,
+        Value::Duration(_) => Ty::Duration,
+        Value::Timestamp(_) => Ty::Timestamp,
+        Value::List(items) => Ty::list(common(items.iter().map(value_type))),
+        Value::Map(m) => Ty::map(
+            common(m.map.keys().map(|k| match k {
+                Key::Int(_) => Ty::Int,
+                Key::Uint(_) => Ty::Uint,
+                Key::Bool(_) => Ty::Bool,
+                Key::String(_) => Ty::String,
+            })),
+            common(m.map.values().map(value_type)),
+        ),
+        _ => Ty::Dyn,
+    }
+}
+
 /// What checking found besides the absence of errors.
 #[derive(Debug)]
 pub(crate) struct Checked {

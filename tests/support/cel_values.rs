@@ -1,6 +1,7 @@
-//! CEL values as tools/k8s-cel-library writes them (each with its CEL type as the JSON key),
-//! read back into the cel crate's values, and an equality that keeps CEL types apart: shared by
-//! tests/cel_k8s_library.rs and tests/cel_differential.rs.
+//! CEL values as tools/k8s-cel-library and tools/cel-conformance write them (each with its CEL
+//! type as the JSON key), read back into the cel crate's values or into the plain JSON an object
+//! holds, and an equality that keeps CEL types apart: shared by tests/cel_k8s_library.rs,
+//! tests/cel_differential.rs and tests/cel_conformance.rs.
 
 #![allow(dead_code)]
 
@@ -95,6 +96,7 @@ pub fn to_value(j: &Json) -> Result<Value, String> {
             "NaN" => f64::NAN,
             "Infinity" => f64::INFINITY,
             "-Infinity" => f64::NEG_INFINITY,
+            // Rust's parser rounds correctly, as Go's that wrote the text does.
             other => other.parse().map_err(|e| format!("double {other}: {e}"))?,
         }),
         "string" => Value::String(Arc::new(v.as_str().ok_or("string")?.to_string())),
@@ -140,6 +142,39 @@ pub fn to_value(j: &Json) -> Result<Value, String> {
             OptionalValue::of(to_value(v)?)
         })),
         other => return Err(format!("no comparison for {other} values")),
+    })
+}
+
+/// The typed value as the plain JSON an object holds, when JSON can say it without losing its
+/// CEL type: ints, finite doubles, strings, bools, null, and lists and string-keyed maps of
+/// those.
+pub fn plain_json(j: &Json) -> Option<Json> {
+    let (tag, v) = j.as_object().filter(|o| o.len() == 1)?.iter().next()?;
+    Some(match tag.as_str() {
+        "null" => Json::Null,
+        "bool" | "string" => v.clone(),
+        "int" => Json::from(v.as_i64()?),
+        // serde_json keeps 1.0 a float, as it does when it parses an object's text.
+        "double" => Json::from(serde_json::Number::from_f64(v.as_str()?.parse().ok()?)?),
+        "list" => Json::Array(
+            v.as_array()?
+                .iter()
+                .map(plain_json)
+                .collect::<Option<_>>()?,
+        ),
+        // An empty map is written as null.
+        "map" => Json::Object(
+            v.as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    let key = e[0].get("string")?.as_str()?.to_string();
+                    Some((key, plain_json(&e[1])?))
+                })
+                .collect::<Option<_>>()?,
+        ),
+        _ => return None,
     })
 }
 
