@@ -131,7 +131,7 @@ fn sorted_results(mut e: Evaluation) -> Evaluation {
             name,
             uid,
             ..
-        } => (namespace.clone(), name.clone(), uid.clone()),
+        } => (namespace.to_string(), name.to_string(), uid.to_string()),
         ObjectId::Oci {
             repository, digest, ..
         } => (repository.clone(), digest.clone(), String::new()),

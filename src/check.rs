@@ -367,7 +367,12 @@ pub fn render_table(policy: &CompiledPolicy, eval: &Evaluation) -> String {
         rows.push(match &r.id {
             ObjectId::Kube {
                 namespace, name, ..
-            } => vec![namespace.clone(), name.clone(), verdict, r.reason.clone()],
+            } => vec![
+                namespace.to_string(),
+                name.to_string(),
+                verdict,
+                r.reason.clone(),
+            ],
             ObjectId::Oci {
                 repository,
                 digest,

@@ -218,8 +218,8 @@ pub fn listed_candidates(eval: &Evaluation) -> Vec<CandidateRef> {
             ObjectId::Kube {
                 namespace, name, ..
             } => CandidateRef {
-                namespace: Some(namespace.clone()).filter(|n| !n.is_empty()),
-                name: Some(name.clone()),
+                namespace: Some(namespace.to_string()).filter(|n| !n.is_empty()),
+                name: Some(name.to_string()),
                 ..Default::default()
             },
             ObjectId::Oci {
@@ -354,9 +354,9 @@ mod tests {
                 kind: "Job",
                 id: ObjectId::Kube {
                     namespace: "ns".into(),
-                    name: format!("j{i:02}"),
-                    uid: String::new(),
-                    resource_version: String::new(),
+                    name: format!("j{i:02}").into(),
+                    uid: "".into(),
+                    resource_version: "".into(),
                 },
                 verdict: Verdict::Delete,
                 reason: "no term of keep held".into(),
@@ -467,7 +467,7 @@ mod tests {
                 .iter()
                 .take(MAX_LISTED_CANDIDATES)
                 .map(|r| match &r.id {
-                    ObjectId::Kube { name, .. } => Some(name.clone()),
+                    ObjectId::Kube { name, .. } => Some(name.to_string()),
                     ObjectId::Oci { .. } => None,
                 })
                 .collect();

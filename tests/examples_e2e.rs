@@ -110,7 +110,7 @@ fn names(policy: &CompiledPolicy, objects: Vec<Value>, verdict: Verdict) -> BTre
         .iter()
         .filter(|r| r.verdict == verdict)
         .filter_map(|r| match &r.id {
-            ObjectId::Kube { name, .. } => Some(name.clone()),
+            ObjectId::Kube { name, .. } => Some(name.to_string()),
             ObjectId::Oci { .. } => None,
         })
         .collect()

@@ -79,10 +79,10 @@ fn target_of(r: &ObjectResult) -> Option<Target> {
             uid,
             resource_version,
         } if !uid.is_empty() => TargetId::Kube {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            uid: uid.clone(),
-            resource_version: resource_version.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            uid: uid.to_string(),
+            resource_version: resource_version.to_string(),
         },
         ObjectId::Oci {
             repository,
@@ -210,9 +210,10 @@ impl Fresh {
                     uid,
                     resource_version,
                     ..
-                } if !uid.is_empty() => {
-                    Some((uid.clone(), (resource_version.clone(), r.reason.clone())))
-                }
+                } if !uid.is_empty() => Some((
+                    uid.to_string(),
+                    (resource_version.to_string(), r.reason.clone()),
+                )),
                 _ => None,
             })
             .collect();
@@ -1035,8 +1036,8 @@ mod tests {
                 kind: "Job",
                 id: ObjectId::Kube {
                     namespace: "ns".into(),
-                    name: format!("j{i}"),
-                    uid: format!("u{i}"),
+                    name: format!("j{i}").into(),
+                    uid: format!("u{i}").into(),
                     resource_version: "1".into(),
                 },
                 verdict: Verdict::Delete,

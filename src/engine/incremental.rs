@@ -205,16 +205,17 @@ impl Interned {
 /// What match, groupBy and orderBy made of a governed object.
 #[derive(Debug)]
 struct Placement {
-    group: String,
+    /// Shared by the group's members (`IncrementalEvaluation::group_names`).
+    group: Arc<str>,
     key: Option<SortKey>,
-    /// An error of match, groupBy or orderBy.
-    decided: Option<(Basis, String)>,
+    /// An error of match, groupBy or orderBy; boxed, as most objects have none.
+    decided: Option<Box<(Basis, String)>>,
 }
 
 impl Placement {
     /// The group it is ranked in: only objects with a sort key are ranked.
     fn ranked_in(&self) -> Option<&str> {
-        self.key.as_ref().map(|_| self.group.as_str())
+        self.key.as_ref().map(|_| &*self.group)
     }
 
     /// Whether ranking and keep would see no difference between the two.
@@ -286,13 +287,70 @@ enum Stored {
     /// A Kubernetes object: what identifies it is its position (namespace, name, uid); besides
     /// that, only what the expressions read, as compact JSON text, parsed again when they run.
     /// A parsed object costs a few hundred bytes a map; its text, tens.
-    Parts {
-        /// The fields the expressions read (`kept_fields`) but metadata's identity; None when
-        /// they read none.
-        fields: Option<Box<str>>,
-        resource_version: Option<Box<str>>,
-        creation_timestamp: Option<Box<str>>,
-    },
+    Parts(Packed),
+}
+
+/// A Kubernetes object's resourceVersion, creationTimestamp and the JSON text of the fields
+/// the expressions read (`kept_fields`) but metadata's identity, one after another in one
+/// allocation: three small allocations cost more than their text.
+#[derive(Debug, PartialEq, Eq)]
+struct Packed {
+    text: Box<str>,
+    /// Where resourceVersion and creationTimestamp end in `text`; the fields' text follows.
+    ends: [u32; 2],
+    /// Which of resourceVersion, creationTimestamp and the fields there are (bits 0, 1, 2).
+    present: u8,
+}
+
+impl Packed {
+    fn new(resource_version: Option<&str>, created: Option<&str>, fields: Option<&str>) -> Packed {
+        let parts = [resource_version, created, fields];
+        let mut text = String::new();
+        let mut ends = [0u32; 2];
+        let mut present = 0u8;
+        for (i, part) in parts.iter().enumerate() {
+            if let Some(p) = part {
+                text.push_str(p);
+                present |= 1 << i;
+            }
+            if i < 2 {
+                // Object texts are far below 4 GiB (the API server's limit is about 3 MiB), and
+                // a text that did not fit would only be cut short where it is split, which
+                // `same` and `object` read as a changed object, never as an unchanged one.
+                ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
+            }
+        }
+        Packed {
+            text: text.into_boxed_str(),
+            ends,
+            present,
+        }
+    }
+
+    fn part(&self, i: usize) -> Option<&str> {
+        if self.present & (1 << i) == 0 {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = if i < 2 {
+            self.ends[i] as usize
+        } else {
+            self.text.len()
+        };
+        self.text.get(start..end)
+    }
+
+    fn resource_version(&self) -> Option<&str> {
+        self.part(0)
+    }
+
+    fn creation_timestamp(&self) -> Option<&str> {
+        self.part(1)
+    }
+
+    fn fields(&self) -> Option<&str> {
+        self.part(2)
+    }
 }
 
 impl Stored {
@@ -319,27 +377,24 @@ impl Stored {
             }
         }
         let empty = obj.as_object().is_some_and(|m| m.is_empty());
-        Stored::Parts {
-            // Serializing a JSON value cannot fail: its keys are strings.
-            fields: (!empty).then(|| obj.to_string().into_boxed_str()),
-            resource_version,
-            creation_timestamp,
-        }
+        // Serializing a JSON value cannot fail: its keys are strings.
+        let fields = (!empty).then(|| obj.to_string());
+        Stored::Parts(Packed::new(
+            resource_version.as_deref(),
+            creation_timestamp.as_deref(),
+            fields.as_deref(),
+        ))
     }
 
     /// The object as the expressions and the engine read it: identity and the kept fields.
     fn object(&self, kind: &str, pos: &Pos) -> Json {
-        let (fields, resource_version, creation_timestamp) = match self {
+        let packed = match self {
             Stored::Whole(obj) => return obj.clone(),
-            Stored::Parts {
-                fields,
-                resource_version,
-                creation_timestamp,
-            } => (fields, resource_version, creation_timestamp),
+            Stored::Parts(packed) => packed,
         };
         // The text was written from a JSON object just above, so it parses to one.
-        let mut obj = fields
-            .as_deref()
+        let mut obj = packed
+            .fields()
             .and_then(|t| serde_json::from_str::<Json>(t).ok())
             .filter(Json::is_object)
             .unwrap_or_else(|| Json::Object(Default::default()));
@@ -361,11 +416,11 @@ impl Stored {
             if !id.starts_with("name:") {
                 meta.insert("uid".into(), Json::from(&**id));
             }
-            if let Some(v) = resource_version {
-                meta.insert("resourceVersion".into(), Json::from(&**v));
+            if let Some(v) = packed.resource_version() {
+                meta.insert("resourceVersion".into(), Json::from(v));
             }
-            if let Some(t) = creation_timestamp {
-                meta.insert("creationTimestamp".into(), Json::from(&**t));
+            if let Some(t) = packed.creation_timestamp() {
+                meta.insert("creationTimestamp".into(), Json::from(t));
             }
         }
         obj
@@ -376,21 +431,12 @@ impl Stored {
     fn same(&self, other: &Stored) -> bool {
         match (self, other) {
             (Stored::Whole(a), Stored::Whole(b)) => unchanged(a, b),
-            (
-                Stored::Parts {
-                    fields: fa,
-                    resource_version: va,
-                    creation_timestamp: ca,
-                },
-                Stored::Parts {
-                    fields: fb,
-                    resource_version: vb,
-                    creation_timestamp: cb,
-                },
-            ) => match (va.as_deref(), vb.as_deref()) {
-                (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() => a == b,
-                _ => fa == fb && va == vb && ca == cb,
-            },
+            (Stored::Parts(a), Stored::Parts(b)) => {
+                match (a.resource_version(), b.resource_version()) {
+                    (Some(va), Some(vb)) if !va.is_empty() && !vb.is_empty() => va == vb,
+                    _ => a == b,
+                }
+            }
             _ => false,
         }
     }
@@ -425,6 +471,8 @@ pub struct IncrementalEvaluation {
     positions: HashMap<Arc<str>, Pos>,
     /// The namespaces (repositories) of the positions.
     namespaces: Interned,
+    /// The groups of the placements.
+    group_names: Interned,
     /// The ranked members of each group.
     groups: HashMap<String, Group>,
     summary: Counts,
@@ -458,6 +506,7 @@ impl IncrementalEvaluation {
             entries: BTreeMap::new(),
             positions: HashMap::new(),
             namespaces: Interned::default(),
+            group_names: Interned::default(),
             groups: HashMap::new(),
             summary: Counts::default(),
             whole: None,
@@ -677,7 +726,7 @@ impl IncrementalEvaluation {
                 .values()
                 .filter_map(|e| match &e.obj {
                     Stored::Whole(obj) => Some(obj),
-                    Stored::Parts { .. } => None,
+                    Stored::Parts(_) => None,
                 })
                 .collect(),
             refs: world.refs,
@@ -817,9 +866,9 @@ impl IncrementalEvaluation {
             let obj = e.obj.object(self.kind.as_str(), &pos);
             let mut row = Row::new(policy, &obj, world.now);
             place(policy, &mut row, now).then(|| Placement {
-                group: row.group,
+                group: self.group_names.get(&row.group),
                 key: row.key,
-                decided: row.decided,
+                decided: row.decided.map(Box::new),
             })
         } else {
             None
@@ -973,8 +1022,8 @@ impl IncrementalEvaluation {
         let obj = e.obj.object(self.kind.as_str(), pos);
         let mut row = Row::new(policy, &obj, world.now);
         row.guarded = e.guard;
-        row.group = placement.group.clone();
-        row.decided = placement.decided.clone();
+        row.group = placement.group.to_string();
+        row.decided = placement.decided.as_deref().cloned();
         match &e.ranked {
             Some(Ranked::At { rank, size }) => {
                 row.rank = *rank;
@@ -987,7 +1036,8 @@ impl IncrementalEvaluation {
             None => {}
         }
         row.referrers = referrers_of(self.kind, &obj, world.refs, &self.custom);
-        let result = row.result(self.kind, decide(policy, &self.custom, now, &row, None));
+        let mut result = row.result(self.kind, decide(policy, &self.custom, now, &row, None));
+        share_position(&mut result.id, pos);
         let referrers = std::mem::take(&mut row.referrers);
         let due = match (&self.time.keep_thresholds, row.created) {
             (Some(thresholds), Some(created)) => next_crossing(created, world.now, thresholds),
@@ -1001,6 +1051,24 @@ impl IncrementalEvaluation {
             e.due = due;
             e.referrers = referrers;
             set_result(&mut self.summary, &mut self.generation, e, Some(result));
+        }
+    }
+}
+
+/// Makes a result's identity share the text of its position, which is kept as long as the
+/// result: one copy of each namespace, name and uid instead of two.
+fn share_position(id: &mut super::ObjectId, pos: &Pos) {
+    if let super::ObjectId::Kube {
+        namespace,
+        name,
+        uid,
+        ..
+    } = id
+    {
+        for (mine, shared) in [(namespace, &pos.0), (name, &pos.1), (uid, &pos.2)] {
+            if mine == shared {
+                *mine = shared.clone();
+            }
         }
     }
 }
@@ -1025,7 +1093,7 @@ fn next_crossing(
 fn sort_name_of<'a>(obj: &'a Stored, pos: &'a Pos) -> &'a str {
     match obj {
         Stored::Whole(obj) => sort_name(obj),
-        Stored::Parts { .. } => &pos.1,
+        Stored::Parts(_) => &pos.1,
     }
 }
 

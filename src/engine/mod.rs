@@ -71,17 +71,21 @@ fn compile_opt(
 impl CompiledPolicy {
     /// The fields of a target object that evaluating this policy reads: those its expressions
     /// read, and those the engine itself reads (the kind, `type` for field selectors, all of
-    /// `metadata` for selectors, identity and guards, all of `status` for the finished-Job
-    /// guard and field selectors). Objects pruned to these evaluate exactly as whole ones (the
+    /// `metadata` for selectors, identity and guards, a Job's status conditions and succeeded
+    /// count for the finished-Job guard and field selectors). Objects pruned to these evaluate exactly as whole ones (the
     /// fuzz suite checks it); the controller parses its cached objects this way, so that a
     /// policy reading labels does not hold every Job's pod template in memory.
     pub fn retained_fields(&self) -> FieldTree {
+        // Of status, the engine reads only a Job's conditions (`job_finished`) and succeeded
+        // count (the field selector `status.successful`); the rest of it (start and completion
+        // times, other counts) is a third of a finished Job's cached text.
         let mut tree = FieldTree::of(&[
             &["apiVersion"],
             &["kind"],
             &["type"],
             &["metadata"],
-            &["status"],
+            &["status", "conditions"],
+            &["status", "succeeded"],
         ]);
         if self.target == TargetKind::OciArtifact {
             // What the engine itself reads of an artifact: identity and references, guards,
@@ -278,14 +282,16 @@ impl Basis {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum ObjectId {
+    /// Shared text: an incremental evaluation holds the same namespace, name and uid in its
+    /// positions, and a result is kept for every governed object.
     #[serde(rename_all = "camelCase")]
     Kube {
-        namespace: String,
-        name: String,
+        namespace: Arc<str>,
+        name: Arc<str>,
         #[serde(skip)]
-        uid: String,
+        uid: Arc<str>,
         #[serde(skip)]
-        resource_version: String,
+        resource_version: Arc<str>,
     },
     Oci {
         repository: String,
@@ -356,16 +362,19 @@ pub struct Snapshot<'a> {
     pub now: Timestamp,
 }
 
-/// A sort key from orderBy; values of different kinds never compare.
+/// A sort key from orderBy; values of different kinds never compare. Kept per object between
+/// changes, so kept small: 24 bytes, with strings and semvers boxed.
 #[derive(Clone, Debug)]
 enum SortKey {
     Int(i64),
     UInt(u64),
     Double(f64),
-    Str(String),
-    Time(i128),
+    Str(Box<str>),
+    /// Seconds since the epoch (floored) and the nanoseconds after them: every timestamp CEL
+    /// can hold, years 1 to 9999, which nanoseconds in an i64 cannot.
+    Time(i64, u32),
     Duration(i64),
-    Semver(Semver),
+    Semver(Box<Semver>),
     /// Unknown creation time: reads as newest, like age 0.
     Newest,
 }
@@ -376,11 +385,11 @@ impl SortKey {
             Value::Int(i) => SortKey::Int(i),
             Value::UInt(u) => SortKey::UInt(u),
             Value::Float(f) if !f.is_nan() => SortKey::Double(f),
-            Value::String(s) => SortKey::Str(s.to_string()),
-            Value::Timestamp(t) => SortKey::Time(t.timestamp_nanos_opt().map(i128::from).unwrap_or(0)),
+            Value::String(s) => SortKey::Str(s.as_str().into()),
+            Value::Timestamp(t) => SortKey::Time(t.timestamp(), t.timestamp_subsec_nanos()),
             Value::Duration(d) => SortKey::Duration(d.num_nanoseconds().unwrap_or(i64::MAX)),
             Value::Opaque(o) => match o.downcast_ref::<Semver>() {
-                Some(s) => SortKey::Semver(s.clone()),
+                Some(s) => SortKey::Semver(Box::new(s.clone())),
                 None => return Err("spec.orderBy: must evaluate to timestamp, int, double, string or semver, got opaque".into()),
             },
             other => {
@@ -398,7 +407,7 @@ impl SortKey {
             SortKey::UInt(_) => "uint",
             SortKey::Double(_) => "double",
             SortKey::Str(_) => "string",
-            SortKey::Time(_) | SortKey::Newest => "timestamp",
+            SortKey::Time(..) | SortKey::Newest => "timestamp",
             SortKey::Duration(_) => "duration",
             SortKey::Semver(_) => "semver",
         }
@@ -408,13 +417,13 @@ impl SortKey {
         use SortKey::*;
         Some(match (self, other) {
             (Newest, Newest) => Ordering::Equal,
-            (Newest, Time(_)) => Ordering::Greater,
-            (Time(_), Newest) => Ordering::Less,
+            (Newest, Time(..)) => Ordering::Greater,
+            (Time(..), Newest) => Ordering::Less,
             (Int(a), Int(b)) => a.cmp(b),
             (UInt(a), UInt(b)) => a.cmp(b),
             (Double(a), Double(b)) => a.partial_cmp(b)?,
             (Str(a), Str(b)) => a.cmp(b),
-            (Time(a), Time(b)) => a.cmp(b),
+            (Time(a, an), Time(b, bn)) => (a, an).cmp(&(b, bn)),
             (Duration(a), Duration(b)) => a.cmp(b),
             (Semver(a), Semver(b)) => a.cmp_precedence(b),
             _ => return None,
@@ -703,7 +712,16 @@ fn place(
                     .and_then(SortKey::from_value)
             }
             None => Ok(match row.created {
-                Some(c) => SortKey::Time(c.as_nanosecond()),
+                Some(c) => {
+                    // Floored seconds and non-negative nanoseconds, as chrono gives them for
+                    // orderBy's timestamps. jiff's timestamps are within ±9999 years, so the
+                    // seconds fit an i64 and the remainder a u32.
+                    let nanos = c.as_nanosecond();
+                    SortKey::Time(
+                        nanos.div_euclid(1_000_000_000) as i64,
+                        nanos.rem_euclid(1_000_000_000) as u32,
+                    )
+                }
                 None => SortKey::Newest,
             }),
         };
@@ -858,7 +876,7 @@ impl ObjectId {
 }
 
 fn object_id(kind: TargetKind, obj: &Json) -> ObjectId {
-    let s = |p: &str| str_at(obj, p).unwrap_or("").to_string();
+    let s = |p: &str| Arc::<str>::from(str_at(obj, p).unwrap_or(""));
     match kind {
         TargetKind::OciArtifact => {
             let (repository, digest, tags) = oci_parts(obj);

@@ -176,6 +176,12 @@ pub fn matches_field_selector(s: &str, obj: &Json) -> bool {
         return false;
     };
     terms.iter().all(|(path, want, eq)| {
+        // The API server's Job field `status.successful` is the object's `status.succeeded`
+        // (pkg/registry/batch/job: JobToSelectableFields); a Job without it selects as 0.
+        let (path, default) = match path.as_str() {
+            "status.successful" => ("status.succeeded", "0"),
+            other => (other, ""),
+        };
         let got = path
             .split('.')
             .try_fold(obj, |o, k| o.get(k))
@@ -183,7 +189,7 @@ pub fn matches_field_selector(s: &str, obj: &Json) -> bool {
                 Json::String(s) => s.clone(),
                 other => other.to_string(),
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| default.to_string());
         (got == *want) == *eq
     })
 }

@@ -225,6 +225,33 @@ fn semver_orders_above_string_order() {
 }
 
 #[test]
+fn timestamps_order_across_cels_whole_range() {
+    // Nanoseconds since the epoch do not fit 64 bits before 1678 or after 2262; such
+    // timestamps once all ranked as the epoch, and the tie went to the name.
+    let mk = |name: &str, t: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"namespace": "ns", "name": name,
+        "creationTimestamp": "2026-05-01T00:00:00Z", "annotations": {"t": t}}})
+    };
+    let objs = vec![
+        mk("a", "1500-01-01T00:00:00.5Z"),
+        mk("b", "9000-01-01T00:00:00Z"),
+        mk("c", "1500-01-01T00:00:00.25Z"),
+        mk("d", "1969-12-31T23:59:59.5Z"),
+    ];
+    let p = policy(
+        Some("ns"),
+        json!({"target": {"kind": "Secret"},
+        "orderBy": "timestamp(object.metadata.annotations.t)", "keep": "rank < 2", "schedule": "@daily"}),
+    );
+    let kept: Vec<String> = run(&p, &objs, &[])
+        .into_iter()
+        .filter(|r| r.1 == Verdict::Keep)
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(kept, vec!["ns/b", "ns/d"]);
+}
+
+#[test]
 fn guards_keep_whatever_keep_says() {
     let p = policy(
         Some("ns"),
@@ -913,7 +940,7 @@ fn storage_pressure_plans_deletions_lowest_rank_first_until_the_group_fits() {
                     .trim_start_matches("web-")
                     .trim_start_matches("api-")
                     .to_string(),
-                ObjectId::Kube { name, .. } => name.clone(),
+                ObjectId::Kube { name, .. } => name.to_string(),
             })
             .collect();
         deleted.sort();
@@ -1191,4 +1218,15 @@ fn ill_typed_expressions_make_the_policy_invalid() {
             crate::status::ready::INVALID_EXPRESSION
         );
     }
+}
+
+#[test]
+fn a_jobs_successful_field_is_its_succeeded_count() {
+    // The API server selects `status.successful` from `status.succeeded`, 0 when unset.
+    let done = json!({"kind": "Job", "status": {"succeeded": 1}});
+    let fresh = json!({"kind": "Job", "status": {}});
+    assert!(matches_field_selector("status.successful=1", &done));
+    assert!(!matches_field_selector("status.successful=0", &done));
+    assert!(matches_field_selector("status.successful=0", &fresh));
+    assert!(matches_field_selector("status.successful!=1", &fresh));
 }
