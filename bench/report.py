@@ -5,6 +5,8 @@
                                               met or missed, and the results file and commit
     report.py summary RESULTS_DIR LINK_BASE   retainer beside Kyverno's cleanup controller, the
                                               TTL-after-finished controller and a plain client
+    report.py stale RESULTS_DIR NAME          a note when the code NAME measures changed since
+                                              the commit its results were measured at
 
 LINK_BASE is the path from the Markdown file the table goes into to RESULTS_DIR. Nothing here
 holds a measured figure: every number comes from a figures file a benchmark wrote, and every
@@ -13,6 +15,7 @@ verdict is computed here from it and the target in bench/targets.def.
 
 import fnmatch
 import os
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +59,47 @@ def fmt(value, unit):
     return f"{text} {unit}".rstrip()
 
 
+# The benchmarks that run the controller on a test bed through bench/driver.rs.
+DRIVEN = {"sweep", "memory", "reaction", "reaction-load", "kyverno"}
+
+
+def measured_paths(name):
+    """What a benchmark's figures depend on: the controller (src/, its dependencies) and the
+    benchmark's own files (bench/NAME*, the driver for those it runs through)."""
+    base = name.removesuffix("-fsync").removesuffix("-ttl")
+    paths = ["src", "Cargo.toml", "Cargo.lock", f":(glob)bench/{base}*"]
+    if "-" in base:
+        paths.append(f":(glob)bench/{base.replace('-', '_')}*")
+    if base in DRIVEN:
+        paths.append("bench/driver.rs")
+    if base in ("eval", "cel", "check"):
+        paths.append("bench/celgo")
+    return paths
+
+
+def changed_since(name, meta):
+    """The commits since the results' commit that touched what they measure; None when that
+    commit is not known here (a prebuilt binary, a commit not in this clone)."""
+    commit = meta.get("commit", "")
+    if not commit:
+        return None
+    run = subprocess.run(["git", "-C", ROOT, "log", "--format=%h", f"{commit}..HEAD", "--"]
+                         + measured_paths(name), capture_output=True, text=True)
+    if run.returncode != 0:
+        return None
+    return run.stdout.split()
+
+
+def staleness(name, meta):
+    """None when the results are of the code as it is; otherwise why not, in words."""
+    commits = changed_since(name, meta)
+    if commits is None:
+        return "its commit is unknown here"
+    if commits:
+        return f"{len(commits)} commit{'s' if len(commits) != 1 else ''} since changed what it measures"
+    return None
+
+
 def source(results, name, meta, link_base):
     """The results file a figure came from, its commit, and whether it may be quoted."""
     cell = f"[{name}.md]({link_base}/{name}.md)"
@@ -66,6 +110,9 @@ def source(results, name, meta, link_base):
         notes.append("not a result to quote")
     if meta.get("quick") == "1":
         notes.append("quick run")
+    stale = staleness(name, meta)
+    if stale:
+        notes.append("**stale**: " + stale)
     if notes:
         cell += " (" + ", ".join(notes) + ")"
     return cell
@@ -197,6 +244,29 @@ def summary(results, link_base):
     return "\n".join(out).rstrip() + "\n"
 
 
+def shell_word(p):
+    return f"'{p}'" if any(c in p for c in "()*") else p
+
+
+def stale_note(results, name):
+    """The line a results section carries when the code it measured has changed since."""
+    data = load(results, name)
+    if data is None:
+        return ""
+    why = staleness(name, data[2])
+    if not why:
+        return ""
+    commit = data[2].get("commit", "?")
+    return (f"> **Stale**: measured at `{commit}`; {why} "
+            f"(`git log {commit}..HEAD -- {' '.join(shell_word(p) for p in measured_paths(name))}`). "
+            "Its figures are those of the older code until it is run again.\n")
+
+
 if __name__ == "__main__":
-    what, results, link_base = sys.argv[1:4]
-    print(targets(results, link_base) if what == "targets" else summary(results, link_base))
+    what, results, arg = sys.argv[1:4]
+    if what == "stale":
+        print(stale_note(results, arg), end="")
+    elif what == "targets":
+        print(targets(results, arg))
+    else:
+        print(summary(results, arg))

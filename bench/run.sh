@@ -146,7 +146,14 @@ rel() { python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], os.path.d
     [ -f "$f" ] || continue
     echo
     if grep -q '^<!-- provenance' "$f"; then
-      cat "$f"
+      # A section whose code changed since it was measured says so under its title.
+      note=$(python3 bench/report.py stale "$RESULTS" "$b")
+      head -n 1 "$f"
+      if [ -n "$note" ]; then
+        echo
+        echo "$note"
+      fi
+      tail -n +2 "$f"
     else
       # Written before the harness recorded provenance: shown, but feeds no table above.
       head -n 1 "$f"
