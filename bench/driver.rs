@@ -125,12 +125,13 @@ struct MemoryArgs {
     /// of each step are added to those of the last.
     #[arg(long, default_value = "1")]
     scales: String,
-    /// A second build of the controller (the container image's static musl binary), measured
-    /// in the same runs, interleaved with the first.
+    /// Other builds of the controller (the container image's static musl binary, one with
+    /// another allocator), measured in the same runs, interleaved with the first. Repeatable,
+    /// each with its `--alt-name` in the same order.
     #[arg(long)]
-    alt_retainer: Option<PathBuf>,
-    #[arg(long, default_value = "musl (container image)")]
-    alt_name: String,
+    alt_retainer: Vec<PathBuf>,
+    #[arg(long)]
+    alt_name: Vec<String>,
     /// The step of --scales the memory target applies to (the target is set for 20,000
     /// Secrets and 20,000 Jobs).
     #[arg(long, default_value_t = 1)]
@@ -1596,8 +1597,13 @@ async fn memory_loaded(
         .map_err(|e| format!("--scales {}: {e}", args.scales))?;
     let mut builds: Vec<(String, PathBuf)> =
         vec![("glibc (release)".to_string(), args.common.retainer.clone())];
-    if let Some(alt) = &args.alt_retainer {
-        builds.push((args.alt_name.clone(), alt.clone()));
+    for (i, alt) in args.alt_retainer.iter().enumerate() {
+        let name = args
+            .alt_name
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("build {}", i + 2));
+        builds.push((name, alt.clone()));
     }
     let nss: Api<Namespace> = Api::all(client.clone());
     for ns in namespaces {

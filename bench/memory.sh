@@ -9,6 +9,9 @@
 #
 #   MEMORY_SECRETS=500 MEMORY_JOBS=500 MEMORY_SCALES=1,10,40,100 MEMORY_RUNS=3 bench/memory.sh
 #
+# MEMORY_MIMALLOC=1 (the default in full runs) also measures a build with mimalloc as the
+# allocator (`--features mimalloc`), in the same runs.
+#
 # BENCH_QUICK=1: 1,000 and 4,000 objects, one run, glibc only (no target verdict).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -19,9 +22,11 @@ RUNS=${MEMORY_RUNS:-$(bench_size 3 1)}
 SCALES=${MEMORY_SCALES:-$(bench_size 1,10,40,100 1,4)}
 TARGET_SCALE=${MEMORY_TARGET_SCALE:-40}
 MUSL=${MEMORY_MUSL:-$(bench_size 1 0)}
+MIMALLOC=${MEMORY_MIMALLOC:-$(bench_size 1 0)}
 cmdline="MEMORY_SECRETS=$SECRETS MEMORY_JOBS=$JOBS MEMORY_SCALES=$SCALES MEMORY_TARGET_SCALE=$TARGET_SCALE MEMORY_RUNS=$RUNS bench/memory.sh"
 [ -n "${MEMORY_SECRET_BYTES:-}" ] && cmdline="MEMORY_SECRET_BYTES=$BYTES $cmdline"
 [ "$MUSL" = 0 ] && cmdline="MEMORY_MUSL=0 $cmdline"
+[ "$MIMALLOC" = 0 ] && cmdline="MEMORY_MIMALLOC=0 $cmdline"
 
 alt=()
 if [ "$MUSL" != 0 ]; then
@@ -36,7 +41,15 @@ if [ "$MUSL" != 0 ]; then
   musl_dir=$(mktemp -d /tmp/retainer-bench-musl.XXXXXX)
   BENCH_CLEANUP+=("rm -rf '$musl_dir'")
   cp "${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-musl/release/retainer" "$musl_dir/retainer-musl"
-  alt=(--alt-retainer "$musl_dir/retainer-musl")
+  alt=(--alt-retainer "$musl_dir/retainer-musl" --alt-name "musl (container image)")
+fi
+if [ "$MIMALLOC" != 0 ]; then
+  # Built before bench_run's own release build, which then rebuilds the default binary.
+  cargo build --quiet --release --locked --features mimalloc --bin retainer
+  mi_dir=$(mktemp -d /tmp/retainer-bench-mimalloc.XXXXXX)
+  BENCH_CLEANUP+=("rm -rf '$mi_dir'")
+  cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/retainer" "$mi_dir/retainer-mimalloc"
+  alt+=(--alt-retainer "$mi_dir/retainer-mimalloc" --alt-name "glibc with mimalloc (--features mimalloc)")
 fi
 
 bench_run memory memory "$cmdline" "$RUNS" --secrets "$SECRETS" --jobs "$JOBS" \

@@ -429,7 +429,11 @@ fn main() -> ExitCode {
 /// 20,000 Jobs and 20,000 Secrets cached its resident memory was 1.7x its peak heap; with one
 /// arena it was 1.3x (bench/memory.sh). Threads still allocate small objects from their own
 /// caches, so one arena costs little contention here. Other C libraries have no arenas.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
 fn limit_malloc_arenas() {
     // SAFETY: mallopt only sets an allocator parameter, and runs before any other thread
     // exists; a value it refuses leaves the default in place, which is harmless.
@@ -438,7 +442,7 @@ fn limit_malloc_arenas() {
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))))]
 fn limit_malloc_arenas() {}
 
 /// The command line, named after how the binary was invoked: installed as `kubectl-retainer`,
