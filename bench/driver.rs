@@ -132,6 +132,9 @@ struct MemoryArgs {
     alt_retainer: Vec<PathBuf>,
     #[arg(long)]
     alt_name: Vec<String>,
+    /// Also measure the first build with `--incremental-evaluation=false`, in the same runs.
+    #[arg(long)]
+    full_evaluation_too: bool,
     /// The step of --scales the memory target applies to (the target is set for 20,000
     /// Secrets and 20,000 Jobs).
     #[arg(long, default_value_t = 1)]
@@ -1455,7 +1458,7 @@ async fn memory(args: MemoryArgs) -> R<()> {
     md.push_str("## Controller memory\n\n");
     md.push_str(&format!(
         "Resident memory of `retainer run` (`VmRSS`, and the peak `VmHWM`, from \
-         `/proc/<pid>/status`), medians of {}, each a fresh process; where two builds are \
+         `/proc/<pid>/status`), medians of {}, each a fresh process; where several builds are \
          measured, they alternate within each run:\n\n",
         runs(args.runs)
     ));
@@ -1502,11 +1505,7 @@ async fn memory(args: MemoryArgs) -> R<()> {
             secs(caught_up),
         ));
         let objs = objects * scale;
-        let b = if build.starts_with("musl") {
-            "musl"
-        } else {
-            "glibc"
-        };
+        let b = build_key(build);
         figs.add(format!("rss_mib_{objs}_{b}"), rss, "MiB");
         figs.add(format!("peak_mib_{objs}_{b}"), hwm, "MiB");
         figs.add(format!("caught_up_s_{objs}_{b}"), caught_up, "s");
@@ -1583,6 +1582,20 @@ async fn bed_contents(client: &Client) -> String {
     )
 }
 
+/// A build's name in figure keys: its name up to the parenthesis, in lower case, words joined
+/// by `_` ("glibc (release)" is `glibc`, "musl (container image)" `musl`).
+fn build_key(name: &str) -> String {
+    let words: Vec<String> = name
+        .split('(')
+        .next()
+        .unwrap_or(name)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    words.join("_")
+}
+
 async fn memory_loaded(
     client: &Client,
     args: &MemoryArgs,
@@ -1595,15 +1608,26 @@ async fn memory_loaded(
         .map(|x| x.trim().parse::<usize>())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("--scales {}: {e}", args.scales))?;
-    let mut builds: Vec<(String, PathBuf)> =
-        vec![("glibc (release)".to_string(), args.common.retainer.clone())];
+    // (name, binary, extra controller flags)
+    let mut builds: Vec<(String, PathBuf, Vec<String>)> = vec![(
+        "glibc (release)".to_string(),
+        args.common.retainer.clone(),
+        Vec::new(),
+    )];
     for (i, alt) in args.alt_retainer.iter().enumerate() {
         let name = args
             .alt_name
             .get(i)
             .cloned()
             .unwrap_or_else(|| format!("build {}", i + 2));
-        builds.push((name, alt.clone()));
+        builds.push((name, alt.clone(), Vec::new()));
+    }
+    if args.full_evaluation_too {
+        builds.push((
+            "glibc, full evaluation (--incremental-evaluation=false)".to_string(),
+            args.common.retainer.clone(),
+            vec!["--incremental-evaluation=false".to_string()],
+        ));
     }
     let nss: Api<Namespace> = Api::all(client.clone());
     for ns in namespaces {
@@ -1679,12 +1703,12 @@ async fn memory_loaded(
             })
             .collect();
         for run in 1..=args.runs {
-            for (build, bin) in &builds {
+            for (build, bin, flags) in &builds {
                 let t0 = Instant::now();
-                let tag: String = build.chars().take_while(|c| c.is_alphanumeric()).collect();
+                let tag = build_key(build);
                 let mut ctl = Controller::start(
                     bin,
-                    &[],
+                    flags,
                     args.common
                         .log_dir
                         .join(format!("retainer-memory-{scale}x-{tag}-{run}.log")),

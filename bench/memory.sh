@@ -10,7 +10,8 @@
 #   MEMORY_SECRETS=500 MEMORY_JOBS=500 MEMORY_SCALES=1,10,40,100 MEMORY_RUNS=3 bench/memory.sh
 #
 # MEMORY_MIMALLOC=1 (the default in full runs) also measures a build with mimalloc as the
-# allocator (`--features mimalloc`), in the same runs.
+# allocator (`--features mimalloc`), and MEMORY_FULL_EVAL=1 (the default in full runs) the
+# glibc build with `--incremental-evaluation=false`, in the same runs.
 #
 # BENCH_QUICK=1: 1,000 and 4,000 objects, one run, glibc only (no target verdict).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,10 +24,12 @@ SCALES=${MEMORY_SCALES:-$(bench_size 1,10,40,100 1,4)}
 TARGET_SCALE=${MEMORY_TARGET_SCALE:-40}
 MUSL=${MEMORY_MUSL:-$(bench_size 1 0)}
 MIMALLOC=${MEMORY_MIMALLOC:-$(bench_size 1 0)}
+FULL_EVAL=${MEMORY_FULL_EVAL:-$(bench_size 1 0)}
 cmdline="MEMORY_SECRETS=$SECRETS MEMORY_JOBS=$JOBS MEMORY_SCALES=$SCALES MEMORY_TARGET_SCALE=$TARGET_SCALE MEMORY_RUNS=$RUNS bench/memory.sh"
 [ -n "${MEMORY_SECRET_BYTES:-}" ] && cmdline="MEMORY_SECRET_BYTES=$BYTES $cmdline"
 [ "$MUSL" = 0 ] && cmdline="MEMORY_MUSL=0 $cmdline"
 [ "$MIMALLOC" = 0 ] && cmdline="MEMORY_MIMALLOC=0 $cmdline"
+[ "$FULL_EVAL" = 0 ] && cmdline="MEMORY_FULL_EVAL=0 $cmdline"
 
 alt=()
 if [ "$MUSL" != 0 ]; then
@@ -51,6 +54,7 @@ if [ "$MIMALLOC" != 0 ]; then
   cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/retainer" "$mi_dir/retainer-mimalloc"
   alt+=(--alt-retainer "$mi_dir/retainer-mimalloc" --alt-name "glibc with mimalloc (--features mimalloc)")
 fi
+[ "$FULL_EVAL" != 0 ] && alt+=(--full-evaluation-too)
 
 bench_run memory memory "$cmdline" "$RUNS" --secrets "$SECRETS" --jobs "$JOBS" \
   --secret-bytes "$BYTES" --runs "$RUNS" --scales "$SCALES" --target-scale "$TARGET_SCALE" \
