@@ -5,6 +5,9 @@
                                               met or missed, and the results file and commit
     report.py summary RESULTS_DIR LINK_BASE   retainer beside Kyverno's cleanup controller, the
                                               TTL-after-finished controller and a plain client
+    report.py glance RESULTS_DIR LINK_BASE    the short opening table: per question an adopter
+                                              asks, retainer, the best peer measured, the ratio
+                                              and the target's met or missed
     report.py stale RESULTS_DIR NAME          a note when the code NAME measures changed since
                                               the commit its results were measured at
 
@@ -244,6 +247,89 @@ def summary(results, link_base):
     return "\n".join(out).rstrip() + "\n"
 
 
+def verdict_of(results, ident):
+    """'met', 'missed' or None (not measured) for a target of bench/targets.def; a target over
+    several keys is met when every one is, and says how many missed otherwise."""
+    values = []
+    for row_ident, _desc, name, key, cmp, threshold, _t, _ctx in definitions():
+        if row_ident != ident:
+            continue
+        data = load(results, name)
+        if data is None:
+            return None
+        figures = data[0]
+        keys = sorted(k for k in figures if fnmatch.fnmatchcase(k, key)) if key.endswith("*") \
+            else [key] if key in figures else []
+        values += [compare(figures[k], cmp, threshold) for k in keys]
+    if not values:
+        return None
+    missed = values.count(False)
+    if not missed:
+        return "met"
+    return "**missed**" if len(values) == 1 else f"**missed** ({missed} of {len(values)})"
+
+
+# The opening table: (question, retainer's figure, the peer and its figure, the ratio, the
+# target). A figure is (results name, key, unit shown); None where nothing applies.
+GLANCE = [
+    ("Sweep of 10,000 finished Jobs, each at its defaults: time (s)",
+     ("sweep", "total_s_retainer_default", "s"), "TTL-after-finished controller",
+     ("sweep", "total_s_ttl", "s"), ("sweep", "ratio_c_b0", "x faster"), "sweep-ttl-defaults"),
+    ("The same sweep beside Kyverno's cleanup controller (s)",
+     ("kyverno", "total_s_retainer", "s"), "Kyverno cleanup controller",
+     ("kyverno", "total_s_kyverno", "s"), ("kyverno", "ratio_kyverno_retainer", "x faster"),
+     "kyverno-sweep"),
+    ("Sweep cost over a plain client deleting the same Jobs (s)",
+     ("sweep", "total_s_retainer", "s"), "plain client, 10 in flight",
+     ("sweep", "total_s_plain", "s"), ("sweep", "ratio_b_a", "x its time"), "sweep-plain"),
+    ("`retainer check` on 100,000 Jobs: wall time (s)",
+     ("check", "wall_s_retainer_100000", "s"), "cel-go in kube-apiserver's CEL environment",
+     ("check", "wall_s_celgo_100000", "s"), ("check", "wall_ratio_100000", "x its time"),
+     "check-wall"),
+    ("CEL alone over the four example policies",
+     None, "cel-go, kube-apiserver's environment", None,
+     ("eval", "cel_total_ratio", "x its speed"), "cel-total"),
+    ("Controller peak memory, 20,000 Secrets + 20,000 Jobs, 10 policies (MiB)",
+     ("memory", "peak_mib", "MiB"), None, None, None, "memory-peak"),
+    ("One object changed among 100,000: p99 to its verdict (ms), worst policy",
+     ("incremental", "incr_p99_ms_100000_*", "ms"), None, None, None, "incremental"),
+    ("`kubectl apply` to a status a user can read, p99 (ms)",
+     ("reaction", "p99_ms_500ms", "ms"), None, None, None, "reaction"),
+    ("OCI first sweep over a plain DELETE client",
+     ("oci", "first_s", "s"), "plain DELETE client", ("oci", "plain_s", "s"),
+     ("oci", "ratio_first_plain", "x its time"), "oci-first"),
+]
+
+
+def glance_value(results, fig, link_base):
+    """A figure as a cell linking its section; the largest when the key is a pattern."""
+    if fig is None:
+        return "—"
+    name, key, unit = fig
+    data = load(results, name)
+    if data is None:
+        return "not measured"
+    figures = data[0]
+    keys = [k for k in figures if fnmatch.fnmatchcase(k, key)]
+    if not keys:
+        return "not measured"
+    value = max(figures[k] for k in keys)
+    text = f"{value:.2f}{unit}" if unit.startswith("x") else fmt(value, unit)
+    stale = " (stale)" if staleness(name, data[2]) else ""
+    return f"[{text}]({link_base}/{name}.md){stale}"
+
+
+def glance(results, link_base):
+    out = ["| question | retainer | peer | peer's figure | ratio | target |",
+           "|---|---|---|---|---|---|"]
+    for question, mine, peer_name, peer, ratio, ident in GLANCE:
+        verdict = verdict_of(results, ident) or "not measured"
+        out.append(f"| {question} | {glance_value(results, mine, link_base)} | "
+                   f"{peer_name or '—'} | {glance_value(results, peer, link_base)} | "
+                   f"{glance_value(results, ratio, link_base)} | {verdict} |")
+    return "\n".join(out)
+
+
 def shell_word(p):
     return f"'{p}'" if any(c in p for c in "()*") else p
 
@@ -268,5 +354,7 @@ if __name__ == "__main__":
         print(stale_note(results, arg), end="")
     elif what == "targets":
         print(targets(results, arg))
+    elif what == "glance":
+        print(glance(results, arg))
     else:
         print(summary(results, arg))

@@ -121,6 +121,15 @@ rel() { python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], os.path.d
   echo "Toolchain when stitched: $(rustc --version 2>/dev/null), $(go version 2>/dev/null | sed 's/^go version //')."
   echo "Stitched: $(date -u +%Y-%m-%dT%H:%M:%SZ)."
   echo
+  echo "## At a glance"
+  echo
+  echo "For deciding whether to adopt: per question, retainer's figure, the peer it is measured"
+  echo "beside (configured as its section says), the ratio and whether the target is met. Every"
+  echo "cell links its section; \"(stale)\" marks a figure whose code changed since it was"
+  echo "measured, \"not measured\" one with no result."
+  echo
+  python3 bench/report.py glance "$RESULTS" "$(rel "$RESULTS")"
+  echo
   echo "## retainer beside Kyverno, the TTL controller and a plain client"
   echo
   echo "Generated from the sweep, Kyverno sweep, memory and reaction results (each figure links"
