@@ -2,9 +2,9 @@
 # `retainer check` against the cel-go program over growing Lists of Jobs: wall time and peak
 # memory of each whole process, side by side, interleaved, in one run (issue #14, items 4 and 5).
 #
-#   bench/check.sh                SIZES="10000 100000" RUNS=3
-#   FULL=1 bench/check.sh         adds 1,000,000 Jobs (a 2.4 GB file, generated for the run and
-#                                 deleted after it: disk is limited)
+#   bench/check.sh                SIZES="10000 100000 1000000" RUNS=3; the million-Job file
+#                                 (2.4 GB) is generated for the run and deleted after it, as disk
+#                                 is limited; cel-go need not fit it (retainer's figures stand)
 #   SIZES="10000 100000" RUNS=5 bench/check.sh
 #
 # Writes bench/results/check.md: per size the medians, the ratios (retainer / cel-go) and the
@@ -75,8 +75,11 @@ for n in sizes:
             res[k].append(r)
             print(f"  N={n} {k:8} run {i + 1}: {r['wall']:.2f} s, {r['rss'] / 2**20:.0f} MiB"
                   + ("" if r["ok"] else " FAILED"), file=sys.stderr)
-    ok = all(r["ok"] for rs in res.values() for r in rs)
-    same = ok and verdicts(f"{data}/check-retainer-{n}.json") == verdicts(f"{data}/check-cel-go-{n}.json")
+    # cel-go need not fit a size (a million Jobs may not): retainer's own figures stand
+    # without it, the comparisons do not.
+    ok = {k: all(r["ok"] for r in rs) for k, rs in res.items()}
+    both = ok["retainer"] and ok["cel-go"]
+    same = both and verdicts(f"{data}/check-retainer-{n}.json") == verdicts(f"{data}/check-cel-go-{n}.json")
     med = {k: {m: statistics.median(r[m] for r in rs) for m in ("wall", "cpu", "rss")}
            for k, rs in res.items()}
     ratios = [a["wall"] / b["wall"] for a, b in zip(res["retainer"], res["cel-go"])]
@@ -100,26 +103,42 @@ if "dirty" in rev:
 out += ["| Jobs | file | retainer wall | cel-go wall | wall ratio (paired median) | retainer peak | "
         "peak / file | cel-go peak | same verdicts | peak ≤ 4x file | wall ≤ cel-go |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+failed = []
 for n, size, med, ratio, same, ok in rows:
     r, g = med["retainer"], med["cel-go"]
+    if not ok["retainer"]:
+        out.append(f"| {int(n):,} | {mib(size)} | failed | | | | | | | | |")
+        failed.append(f"retainer failed at {int(n):,} Jobs (see {data}/check-retainer-{n}.json.err)")
+        continue
+    if not ok["cel-go"]:
+        out.append(f"| {int(n):,} | {mib(size)} | {r['wall']:.2f} s | failed | — | "
+                   f"{mib(r['rss'])} | {r['rss'] / size:.2f}x | failed at {mib(g['rss'])} | — | "
+                   f"{'met' if r['rss'] <= 4 * size else 'missed'} | — |")
+        failed.append(f"cel-go did not complete at {int(n):,} Jobs (peak {mib(g['rss'])} when it "
+                      "stopped; its stderr was kept only for the run): retainer's figures stand "
+                      "alone for that size")
+        continue
     out.append(f"| {int(n):,} | {mib(size)} | {r['wall']:.2f} s | {g['wall']:.2f} s | {ratio:.2f} | "
                f"{mib(r['rss'])} | {r['rss'] / size:.2f}x | {mib(g['rss'])} | "
                f"{'yes' if same else 'NO'} | {'met' if r['rss'] <= 4 * size else 'missed'} | "
-               f"{'met' if ratio <= 1 else 'missed'} |"
-               + ("" if ok else " (a run failed)"))
+               f"{'met' if ratio <= 1 else 'missed'} |")
+if failed:
+    out += [""] + [f"- {f}." for f in failed]
 with open(os.environ["BENCH_OUT"], "w") as f:
     f.write("\n".join(out) + "\n")
 print("\n".join(out))
 # Figures for bench/targets.sh (keys in bench/README.md).
 with open(os.environ["BENCH_TSV"], "a") as f:
     for n, size, med, ratio, same, ok in rows:
-        if not ok:
+        if not ok["retainer"]:
+            continue
+        f.write(f"peak_file_ratio_{n}\t{med['retainer']['rss'] / size:.4f}\tx\n")
+        f.write(f"wall_s_retainer_{n}\t{med['retainer']['wall']:.4f}\ts\n")
+        f.write(f"peak_mib_retainer_{n}\t{med['retainer']['rss'] / 2**20:.1f}\tMiB\n")
+        if not ok["cel-go"]:
             continue
         f.write(f"wall_ratio_{n}\t{ratio:.4f}\tx\n")
-        f.write(f"peak_file_ratio_{n}\t{med['retainer']['rss'] / size:.4f}\tx\n")
         f.write(f"same_verdicts_{n}\t{1 if same else 0}\tbool\n")
-        f.write(f"wall_s_retainer_{n}\t{med['retainer']['wall']:.4f}\ts\n")
         f.write(f"wall_s_celgo_{n}\t{med['cel-go']['wall']:.4f}\ts\n")
-        f.write(f"peak_mib_retainer_{n}\t{med['retainer']['rss'] / 2**20:.1f}\tMiB\n")
 PY
 bench_end "$RUNS"
