@@ -44,10 +44,19 @@ import json, os, statistics, subprocess, sys, time
 runs, data, now, rev, sizes = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 policy = "bench/check-policy.yaml"
 
+# A process that does not fit must fail, not push the machine into swap for an hour (cel-go
+# at a million Jobs did): each gets at most two thirds of the machine's memory as address
+# space, and allocating beyond that fails it.
+mem_total = int(open("/proc/meminfo").read().split()[1]) * 1024
+def bounded():
+    import resource
+    limit = mem_total * 2 // 3
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
 def timed(cmd, out_path):
     with open(out_path, "w") as out, open(out_path + ".err", "w") as err:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=out, stderr=err)
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, preexec_fn=bounded)
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
     return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss": ru.ru_maxrss * 1024,
