@@ -265,6 +265,7 @@ struct Entry {
     result: Option<Arc<ObjectResult>>,
     /// When the clock may change its verdict: the next instant its age crosses one of keep's
     /// thresholds (`TimePlan::keep_thresholds`). None: it never will, or keep reads no clock.
+    /// Some exactly when `IncrementalEvaluation::timers` holds it with this position.
     due: Option<Timestamp>,
 }
 
@@ -486,8 +487,10 @@ pub struct IncrementalEvaluation {
     /// Moves whenever a result or the summary may have changed: equal generations mean equal
     /// verdicts, so a caller holding a copy of them need not copy them again.
     generation: u64,
-    /// No entry is due before this (it may be earlier than every entry's `due`, never later).
-    next_due: Option<Timestamp>,
+    /// Every entry's `due`, earliest first: when `now` moves, the entries it reached are taken
+    /// from the front, in time proportional to their number and not to the entries'. A
+    /// policy that reads no clock keeps it empty.
+    timers: BTreeSet<(Timestamp, Pos)>,
 }
 
 impl IncrementalEvaluation {
@@ -512,7 +515,7 @@ impl IncrementalEvaluation {
             whole: None,
             stale: true,
             generation: 0,
-            next_due: None,
+            timers: BTreeSet::new(),
             kept: kept_fields(policy),
         }
     }
@@ -646,7 +649,6 @@ impl IncrementalEvaluation {
         }
 
         let targets: Vec<Pos> = if pending.decide_all {
-            self.next_due = None;
             self.entries
                 .iter()
                 .filter(|(_, e)| e.placement.is_some())
@@ -697,14 +699,37 @@ impl IncrementalEvaluation {
 
     /// The earliest instant at which the clock alone may change a verdict (an object's age
     /// crossing one of keep's thresholds); None when it never will or keep reads the clock in a
-    /// way that has no such instants. It may come early (the object it was for went away);
-    /// never late.
+    /// way that has no such instants.
     pub fn next_due(&self) -> Option<Timestamp> {
         if self.time.keep_thresholds.is_some() {
-            self.next_due
+            self.timers.first().map(|(at, _)| *at)
         } else {
             None
         }
+    }
+
+    /// The timers are the entries' `due`s, one each, and only governed entries have one.
+    #[cfg(test)]
+    fn timers_consistent(&self) -> Result<(), String> {
+        let mut due = 0;
+        for (pos, e) in &self.entries {
+            if let Some(at) = e.due {
+                due += 1;
+                if !self.timers.contains(&(at, pos.clone())) {
+                    return Err(format!("{pos:?} is due at {at} but has no timer"));
+                }
+                if e.placement.is_none() {
+                    return Err(format!("{pos:?} is not governed but has a timer"));
+                }
+            }
+        }
+        if due != self.timers.len() {
+            return Err(format!(
+                "{} timers for {due} entries that are due",
+                self.timers.len()
+            ));
+        }
+        Ok(())
     }
 
     /// How many objects are stored, governed or not.
@@ -783,28 +808,35 @@ impl IncrementalEvaluation {
         }
     }
 
-    /// Queues for deciding the objects whose age crossed one of keep's thresholds by `now`.
+    /// Queues for deciding the objects whose age crossed one of keep's thresholds by `now`;
+    /// `decide` sets their next crossings.
     fn due_now(&mut self, now: Timestamp, pending: &mut Pending) {
-        if self.next_due.is_none_or(|due| due > now) {
+        while self.timers.first().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, pos)) = self.timers.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.entries.get_mut(&pos) {
+                e.due = None;
+            }
+            pending.decide.insert(pos);
+        }
+    }
+
+    /// Sets when the clock may next change an entry's verdict, keeping `timers` in step.
+    fn set_due(&mut self, pos: &Pos, due: Option<Timestamp>) {
+        let Some(e) = self.entries.get_mut(pos) else {
+            return;
+        };
+        if e.due == due {
             return;
         }
-        let mut next = None;
-        for (pos, e) in self.entries.iter_mut() {
-            if e.placement.is_none() {
-                // Not governed any more: nothing of it to decide, now or later.
-                e.due = None;
-                continue;
-            }
-            match e.due {
-                Some(due) if due <= now => {
-                    pending.decide.insert(pos.clone());
-                }
-                Some(due) => next = Some(next.map_or(due, |n: Timestamp| n.min(due))),
-                None => {}
-            }
+        if let Some(old) = e.due.take() {
+            self.timers.remove(&(old, pos.clone()));
         }
-        // Those decided now add their next crossings in `decide`.
-        self.next_due = next;
+        if let Some(at) = due {
+            self.timers.insert((at, pos.clone()));
+        }
+        e.due = due;
     }
 
     /// Removes an object and what it contributed to its group and the summary.
@@ -812,6 +844,9 @@ impl IncrementalEvaluation {
         let Some(mut e) = self.entries.remove(pos) else {
             return;
         };
+        if let Some(at) = e.due {
+            self.timers.remove(&(at, pos.clone()));
+        }
         if let Some(p) = &e.placement
             && let (Some(group), Some(key)) = (p.ranked_in(), &p.key)
         {
@@ -842,8 +877,10 @@ impl IncrementalEvaluation {
             e.ranked = None;
             e.referrers.clear();
             e.result = None;
+            e.due = None;
             pending.place.insert(pos.clone());
         }
+        self.timers.clear();
         self.generation += 1;
         self.groups.clear();
         self.summary = Counts::default();
@@ -907,6 +944,8 @@ impl IncrementalEvaluation {
         } else {
             set_result(&mut self.summary, &mut self.generation, e, None);
             pending.decide.remove(&pos);
+            // Not governed: nothing of it to decide when its age moves on.
+            self.set_due(&pos, None);
         }
     }
 
@@ -1044,11 +1083,8 @@ impl IncrementalEvaluation {
             _ => None,
         };
         drop(row);
-        if let Some(due) = due {
-            self.next_due = Some(self.next_due.map_or(due, |n| n.min(due)));
-        }
+        self.set_due(pos, due);
         if let Some(e) = self.entries.get_mut(pos) {
-            e.due = due;
             e.referrers = referrers;
             set_result(&mut self.summary, &mut self.generation, e, Some(result));
         }

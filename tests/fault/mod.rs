@@ -539,6 +539,31 @@ impl Scenario {
         }
     }
 
+    /// Waits until the policy's status counts as governed exactly the Jobs present now. Both
+    /// sides are read again on every round: a new leader resumes a sweep cut short without
+    /// being asked, so the Jobs present keep falling while this waits, and a count taken once
+    /// would be one the status has already passed.
+    pub async fn wait_governed_present(&self, timeout: Duration) {
+        let api = policies(&self.bed);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let present = survivors(&self.bed.client, &self.bed.ns).await.len();
+            let governed = api
+                .get(POLICY)
+                .await
+                .ok()
+                .and_then(|p| p.data["status"]["summary"]["governed"].as_u64());
+            if governed == Some(present as u64) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for status to count the Jobs present as governed (last seen: {present} present, status {governed:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// Asks for a sweep; returns the lastSweep status before the request.
     pub async fn request_sweep(&self) -> Value {
         let api = policies(&self.bed);
@@ -574,8 +599,7 @@ impl Scenario {
     /// Requests a sweep (from a controller that has evaluated the current Jobs) and waits until
     /// status records it. Returns the status.
     pub async fn sweep_to_completion(&self) -> Value {
-        let present = survivors(&self.bed.client, &self.bed.ns).await.len();
-        self.wait_governed(present, Duration::from_secs(120)).await;
+        self.wait_governed_present(Duration::from_secs(120)).await;
         let before = self.request_sweep().await;
         let status = self
             .wait_sweep_recorded(&before, self.sweep_timeout())

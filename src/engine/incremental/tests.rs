@@ -231,6 +231,9 @@ fn check_equal(
     policy: &CompiledPolicy,
 ) {
     let full = evaluate(policy, &snapshot_of(applied, world));
+    if let Err(e) = state.timers_consistent() {
+        panic!("{name}, step {step}: {e}");
+    }
     let incremental = state.evaluation();
     if incremental != full {
         let diff: Vec<_> = incremental
