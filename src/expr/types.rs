@@ -9,9 +9,11 @@
 //! literals must be homogeneous (Kubernetes sets `HomogeneousAggregateLiterals`); a
 //! comprehension's variables get the element type of its range.
 //!
-//! A function the table below does not know keeps the behaviour it had before this checker:
-//! it is accepted, its result is `dyn`, and calling it fails at evaluation. Its arguments are
-//! still checked.
+//! A function the table below does not know is refused, as cel-go refuses a name its
+//! environment does not declare: what Kubernetes' environment lacks (cel-go's math extension,
+//! base64, `cel.bind`, the strings extension's version 3) is refused too, although the cel
+//! crate could evaluate some of it, so that a policy `retainer check` accepts is one
+//! kube-apiserver's CEL accepts.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -100,7 +102,7 @@ impl std::fmt::Display for Ty {
 //
 // Single capital letters are type parameters; capitalised names are the libraries' types.
 // Kubernetes' environment does not have cel-go's math extension, base64 encoders or
-// `cel.bind`: those are not listed, and so are treated as unknown functions.
+// `cel.bind`: those are not listed, and so are refused as undeclared.
 
 const OVERLOADS: &str = r"
 # CEL standard library: logic and equality (`_&&_` and `_||_` are checked apart, as cel-go does)
@@ -467,11 +469,6 @@ format.datetime() -> Format
 .Decision.error() -> string
 .Decision.allowed() -> bool
 .Decision.reason() -> string
-# Beyond Kubernetes 1.36, marked `+`: retainer's cel crate has the strings extension's version 3
-# reverse. An overload marked so counts only when no overload of Kubernetes' matches, so that
-# it does not change the type Kubernetes gives (`object.l.reverse()` is a list there).
-# (The math extension is retainer's too; its functions are not listed, so they are unchecked.)
-+.string.reverse() -> string
 ";
 
 /// The conversions, each of which has an overload per argument type, the identity first
@@ -487,7 +484,8 @@ const CONVERSIONS: &[&str] = &[
     "uint",
 ];
 
-/// Namespaces of functions, in Kubernetes' environment or in retainer's (`math`, `base64`).
+/// Namespaces of functions: Kubernetes' own, and those of cel-go extensions it does not have
+/// (`math`, `base64`), so that `math.abs(1)` is refused as the function it names.
 const NAMESPACES: &[&str] = &[
     "optional", "strings", "math", "lists", "sets", "base64", "format",
 ];
@@ -516,8 +514,6 @@ struct Overload {
     args: Vec<Ty>,
     result: Ty,
     params: u32,
-    /// retainer's own, not in Kubernetes' environment.
-    beyond_kubernetes: bool,
 }
 
 type Table = HashMap<String, Vec<Overload>>;
@@ -540,10 +536,6 @@ fn parse_table(text: &str) -> Result<Table, String> {
 }
 
 fn parse_overload(line: &str) -> Result<(String, Overload), String> {
-    let (beyond_kubernetes, line) = match line.strip_prefix('+') {
-        Some(rest) => (true, rest),
-        None => (false, line),
-    };
     let (call, result) = line.split_once("->").ok_or("no ->")?;
     let mut params = HashMap::new();
     let mut p = SigParser {
@@ -594,7 +586,6 @@ fn parse_overload(line: &str) -> Result<(String, Overload), String> {
             args,
             result,
             params,
-            beyond_kubernetes,
         },
     ))
 }
@@ -1549,14 +1540,6 @@ impl Checker {
             && self.lookup(ns).is_none()
         {
             let qualified = format!("{ns}.{name}");
-            // The format namespace is Kubernetes' alone and retainer has all of it, so a name
-            // it lacks (`format.nope()`) can never evaluate: refused, as cel-go refuses it.
-            if ns == "format" && !TABLE.contains_key(&qualified) {
-                return Err(TypeError {
-                    id: e.id,
-                    message: format!("undeclared reference to '{qualified}'"),
-                });
-            }
             if TABLE.contains_key(&qualified) || NAMESPACES.contains(&ns.as_str()) {
                 return self.resolve(e.id, &qualified, None, &arg_types);
             }
@@ -1583,20 +1566,23 @@ impl Checker {
         args: &[Ty],
     ) -> Result<Ty, TypeError> {
         let Some(overloads) = TABLE.get(name) else {
-            // Not a function of Kubernetes' environment: as before the checker, accepted here
-            // and reported by evaluation if the interpreter has no such function either.
-            return Ok(Ty::Dyn);
+            // The cel crate's parser expands the math extension's macros into internal names;
+            // the message names what the expression says.
+            let written = match name {
+                "math.@max" => "math.greatest",
+                "math.@min" => "math.least",
+                other => other,
+            };
+            return Err(TypeError {
+                id,
+                message: format!("undeclared reference to '{written}'"),
+            });
         };
         let member = receiver.is_some();
         let actual: Vec<Ty> = receiver.iter().chain(args).cloned().collect();
         let mut result: Option<Ty> = None;
-        let kubernetes = overloads.iter().filter(|o| !o.beyond_kubernetes);
-        let beyond = overloads.iter().filter(|o| o.beyond_kubernetes);
-        for o in kubernetes.chain(beyond) {
-            if o.member != member
-                || o.args.len() != actual.len()
-                || (o.beyond_kubernetes && result.is_some())
-            {
+        for o in overloads {
+            if o.member != member || o.args.len() != actual.len() {
                 continue;
             }
             let mut fresh = Subst::default();
@@ -1690,10 +1676,6 @@ mod tests {
             "quantity(object.spec.memory).isLessThan(quantity('1Gi'))",
             "url(object.spec.url).getHost() == 'example.com'",
             "cidr('10.0.0.0/8').containsIP(ip(object.spec.ip))",
-            // Functions outside Kubernetes' environment are not checked, as before.
-            "math.greatest(1, 2.0, 3u) > 0",
-            "'abc'.reverse() == 'cba'",
-            "notAFunction(1) == 2",
         ] {
             assert_eq!(type_error(Field::Keep, src), None, "{src}");
         }
@@ -1702,6 +1684,35 @@ mod tests {
     #[test]
     fn what_kube_apiserver_refuses_is_refused_with_its_words() {
         for (src, want) in [
+            // Names Kubernetes' environment does not declare, though the cel crate has some.
+            (
+                "notAFunction(1) == 2",
+                "1:13: undeclared reference to 'notAFunction'",
+            ),
+            (
+                "math.greatest(1, 2) > 0",
+                "1:14: undeclared reference to 'math.greatest'",
+            ),
+            (
+                "math.least([1, 2]) == 1",
+                "1:11: undeclared reference to 'math.least'",
+            ),
+            (
+                "math.abs(-1) == 1",
+                "1:9: undeclared reference to 'math.abs'",
+            ),
+            (
+                "base64.encode(b'a') == 'YQ=='",
+                "1:14: undeclared reference to 'base64.encode'",
+            ),
+            (
+                "format.nope() == 'x'",
+                "1:12: undeclared reference to 'format.nope'",
+            ),
+            (
+                "'abc'.reverse() == 'cba'",
+                "1:14: found no matching overload for 'reverse' applied to 'string.()'",
+            ),
             (
                 "'a' + true",
                 "1:5: found no matching overload for '_+_' applied to '(string, bool)'",
