@@ -36,8 +36,9 @@ pub fn at<'a>(obj: &'a Json, pointer: &str) -> Option<&'a Json> {
 }
 
 /// Parses `text` keeping only the fields `keep` names: an object's other fields are skipped
-/// without being built, and what `keep` names whole (and every array) is kept whole. The same
-/// cut as `expr::project`, made while parsing, so that a large object costs its pruned size.
+/// without being built, what `keep` names whole is kept whole, and a list's elements are cut
+/// as `keep` says of each when it iterates the list (whole otherwise). The same cut as
+/// `FieldTree::prune`, made while parsing, so that a large object costs its pruned size.
 pub fn parse_pruned(text: &str, keep: &FieldTree) -> serde_json::Result<Json> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = Pruned(keep).deserialize(&mut de)?;
@@ -51,7 +52,7 @@ impl<'de> DeserializeSeed<'de> for Pruned<'_> {
     type Value = Json;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
-        if self.0.is_whole() {
+        if self.0.keeps_whole() {
             Json::deserialize(d)
         } else {
             d.deserialize_any(self)
@@ -68,6 +69,14 @@ impl<'de> Visitor<'de> for Pruned<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         let mut out = Map::new();
+        if self.0.element().is_some() {
+            // An iterated map: its keys are what is iterated, and it is kept whole.
+            while let Some(key) = map.next_key::<Key<'de>>()? {
+                let value = map.next_value::<Json>()?;
+                out.insert(key.into_string(), value);
+            }
+            return Ok(Json::Object(out));
+        }
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match self.0.child(key.as_str()) {
                 Some(sub) => {
@@ -84,8 +93,17 @@ impl<'de> Visitor<'de> for Pruned<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element::<Json>()? {
-            out.push(item);
+        match self.0.element() {
+            Some(each) => {
+                while let Some(item) = seq.next_element_seed(Pruned(each))? {
+                    out.push(item);
+                }
+            }
+            None => {
+                while let Some(item) = seq.next_element::<Json>()? {
+                    out.push(item);
+                }
+            }
         }
         Ok(Json::Array(out))
     }

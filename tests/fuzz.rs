@@ -176,6 +176,13 @@ fn object(kind: &'static str) -> impl Strategy<Value = Json> {
             Just(json!([{"type": "Complete", "status": "False"}])),
             Just(json!([])),
             Just(json!("garbage")),
+            // As Jobs have them: the engine keeps only type and status of each, unless an
+            // expression iterating them reads more.
+            Just(json!([
+                {"type": "Complete", "status": "True", "reason": "Done", "message": "m"},
+                {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": "t"}
+            ])),
+            Just(json!({"type": "Complete", "status": "True"})),
         ],
         any_json(),
         prop::collection::vec("[0-9a-z.]{1,6}", 0..3),
@@ -207,6 +214,10 @@ fn keep_expr() -> impl Strategy<Value = String> {
             "false", "true", "rank < 1", "age < duration('1h')", "referencedBy.size() > 0",
             "rank < 2 || age < duration('24h')", "object.metadata.?labels.app.orValue('') == 'web'",
             "groupSize > 3 && rank < groupSize / 2", "object.tags.exists(t, t == 'latest')",
+            "object.status.conditions.exists(c, c.reason == 'Done')",
+            "object.status.conditions.all(c, c.?message.orValue('') != 'm')",
+            "object.status.conditions.exists(c, c == {'type': 'Complete', 'status': 'True'})",
+            "object.status.conditions.exists(c, c.type == 'Complete')",
         ]).prop_map(String::from),
         1 => any_expr(),
     ]

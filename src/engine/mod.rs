@@ -71,22 +71,26 @@ fn compile_opt(
 impl CompiledPolicy {
     /// The fields of a target object that evaluating this policy reads: those its expressions
     /// read, and those the engine itself reads (the kind, `type` for field selectors, all of
-    /// `metadata` for selectors, identity and guards, a Job's status conditions and succeeded
-    /// count for the finished-Job guard and field selectors). Objects pruned to these evaluate exactly as whole ones (the
+    /// `metadata` for selectors, identity and guards, the type and status of a Job's
+    /// conditions and its succeeded count for the finished-Job guard and field selectors). Objects pruned to these evaluate exactly as whole ones (the
     /// fuzz suite checks it); the controller parses its cached objects this way, so that a
     /// policy reading labels does not hold every Job's pod template in memory.
     pub fn retained_fields(&self) -> FieldTree {
-        // Of status, the engine reads only a Job's conditions (`job_finished`) and succeeded
-        // count (the field selector `status.successful`); the rest of it (start and completion
-        // times, other counts) is a third of a finished Job's cached text.
+        // Of status, the engine reads only the type and status of a Job's conditions
+        // (`job_finished`) and its succeeded count (the field selector `status.successful`);
+        // the rest of it (start and completion times, other counts, each condition's reason,
+        // message and times) is most of a finished Job's cached text.
         let mut tree = FieldTree::of(&[
             &["apiVersion"],
             &["kind"],
             &["type"],
             &["metadata"],
-            &["status", "conditions"],
             &["status", "succeeded"],
         ]);
+        tree.insert_each(
+            &["status".to_string(), "conditions".to_string()],
+            &FieldTree::of(&[&["type"], &["status"]]),
+        );
         if self.target == TargetKind::OciArtifact {
             // What the engine itself reads of an artifact: identity and references, guards,
             // index children and referrers, and the descriptors its bytes are counted from.

@@ -36,6 +36,19 @@ impl FieldTree {
         self.whole || self.each.is_some()
     }
 
+    /// Whether the value here is kept whole by `prune` and `json::parse_pruned`, whatever it
+    /// is.
+    pub fn keeps_whole(&self) -> bool {
+        self.whole
+    }
+
+    /// What is read of every element of a list here, if the list is iterated. A map here is
+    /// kept whole when it is (its keys are what a comprehension iterates, and binding keeps
+    /// an iterated map whole).
+    pub fn element(&self) -> Option<&FieldTree> {
+        self.each.as_deref()
+    }
+
     /// The subtree under field `name`, if any of it is read.
     pub fn child(&self, name: &str) -> Option<&FieldTree> {
         self.children.get(name)
@@ -68,32 +81,53 @@ impl FieldTree {
     /// evaluates under `other` as the whole object would. Like the pruned parse, it counts a
     /// list whose elements are iterated as read whole.
     pub fn covers(&self, other: &FieldTree) -> bool {
-        if self.is_whole() {
+        if self.whole {
             return true;
         }
-        if other.is_whole() {
+        if other.whole {
             return false;
         }
-        other
-            .children
-            .iter()
-            .all(|(k, sub)| self.children.get(k).is_some_and(|mine| mine.covers(sub)))
+        // An object here: kept whole when this tree iterates it, otherwise cut to the fields
+        // named, which must include every field `other` reads and keep them as it reads them.
+        let objects = self.each.is_some()
+            || (other.each.is_none()
+                && other
+                    .children
+                    .iter()
+                    .all(|(k, sub)| self.children.get(k).is_some_and(|mine| mine.covers(sub))));
+        // A list here: kept whole unless this tree iterates it, and then each element is cut
+        // as `each` says, which must keep what `other` reads of each.
+        let lists = match (&self.each, &other.each) {
+            (None, _) => true,
+            (Some(mine), Some(theirs)) => mine.covers(theirs),
+            (Some(_), None) => false,
+        };
+        objects && lists
     }
 
     /// Drops from `obj` what this tree does not name, in place: the cut `json::parse_pruned`
-    /// makes while parsing (arrays and named leaves are kept whole).
+    /// makes while parsing. Named leaves are kept whole; a list's elements are cut as `each`
+    /// says when it is iterated and kept whole otherwise.
     pub fn prune(&self, obj: &mut Json) {
-        if self.is_whole() {
+        if self.whole {
             return;
         }
-        if let Json::Object(map) = obj {
-            map.retain(|k, v| match self.children.get(k) {
+        match (obj, &self.each) {
+            (Json::Array(items), Some(each)) => {
+                for item in items {
+                    each.prune(item);
+                }
+            }
+            (Json::Object(map), None) => map.retain(|k, v| match self.children.get(k) {
                 Some(sub) => {
                     sub.prune(v);
                     true
                 }
                 None => false,
-            });
+            }),
+            // An iterated map (whose keys are what is iterated), a list nothing iterates, and
+            // scalars are kept as they are.
+            _ => {}
         }
     }
 
@@ -266,5 +300,67 @@ mod tests {
         let mut parsed: Json = serde_json::from_str(text).unwrap();
         tree.prune(&mut parsed);
         assert_eq!(parsed, crate::json::parse_pruned(text, &tree).unwrap());
+    }
+
+    /// A list that is iterated keeps of each element what `each` reads; an iterated map is
+    /// kept whole; `covers` compares what each tree keeps of elements.
+    #[test]
+    fn iterated_lists_are_cut_element_by_element() {
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let each = |fields: &[&[&str]]| {
+            let mut t = FieldTree::of(&[&["metadata", "name"]]);
+            t.insert_each(&path(&["status", "conditions"]), &FieldTree::of(fields));
+            t
+        };
+        let type_status = each(&[&["type"], &["status"]]);
+        let text = r#"{"metadata": {"name": "a", "uid": "u"},
+            "status": {"conditions": [
+                {"type": "Complete", "status": "True", "reason": "Done", "message": "long"},
+                "odd", 3, {"status": "False", "lastTransitionTime": "t"}],
+              "succeeded": 1}}"#;
+        let want = json!({"metadata": {"name": "a"}, "status": {"conditions": [
+            {"type": "Complete", "status": "True"}, "odd", 3, {"status": "False"}]}});
+        let mut pruned: Json = serde_json::from_str(text).unwrap();
+        type_status.prune(&mut pruned);
+        assert_eq!(pruned, want);
+        assert_eq!(crate::json::parse_pruned(text, &type_status).unwrap(), want);
+
+        // A map where a list was expected: it is what a comprehension iterates the keys of,
+        // and is kept whole.
+        let text = r#"{"metadata": {"name": "a"}, "status": {"conditions": {"k": {"x": 1}}}}"#;
+        let want = json!({"metadata": {"name": "a"}, "status": {"conditions": {"k": {"x": 1}}}});
+        let mut pruned: Json = serde_json::from_str(text).unwrap();
+        type_status.prune(&mut pruned);
+        assert_eq!(pruned, want);
+        assert_eq!(crate::json::parse_pruned(text, &type_status).unwrap(), want);
+
+        let just_type = each(&[&["type"]]);
+        let type_reason = each(&[&["type"], &["reason"]]);
+        let whole_list = FieldTree::of(&[&["metadata", "name"], &["status", "conditions"]]);
+        let table = [
+            ("more of each covers less", &type_status, &just_type, true),
+            (
+                "less of each does not cover more",
+                &just_type,
+                &type_status,
+                false,
+            ),
+            ("other fields of each", &type_status, &type_reason, false),
+            (
+                "a whole list covers its elements",
+                &whole_list,
+                &type_status,
+                true,
+            ),
+            (
+                "elements do not cover the whole list",
+                &type_status,
+                &whole_list,
+                false,
+            ),
+        ];
+        for (name, a, b, want) in table {
+            assert_eq!(a.covers(b), want, "{name}");
+        }
     }
 }
