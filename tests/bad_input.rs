@@ -247,6 +247,14 @@ fn cases(registry: &str) -> Vec<(&'static str, Value, Want)> {
             ),
         ),
         (
+            "function-kubernetes-lacks",
+            jobs(json!({"keep": "rank < 1 || math.greatest(rank, 1) > 2"})),
+            NotReady(
+                "InvalidExpression",
+                "spec.keep: undeclared reference to 'math.greatest' at line 1, column 26",
+            ),
+        ),
+        (
             "rank-in-match",
             jobs(json!({"match": "rank < 3"})),
             NotReady(
